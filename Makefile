@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+EXTRA  ?= cpu
+STAMP  := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: demo test install clean
+
+# The venv is rebuilt only when pyproject.toml changes (or the extra does).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRA),test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/anomalake demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf lake spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,126 @@
+"""The detector contract: a frozen config in, fit / score_samples / explain / save / load out."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+
+
+class NotFittedError(RuntimeError):
+    """A detector was asked to score, explain or save before it was fitted."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What every family needs: the shape of one sample, the names of its last axis, a seed."""
+
+    input_shape: tuple[int, ...]
+    feature_names: tuple[str, ...] = ()
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DetectorConfig":
+        """Rebuild from `to_dict`'s output, ignoring keys this class does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+        return cls(**kept)
+
+
+class Detector(abc.ABC):
+    """Base class of every detector family (scikit-learn style: config in __init__, state ends in `_`)."""
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig):
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    # --- the contract every family implements -------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, train: Any, validation: Any = None) -> "Detector":
+        """Learn normal behaviour from `train` (an array or a tf.data.Dataset of batches); return self."""
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        """One finite float per sample; higher is more anomalous."""
+        return self.score_and_explain(x)[0]
+
+    def explain(self, x: np.ndarray) -> np.ndarray:
+        """Per-sample non-negative contributions to the score, in the shape of one input sample."""
+        return self.score_and_explain(x)[1]
+
+    @abc.abstractmethod
+    def score_and_explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and contributions from one pass over the model (what the score job calls)."""
+
+    @abc.abstractmethod
+    def _save_model(self, folder: Path) -> None:
+        """Write the fitted Keras model(s) into `folder`."""
+
+    @abc.abstractmethod
+    def _load_model(self, folder: Path) -> None:
+        """Read the Keras model(s) back with safe_mode=True and set the fitted state."""
+
+    # --- shared machinery ---------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        """True once fit has run (or a fitted model was loaded)."""
+        return getattr(self, "model_", None) is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load()")
+
+    def as_batch(self, x: Any) -> np.ndarray:
+        """Samples as float32 of shape (n, *input_shape); flattened windows are reshaped."""
+        arr = np.asarray(x, dtype=np.float32)
+        shape = tuple(self.config.input_shape)
+        if arr.shape[1:] == shape:
+            return arr
+        if arr.ndim == 2 and arr.shape[1] == int(np.prod(shape)):
+            return arr.reshape((arr.shape[0], *shape))
+        raise ValueError(f"{self.family}: expected samples of shape {shape}, got an array of shape {arr.shape}")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write model.keras and config.json into `folder` (no pickle)."""
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_model(folder)
+        payload = {"family": self.family, "config": self.config.to_dict()}
+        (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Detector":
+        """Rebuild a fitted detector from `save`'s folder; the family comes from config.json."""
+        from models.registry import get_family
+
+        folder = Path(folder)
+        payload = json.loads((folder / CONFIG_FILE).read_text())
+        family = get_family(payload["family"])
+        detector = family(family.config_class.from_dict(payload["config"]))
+        detector._load_model(folder)
+        return detector
+
+
+def iterate_batches(data: Any) -> Iterable[np.ndarray]:
+    """Yield numpy batches from an array (one batch) or from a tf.data.Dataset of batches."""
+    if isinstance(data, np.ndarray):
+        yield data
+        return
+    for batch in data:
+        yield np.asarray(batch)

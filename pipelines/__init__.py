@@ -1,0 +1,1 @@
+"""Spark glue: lake tables in, lake tables out."""

@@ -1,0 +1,130 @@
+"""Table and detector configuration: YAML read once at job start into frozen, validated objects."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import yaml
+
+CONF_DIR = Path(__file__).parent / "conf"
+INPUT_KINDS = ("timeseries",)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How windows are cut: `length` steps, one window end every `stride` steps (epoch aligned)."""
+
+    length: int
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One lake table anomalake reads: where it is, its key columns, its features, how to window it."""
+
+    name: str
+    kind: str
+    path: str
+    entity: str
+    time: str
+    features: tuple[str, ...]
+    step_seconds: int
+    fill_limit: int
+    window: WindowSpec
+    detectors: tuple[str, ...]
+    max_quarantine_share: float = 0.2
+
+    @property
+    def lookback_steps(self) -> int:
+        """Grid steps before a window's end that the window, and the gap filling at its start, can need."""
+        return self.window.length - 1 + self.fill_limit + 1
+
+    @property
+    def n_inputs(self) -> int:
+        """Length of one flattened window (time-major: step by step, all features per step)."""
+        return self.window.length * len(self.features)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A named detector: its family, the family's parameters and how its scores are calibrated."""
+
+    name: str
+    family: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in entry:
+        raise ConfigError(f"{where}: missing key '{key}'")
+    return entry[key]
+
+
+def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
+    """Validate one catalog entry and freeze it."""
+    where = f"table {name}"
+    kind = entry.get("kind", "timeseries")
+    if kind not in INPUT_KINDS:
+        raise ConfigError(f"{where}: kind '{kind}' is not one of {', '.join(INPUT_KINDS)}")
+    features = tuple(_require(entry, "features", where))
+    if not features:
+        raise ConfigError(f"{where}: 'features' is empty")
+    window = _require(entry, "window", where)
+    spec = WindowSpec(int(window["length"]), int(window.get("stride", 1)))
+    if spec.length < 2 or spec.stride < 1:
+        raise ConfigError(f"{where}: window length must be >= 2 and stride >= 1, got {spec}")
+    step = pd.Timedelta(str(entry.get("step", "5min")))
+    if step.total_seconds() <= 0 or 86400 % int(step.total_seconds()):
+        raise ConfigError(f"{where}: step {step} must divide one day")
+    return TableConfig(
+        name=name,
+        kind=kind,
+        path=entry.get("path", f"raw/{name}"),
+        entity=entry.get("entity", "entity_id"),
+        time=entry.get("time", "ts"),
+        features=features,
+        step_seconds=int(step.total_seconds()),
+        fill_limit=int(entry.get("fill_limit", 0)),
+        window=spec,
+        detectors=tuple(entry.get("detectors", ("dense_autoencoder",))),
+        max_quarantine_share=float(entry.get("max_quarantine_share", 0.2)),
+    )
+
+
+def load_tables(path: str | Path) -> dict[str, TableConfig]:
+    """Read the table catalog."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"table catalog {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {name: parse_table(name, entry) for name, entry in raw.items()}
+
+
+def load_table(path: str | Path, name: str) -> TableConfig:
+    """One table of the catalog, or an error that lists the known ones."""
+    tables = load_tables(path)
+    if name not in tables:
+        raise ConfigError(f"table {name} is not in {path} (known: {', '.join(sorted(tables)) or 'none'})")
+    return tables[name]
+
+
+def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
+    """Read conf/detectors/<name>.yml."""
+    path = conf_dir / "detectors" / f"{name}.yml"
+    if not path.exists():
+        known = sorted(p.stem for p in (conf_dir / "detectors").glob("*.yml"))
+        raise ConfigError(f"detector {name}: no {path} (known: {', '.join(known)})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return DetectorSpec(
+        name=name,
+        family=raw.get("family", name),
+        params=dict(raw.get("params", {})),
+        calibration=dict(raw.get("calibration", {})),
+    )

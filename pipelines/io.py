@@ -1,0 +1,148 @@
+"""Lake layout, reading one partition, replacing partitions, and registering tables for Spark SQL."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterable
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines.config import TableConfig
+from pipelines.errors import input_error
+
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+TIME_TYPES = (T.TimestampType, T.TimestampNTZType)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Paths of the lake's tables (one folder per table, one sub-folder per partition)."""
+
+    root: Path
+
+    def raw(self, table: TableConfig) -> Path:
+        return self.root / table.path
+
+    def features(self, table: str) -> Path:
+        return self.root / "features" / table
+
+    def scores(self, table: str) -> Path:
+        return self.root / "scores" / table
+
+    def quarantine(self, table: str) -> Path:
+        return self.root / "quarantine" / table
+
+    def labels(self, table: str) -> Path:
+        return self.root / "labels" / table
+
+    def models(self, detector: str, table: str) -> Path:
+        return self.root / "models" / detector / table
+
+
+def day_range(start: date, end: date) -> list[date]:
+    """Every day from start to end, both included."""
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def partition_dir(root: Path, **keys: str) -> Path:
+    """root/k1=v1/k2=v2 for the given partition keys, in order."""
+    path = root
+    for key, value in keys.items():
+        path = path / f"{key}={value}"
+    return path
+
+
+def has_data(folder: Path) -> bool:
+    """True when the folder holds at least one Parquet file."""
+    return folder.is_dir() and any(folder.glob("*.parquet"))
+
+
+def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
+    """Stop with one line when a configured column is missing or has the wrong type."""
+    fields = {f.name: f.dataType for f in schema.fields}
+    partition = f"dt={day.isoformat()}"
+    expected = [(table.entity, None), (table.time, TIME_TYPES)] + [(f, NUMERIC_TYPES) for f in table.features]
+    for column, types in expected:
+        if column not in fields:
+            raise input_error(table.name, partition, column, f"missing (found columns: {', '.join(fields)})")
+        if types and not isinstance(fields[column], types):
+            wanted = "a timestamp" if types is TIME_TYPES else "a numeric type"
+            raise input_error(table.name, partition, column, f"expected {wanted}, found {fields[column].simpleString()}")
+
+
+def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
+    """One raw partition, checked against the table config, as (entity_id, ts, features..., dt)."""
+    folder = partition_dir(lake.raw(table), dt=day.isoformat())
+    try:
+        df = spark.read.parquet(str(folder))
+    except AnalysisException as error:
+        raise input_error(table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}") from None
+    check_raw_schema(table, day, df.schema)
+    return df.select(
+        F.col(table.entity).cast("string").alias("entity_id"),
+        F.col(table.time).cast("timestamp").alias("ts"),
+        *[F.col(f).cast("double").alias(f) for f in table.features],
+        F.lit(day.isoformat()).alias("dt"),
+    )
+
+
+def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> None:
+    """A day with no raw data is an error that says so, not an empty success."""
+    for day in days:
+        folder = partition_dir(lake.raw(table), dt=day.isoformat())
+        if not has_data(folder):
+            raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
+
+
+def replace_partitions(df: DataFrame, root: Path, keys: dict[str, str], days: Iterable[date], written: set[str]) -> None:
+    """Write df partitioned by keys + dt with dynamic overwrite; clear target days that got no rows.
+
+    Dynamic overwrite only touches partitions present in df, so a day whose rows all went elsewhere
+    (for example to quarantine) would otherwise keep a stale partition from an earlier run.
+    """
+    columns = list(keys) + ["dt"]
+    out = df
+    for key, value in keys.items():
+        out = out.withColumn(key, F.lit(value))
+    out.write.mode("overwrite").partitionBy(*columns).parquet(str(root))
+    for day in days:
+        if day.isoformat() not in written:
+            stale = partition_dir(root, **keys, dt=day.isoformat())
+            if stale.exists():
+                shutil.rmtree(stale)
+
+
+def read_partitions(spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str) -> DataFrame:
+    """Read the dt partitions of one table (under optional fixed keys); each must exist."""
+    paths = []
+    for day in days:
+        folder = partition_dir(root, **keys, dt=day.isoformat())
+        if not has_data(folder):
+            raise input_error(table, f"dt={day.isoformat()}", None, f"no {what} partition at {folder}")
+        paths.append(str(folder))
+    return spark.read.option("basePath", str(partition_dir(root, **keys))).parquet(*paths)
+
+
+def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfig]) -> list[str]:
+    """Register raw_/features_/scores_/quarantine_/labels_<table> views for the tables that exist."""
+    names = []
+    for table in tables:
+        roots = {
+            f"raw_{table.name}": lake.raw(table),
+            f"features_{table.name}": lake.features(table.name),
+            f"scores_{table.name}": lake.scores(table.name),
+            f"quarantine_{table.name}": lake.quarantine(table.name),
+            f"labels_{table.name}": lake.labels(table.name),
+        }
+        for view, root in roots.items():
+            if root.exists() and any(root.rglob("*.parquet")):
+                spark.read.parquet(str(root)).createOrReplaceTempView(view)
+                names.append(view)
+    return names

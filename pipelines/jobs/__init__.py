@@ -1,0 +1,1 @@
+"""One module per job, plus the console script."""

@@ -1,0 +1,74 @@
+"""The windows job: raw partitions (+ lookback) -> features/<table>/dt=D and quarantine/<table>/job=windows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from functools import partial, reduce
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines import windowing
+from pipelines.config import TableConfig
+from pipelines.errors import JobError
+from pipelines.io import has_data, partition_dir, read_raw_day, replace_partitions, require_raw_days
+from pipelines.jobs.context import JobContext
+
+
+@dataclass(frozen=True)
+class WindowsResult:
+    """Row accounting of one windows run: rows_in = windows + context + quarantined."""
+
+    rows_in: int
+    windows: int
+    context: int
+    quarantined: dict[str, int]
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+
+def _read_inputs(ctx: JobContext, table: TableConfig, days: list[date]) -> DataFrame:
+    require_raw_days(ctx.lake, table, days)
+    present = [d for d in windowing.days_to_read(table, days) if has_data(partition_dir(ctx.lake.raw(table), dt=d.isoformat()))]
+    return reduce(DataFrame.unionByName, [read_raw_day(ctx.spark, ctx.lake, table, d) for d in present])
+
+
+def _check_quarantine_share(table: TableConfig, result: WindowsResult) -> None:
+    problems = sum(n for r, n in result.quarantined.items() if r not in windowing.NOT_A_DATA_PROBLEM)
+    if result.rows_in and problems / result.rows_in > table.max_quarantine_share:
+        raise JobError(
+            f"table {table.name}: {problems} of {result.rows_in} raw rows quarantined "
+            f"({problems / result.rows_in:.1%} > max_quarantine_share {table.max_quarantine_share:.0%}): {result.quarantined}"
+        )
+
+
+def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
+    """Build the windows of `days` (one run for a range gives the same windows as day by day)."""
+    raw = _read_inputs(ctx, table, days)
+    target = frozenset(d.isoformat() for d in days)
+    rows_in = raw.where(F.col("dt").isin(*target)).count()
+    cut = partial(windowing.cut_windows, table=table, target_days=target)
+    out = raw.groupBy("entity_id").applyInPandas(cut, windowing.OUTPUT).persist()
+    try:
+        tally = out.groupBy("dt", "outcome", "reason").count().collect()
+        outcomes = {o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)}
+        quarantined: dict[str, int] = {}
+        for r in tally:
+            if r["outcome"] == windowing.QUARANTINE:
+                quarantined[r["reason"]] = quarantined.get(r["reason"], 0) + r["count"]
+        result = WindowsResult(rows_in, outcomes[windowing.WINDOW], outcomes[windowing.CONTEXT], quarantined)
+        if result.windows + result.context + result.quarantined_total != rows_in:
+            raise JobError(f"table {table.name}: row accounting does not balance: {result}")
+        _check_quarantine_share(table, result)
+        days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
+        features = out.where(F.col("outcome") == windowing.WINDOW).select("entity_id", "ts", "x", "dt")
+        replace_partitions(features, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).select(
+            "entity_id", "ts", "reason", "detail", F.lit(ctx.run_id).alias("run_id"), "dt"
+        )
+        replace_partitions(quarantine, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE))
+    finally:
+        out.unpersist()
+    return result

@@ -1,0 +1,53 @@
+"""The StructTypes of every table anomalake writes: the one source of truth for their columns."""
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+FEATURES = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), False),
+        T.StructField("ts", T.TimestampType(), False),  # the window's last step
+        T.StructField("x", T.ArrayType(T.FloatType(), False), False),  # time-major: step by step, features per step
+        T.StructField("dt", T.StringType(), False),
+    ]
+)
+
+QUARANTINE = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), True),
+        T.StructField("ts", T.TimestampType(), True),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("detail", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("job", T.StringType(), False),
+        T.StructField("dt", T.StringType(), False),
+    ]
+)
+
+SCORES = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), False),
+        T.StructField("ts", T.TimestampType(), False),
+        T.StructField("raw_score", T.DoubleType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("threshold", T.DoubleType(), False),
+        T.StructField("is_anomaly", T.BooleanType(), False),
+        T.StructField("top_feature", T.StringType(), False),
+        T.StructField("feature_contributions", T.MapType(T.StringType(), T.DoubleType()), False),
+        T.StructField("top_steps", T.ArrayType(T.TimestampType()), False),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("scored_at", T.TimestampType(), False),
+        T.StructField("detector", T.StringType(), False),
+        T.StructField("dt", T.StringType(), False),
+    ]
+)
+
+LABELS = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), False),
+        T.StructField("start", T.TimestampType(), False),
+        T.StructField("end", T.TimestampType(), False),
+        T.StructField("kind", T.StringType(), False),
+    ]
+)

@@ -1,0 +1,50 @@
+"""Process settings read from the environment: the only module that reads os.environ."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the lake is, which Spark master to use, where the public datasets live."""
+
+    lake: str
+    master: str
+    datasets: str
+    tables_file: str
+    python: str
+    shuffle_partitions: int
+    driver_memory: str
+
+    @property
+    def lake_path(self) -> Path:
+        """The lake as a local path (file:// URIs are stripped)."""
+        return Path(self.lake.removeprefix("file://"))
+
+
+def load_settings() -> Settings:
+    """Read every ANOMALAKE_* variable once; jobs pass the frozen result around."""
+    env = os.environ
+    return Settings(
+        lake=str(Path(env.get("ANOMALAKE_LAKE", "lake")).resolve()),
+        master=env.get("ANOMALAKE_MASTER", "local[*]"),
+        datasets=env.get("ANOMALAKE_DATASETS", str(REPO_ROOT.parent / "shared" / "datasets")),
+        tables_file=env.get("ANOMALAKE_TABLES", str(Path(__file__).parent / "conf" / "tables.yml")),
+        python=env.get("PYSPARK_PYTHON", sys.executable),
+        shuffle_partitions=int(env.get("ANOMALAKE_SHUFFLE_PARTITIONS", "8")),
+        driver_memory=env.get("ANOMALAKE_DRIVER_MEMORY", "4g"),
+    )
+
+
+def export_spark_environment(settings: Settings) -> None:
+    """Set the variables Spark's launcher and Python workers read (they cannot take arguments)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = settings.python
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("TZ", "UTC")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,151 @@
+"""Raw rows of one entity -> fixed-length windows on a regular grid, or quarantine rows with a reason.
+
+Every raw row of a target day gets exactly one outcome, so rows in = windows + context + quarantined:
+- window: the row is the last step of a window that was written;
+- context: the row is on the grid but not a window end (stride above 1; ends are aligned to the epoch);
+- quarantine: the row or its window cannot be used (see REASONS).
+Rows of lookback days only feed the grid; they were accounted for by their own day's run.
+"""
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import types as T
+
+from pipelines.config import TableConfig
+
+WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
+REASONS = {
+    "null_key": "entity or time is null",
+    "non_finite_value": "a feature is NaN, infinite or null",
+    "outside_partition": "the timestamp (snapped to the grid) is not in the row's dt partition",
+    "duplicate_key": "another row of the entity has the same grid timestamp",
+    "insufficient_history": "fewer than window-1 earlier grid steps exist in the lake",
+    "gap_exceeds_fill_limit": "the window spans a gap longer than fill_limit steps",
+}
+# Expected at the start of every table, so it does not count towards the quarantine limit.
+NOT_A_DATA_PROBLEM = ("insufficient_history",)
+
+OUTPUT = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), True),
+        T.StructField("ts", T.TimestampType(), True),
+        T.StructField("x", T.ArrayType(T.FloatType(), False), True),
+        T.StructField("outcome", T.StringType(), False),
+        T.StructField("reason", T.StringType(), True),
+        T.StructField("detail", T.StringType(), True),
+        T.StructField("dt", T.StringType(), False),
+    ]
+)
+
+
+def lookback_days(table: TableConfig) -> int:
+    """Whole days before a target day whose rows a window (and its gap filling) can reach."""
+    return math.ceil(table.lookback_steps * table.step_seconds / 86400)
+
+
+def days_to_read(table: TableConfig, days: list[date]) -> list[date]:
+    """Target days plus the lookback days before the first one."""
+    first = days[0]
+    return [first - timedelta(days=n) for n in range(lookback_days(table), 0, -1)] + days
+
+
+def fill_short_gaps(grid: np.ndarray, limit: int) -> np.ndarray:
+    """Linearly interpolate runs of missing grid rows of at most `limit` steps that have both neighbours."""
+    missing = np.flatnonzero(np.isnan(grid).any(axis=1))
+    if limit <= 0 or missing.size == 0:
+        return grid
+    breaks = np.flatnonzero(np.diff(missing) > 1)
+    starts, ends = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, missing.size - 1]]
+    for start, end in zip(starts, ends):
+        if start == 0 or end == len(grid) - 1 or end - start + 1 > limit:
+            continue
+        weights = (np.arange(1, end - start + 2) / (end - start + 2))[:, None]
+        grid[start : end + 1] = grid[start - 1] + weights * (grid[end + 1] - grid[start - 1])
+    return grid
+
+
+def _grid_steps(ts: pd.Series, step_seconds: int) -> np.ndarray:
+    """Each timestamp's index on the epoch-aligned grid (rounded to the nearest step)."""
+    seconds = ts.astype("int64").to_numpy() / 1e9
+    return np.round(seconds / step_seconds).astype(np.int64)
+
+
+def _result(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, x: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "entity_id": rows["entity_id"].to_numpy(),
+            "ts": rows["ts"].to_numpy(),
+            "x": x,
+            "outcome": outcome,
+            "reason": reason,
+            "detail": [REASONS.get(r) if r else None for r in reason],
+            "dt": rows["dt"].to_numpy(),
+        }
+    )
+
+
+def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]) -> pd.DataFrame:
+    """One entity's raw rows (target and lookback days) -> one outcome row per target-day raw row."""
+    features = list(table.features)
+    rows = rows.reset_index(drop=True)
+    is_target = rows["dt"].isin(target_days).to_numpy()
+    n = len(rows)
+    outcome = np.full(n, QUARANTINE, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    usable = np.ones(n, dtype=bool)
+
+    null_key = rows["entity_id"].isna().to_numpy() | rows["ts"].isna().to_numpy()
+    reason[null_key], usable[null_key] = "null_key", False
+    values = rows[features].to_numpy(dtype=np.float64)
+    bad_value = usable & ~np.isfinite(values).all(axis=1)
+    reason[bad_value], usable[bad_value] = "non_finite_value", False
+
+    steps = np.zeros(n, dtype=np.int64)
+    steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)
+    snapped_day = pd.to_datetime(steps * table.step_seconds, unit="s").strftime("%Y-%m-%d").to_numpy()
+    outside = usable & (snapped_day != rows["dt"].to_numpy())
+    reason[outside], usable[outside] = "outside_partition", False
+
+    order = np.lexsort((rows["ts"].astype("int64").to_numpy(), steps))
+    order = order[usable[order]]
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[order[1:][np.diff(steps[order]) == 0]] = True
+    reason[duplicate], usable[duplicate] = "duplicate_key", False
+
+    x: list = [None] * n
+    if usable.any():
+        _cut_usable(steps, values, usable, is_target, table, outcome, reason, x)
+    keep = is_target
+    return _result(rows[keep], outcome[keep], reason[keep], [x[i] for i in np.flatnonzero(keep)])
+
+
+def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, reason, x) -> None:
+    """Place usable rows on the grid, fill short gaps, and cut a window at each aligned target row."""
+    length = table.window.length
+    first = steps[usable].min()
+    grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
+    grid[steps[usable] - first] = values[usable]
+    grid = fill_short_gaps(grid, table.fill_limit)
+
+    candidates = np.flatnonzero(usable & is_target)
+    aligned = steps[candidates] % table.window.stride == 0
+    outcome[candidates[~aligned]] = CONTEXT
+    ends = candidates[aligned]
+    position = steps[ends] - first
+    short = position < length - 1
+    reason[ends[short]] = "insufficient_history"
+    ends, position = ends[~short], position[~short]
+    if ends.size == 0:
+        return
+    windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
+    cut = windows[position - length + 1]
+    gap = np.isnan(cut).any(axis=(1, 2))
+    reason[ends[gap]] = "gap_exceeds_fill_limit"
+    outcome[ends[~gap]] = WINDOW
+    flat = cut[~gap].reshape(int((~gap).sum()), -1).astype(np.float32)
+    for i, row in zip(ends[~gap], flat):
+        x[i] = row
