@@ -1,0 +1,47 @@
+"""The only Petastorm import: a Spark DataFrame column of arrays -> a tf.data.Dataset of batches."""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from pyspark.sql import DataFrame
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A batched dataset over one column, with its row count and the batches that make one pass."""
+
+    dataset: Any
+    rows: int
+    steps: int
+
+
+@contextmanager
+def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: bool = True, shuffle: bool = True) -> Iterator[Feed]:
+    """Materialise `df[column]` with Petastorm's converter and yield a Feed; the cache is deleted after.
+
+    With repeat=True the reader never ends and each pass is `steps` batches (what Keras wants per epoch,
+    re-iterated every epoch); with repeat=False the dataset is exactly one pass over the rows, in order.
+    """
+    import tensorflow as tf
+    from petastorm.spark import make_spark_converter
+
+    converter = make_spark_converter(df.select(column), dtype="float32")
+    try:
+        rows = len(converter)
+        if rows == 0:
+            raise ValueError("the feed has no rows")
+        steps = math.ceil(rows / batch_size)
+        with converter.make_tf_dataset(
+            batch_size=batch_size,
+            num_epochs=None if repeat else 1,
+            workers_count=2,
+            shuffling_queue_capacity=4 * batch_size if shuffle else None,
+            shuffle_row_groups=shuffle,
+        ) as dataset:
+            batches = dataset.map(lambda batch: tf.cast(getattr(batch, column), tf.float32))
+            yield Feed(batches.take(steps) if repeat else batches, rows, steps)
+    finally:
+        converter.delete()

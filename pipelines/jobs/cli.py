@@ -1,0 +1,127 @@
+"""The `anomalake` console script: one sub-command per job."""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+
+from pipelines.config import ConfigError, load_table, load_tables
+from pipelines.errors import JobError
+from pipelines.settings import load_settings
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+def _days(args: argparse.Namespace) -> list[date]:
+    from pipelines.io import day_range
+
+    if args.date and (args.start or args.end):
+        raise JobError("give either --date or --start/--end, not both")
+    if args.date:
+        return [args.date]
+    if not (args.start and args.end):
+        raise JobError("give --date D, or --start D1 --end D2")
+    return day_range(args.start, args.end)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomalake", description="Deep-learning anomaly detection over a Parquet lake.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write synthetic telemetry with labelled anomalies to raw/<table>")
+    gen.add_argument("--table", required=True)
+    gen.add_argument("--start", type=_date, required=True)
+    gen.add_argument("--days", type=int, required=True)
+    gen.add_argument("--entities", type=int, required=True)
+    gen.add_argument("--seed", type=int, default=0)
+
+    win = sub.add_parser("windows", help="raw partitions -> features/<table>/dt=D")
+    win.add_argument("--table", required=True)
+    for p in (win,):
+        p.add_argument("--date", type=_date)
+        p.add_argument("--start", type=_date)
+        p.add_argument("--end", type=_date)
+
+    train = sub.add_parser("train", help="train a detector on a range of features and promote it to CURRENT")
+    train.add_argument("--detector", required=True)
+    train.add_argument("--table", required=True)
+    train.add_argument("--start", type=_date, required=True)
+    train.add_argument("--end", type=_date, required=True)
+
+    score = sub.add_parser("score", help="score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
+    score.add_argument("--detector", required=True)
+    score.add_argument("--table", required=True)
+    score.add_argument("--date", type=_date)
+    score.add_argument("--start", type=_date)
+    score.add_argument("--end", type=_date)
+    score.add_argument("--model-version", help="a version folder instead of CURRENT")
+
+    sql = sub.add_parser("sql", help="run Spark SQL over the lake's tables")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--limit", type=int, default=1000)
+
+    sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.command == "generate":
+        from pipelines.generate import GenerateSpec, write_generated
+
+        counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
+        print(f"raw/{args.table}: {sum(v for k, v in counts.items() if k != 'labels'):,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies")
+        return 0
+
+    from pipelines.jobs.context import JobContext
+    from pipelines.spark import get_spark
+
+    ctx = JobContext(settings, get_spark(settings, f"anomalake-{args.command}"))
+    if args.command == "sql":
+        from pipelines.jobs.sql import render, run_sql
+
+        print(render(run_sql(ctx, list(load_tables(settings.tables_file).values()), args.query, args.limit), args.format), end="")
+        return 0
+    table = load_table(settings.tables_file, args.table) if hasattr(args, "table") else load_table(settings.tables_file, "telemetry")
+    if args.command == "windows":
+        from pipelines.jobs.windows import run_windows
+
+        result = run_windows(ctx, table, _days(args))
+        print(f"features/{table.name}: rows in {result.rows_in:,} = windows {result.windows:,} + context {result.context:,} + quarantined {result.quarantined_total:,} {result.quarantined}")
+    elif args.command == "train":
+        from pipelines.jobs.train import run_train
+
+        result = run_train(ctx, table, args.detector, args.start, args.end)
+        print(f"models/{args.detector}/{table.name}/{result.version}: {result.rows_train:,} training windows, {result.rows_holdout:,} held out, threshold {result.threshold:.3f}; CURRENT -> {result.version}")
+    elif args.command == "score":
+        from pipelines.jobs.score import run_score
+
+        for day in _days(args):
+            result = run_score(ctx.with_new_run(), table, args.detector, day, args.model_version)
+            print(f"scores/{table.name}/detector={args.detector}/dt={day}: {result.rows_in:,} windows in, {result.scored:,} scored, {result.anomalies:,} anomalies, quarantined {result.quarantined or 0}")
+    elif args.command == "demo":
+        from pipelines.jobs.demo import run_demo
+
+        run_demo(ctx, table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and turn expected failures into one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (JobError, ConfigError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"anomalake {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
