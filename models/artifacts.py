@@ -1,4 +1,4 @@
-"""One artifact folder: model.keras + config.json (the detector), calibration.json, meta.json."""
+"""One artifact folder: model.keras + config.json (the detector), baseline.json, calibration.json, meta.json."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from typing import Any
 
 from models.base import Detector
 from models.calibration import Calibration
+from models.scaling import EntityBaseline
 
 CALIBRATION_FILE = "calibration.json"
 META_FILE = "meta.json"
@@ -16,17 +17,21 @@ CURRENT_FILE = "CURRENT"
 
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded, fitted detector with its calibration and metadata."""
+    """A loaded, fitted detector with its per-entity baseline, calibration and metadata."""
 
     detector: Detector
+    baseline: EntityBaseline
     calibration: Calibration
     meta: dict[str, Any]
     version: str
 
 
-def save_artifact(folder: Path, detector: Detector, calibration: Calibration, meta: dict[str, Any]) -> Path:
+def save_artifact(
+    folder: Path, detector: Detector, baseline: EntityBaseline, calibration: Calibration, meta: dict[str, Any]
+) -> Path:
     """Write a complete artifact folder (the CURRENT pointer is the caller's, written after this)."""
     detector.save(folder)
+    baseline.save(folder)
     (folder / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return folder
@@ -36,9 +41,10 @@ def load_artifact(folder: Path) -> Artifact:
     """Read an artifact folder written by `save_artifact` (Keras safe_mode, no pickle)."""
     folder = Path(folder)
     detector = Detector.load(folder)
+    baseline = EntityBaseline.load(folder)
     calibration = Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text()))
     meta = json.loads((folder / META_FILE).read_text())
-    return Artifact(detector, calibration, meta, folder.name)
+    return Artifact(detector, baseline, calibration, meta, folder.name)
 
 
 def write_current(model_root: Path, version: str) -> None:

@@ -1,4 +1,9 @@
-"""Dense autoencoder on flattened windows; the score is the mean squared reconstruction error."""
+"""Dense autoencoder on flattened windows; the score is the largest standardised reconstruction errors.
+
+The residual of every (step, feature) is divided by its own typical size on the training data, so a metric
+that the model reconstructs well is not drowned by one it reconstructs loosely; the score is the mean of the
+`top_k` largest squared standardised residuals, which catches a one-step spike as well as a long shift.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ class DenseAutoencoderConfig(DetectorConfig):
     batch_size: int = 256
     learning_rate: float = 1e-3
     patience: int = 3
+    top_k: int = 1
     verbose: int = 2
 
 
@@ -27,9 +33,9 @@ class DenseAutoencoderConfig(DetectorConfig):
 class DenseAutoencoder(Detector):
     """Reconstruction-error detector: per-feature normalisation, dense bottleneck, residual output.
 
-    The saved Keras model maps raw samples to their residual in normalised units (reconstruction minus
-    normalised input), so the normalisation statistics travel inside model.keras and the score and the
-    explanation come from one forward pass.
+    The saved Keras model maps raw samples to their standardised residual (reconstruction minus normalised
+    input, divided by the residual's training spread), so every statistic travels inside model.keras and the
+    score and the explanation come from one forward pass.
     """
 
     family = "dense_autoencoder"
@@ -78,14 +84,26 @@ class DenseAutoencoder(Detector):
         monitor = "val_loss" if val_ds is not None else "loss"
         stop = keras.callbacks.EarlyStopping(monitor, patience=self.config.patience, restore_best_weights=True)
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[stop], verbose=self.config.verbose
+            train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[stop], verbose=self.config.verbose, shuffle=False
         )
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        self.model_ = model
+        self.model_ = self._standardized(model, train_ds)
         return self
 
+    def _standardized(self, residual_model: Any, train_ds: Any) -> Any:
+        """Append a fixed layer dividing each residual by its root mean square over the training data."""
+        import keras
+
+        total, count = 0.0, 0
+        for x, _ in train_ds:
+            residual = np.asarray(residual_model(x, training=False), dtype=np.float64)
+            total, count = total + np.square(residual).sum(axis=0), count + len(residual)
+        variance = np.maximum(total / max(count, 1), 1e-8)
+        scale = keras.layers.Normalization(mean=np.zeros_like(variance), variance=variance, name="residual_scale")
+        return keras.Model(residual_model.inputs[0], scale(residual_model.outputs[0]), name=self.family)
+
     def score_and_explain(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Mean squared residual per sample, and the squared residual per (step, feature)."""
+        """Mean of the top_k squared standardised residuals per sample, and all of them per (step, feature)."""
         self._check_fitted()
         scores, contributions = [], []
         for batch in iterate_batches(x):
@@ -94,7 +112,9 @@ class DenseAutoencoder(Detector):
             residual = np.asarray(self.model_(flat, training=False), dtype=np.float64) if len(flat) else flat
             squared = np.square(residual).reshape(samples.shape)
             contributions.append(squared)
-            scores.append(squared.reshape(len(samples), -1).mean(axis=1))
+            flat_squared = squared.reshape(len(samples), -1)
+            k = min(self.config.top_k, flat_squared.shape[1])
+            scores.append(np.partition(flat_squared, -k, axis=1)[:, -k:].mean(axis=1))
         return np.concatenate(scores), np.concatenate(contributions)
 
     def _save_model(self, folder: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from models.base import Detector
 
 _FAMILIES: dict[str, type[Detector]] = {}
-_INFRASTRUCTURE = {"base", "registry", "calibration", "artifacts"}
+_INFRASTRUCTURE = {"base", "registry", "calibration", "artifacts", "scaling"}
 
 
 def register(cls: type[Detector]) -> type[Detector]:

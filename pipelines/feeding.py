@@ -1,7 +1,9 @@
 """The only Petastorm import: a Spark DataFrame column of arrays -> a tf.data.Dataset of batches."""
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -26,6 +28,10 @@ def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: b
     re-iterated every epoch); with repeat=False the dataset is exactly one pass over the rows, in order.
     """
     import tensorflow as tf
+
+    # Petastorm 0.13.1 uses pyarrow's legacy API (pinned on purpose, see DESIGN.md): its warnings are noise.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")
+    logging.getLogger("petastorm").setLevel(logging.ERROR)
     from petastorm.spark import make_spark_converter
 
     converter = make_spark_converter(df.select(column), dtype="float32")

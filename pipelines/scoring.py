@@ -60,15 +60,18 @@ def _explanations(contributions: np.ndarray, features: list[str]) -> tuple[list,
     return top_feature, share_maps, offsets
 
 
-def score_frame(artifact: Artifact, x: pd.Series) -> pd.DataFrame:
+def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataFrame:
     """Score one Arrow batch of flattened windows; unusable rows get an error instead of a score."""
     n = len(x)
-    expected = int(np.prod(artifact.detector.config.input_shape))
-    ok = np.array([v is not None and len(v) == expected for v in x], dtype=bool)
+    shape = tuple(artifact.detector.config.input_shape)
+    expected = int(np.prod(shape))
+    known = artifact.baseline.knows(entity.tolist())
+    ok = known & np.array([v is not None and len(v) == expected for v in x], dtype=bool)
     out = pd.DataFrame({name: [None] * n for name in RESULT.fieldNames()})
-    out["error"] = np.where(ok, None, f"bad_shape: expected {expected} values")
+    out["error"] = np.where(ok, None, np.where(known, f"bad_shape: expected {expected} values", "unknown_entity"))
     if ok.any():
-        samples = np.stack(x[ok].to_numpy()).astype(np.float32)
+        windows = np.stack(x[ok].to_numpy()).astype(np.float64).reshape((-1, *shape))
+        samples = artifact.baseline.transform(entity[ok].tolist(), windows)
         raw, contributions = artifact.detector.score_and_explain(samples)
         finite = np.isfinite(raw)
         rows = np.flatnonzero(ok)
@@ -87,18 +90,18 @@ def score_frame(artifact: Artifact, x: pd.Series) -> pd.DataFrame:
     return out
 
 
-def score_batches(batches: Iterator[pd.Series], path: str) -> Iterator[pd.DataFrame]:
+def score_batches(batches: Iterator[tuple[pd.Series, pd.Series]], path: str) -> Iterator[pd.DataFrame]:
     """The UDF body: load once, then score every batch of this task."""
     artifact = cached_artifact(path)
-    for x in batches:
-        yield score_frame(artifact, x)
+    for entity, x in batches:
+        yield score_frame(artifact, entity, x)
 
 
-def score_column(artifact_path: str, x: Column) -> Column:
-    """A struct column (RESULT) scoring the window column `x` with the artifact at `artifact_path`."""
+def score_column(artifact_path: str, entity: Column, x: Column) -> Column:
+    """A struct column (RESULT) scoring windows `x` of `entity` with the artifact at `artifact_path`."""
 
     @pandas_udf(RESULT)
-    def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         yield from score_batches(batches, artifact_path)
 
-    return score(x)
+    return score(entity, x)

@@ -146,6 +146,6 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     gap = np.isnan(cut).any(axis=(1, 2))
     reason[ends[gap]] = "gap_exceeds_fill_limit"
     outcome[ends[~gap]] = WINDOW
-    flat = cut[~gap].reshape(int((~gap).sum()), -1).astype(np.float32)
+    flat = cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32)
     for i, row in zip(ends[~gap], flat):
         x[i] = row

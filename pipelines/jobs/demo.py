@@ -40,10 +40,19 @@ class Progress:
         print(f"\n[{self.done}/{self.total}] {what}  (t+{time.monotonic() - self.started:.0f}s)", flush=True)
 
 
+# One row per anomaly event (a run of consecutive flagged windows of an entity), at its strongest window.
 TOP_ANOMALIES = """
-SELECT entity_id, ts, round(score, 2) AS score, top_feature,
+WITH flagged AS (
+  SELECT *, ts - make_dt_interval(0, 0, 0, {step} * row_number() OVER (PARTITION BY entity_id ORDER BY ts)) AS run
+  FROM scores_{table} WHERE is_anomaly AND detector = '{detector}'
+), events AS (
+  SELECT *, min(ts) OVER (PARTITION BY entity_id, run) AS first_window, max(ts) OVER (PARTITION BY entity_id, run) AS last_window,
+         row_number() OVER (PARTITION BY entity_id, run ORDER BY score DESC) AS rank
+  FROM flagged
+)
+SELECT entity_id, first_window, last_window, round(score, 2) AS peak_score, top_feature,
        round(feature_contributions[top_feature], 2) AS share, top_steps[0] AS top_step
-FROM scores_{table} WHERE is_anomaly ORDER BY score DESC LIMIT 10
+FROM events WHERE rank = 1 ORDER BY peak_score DESC LIMIT 10
 """
 
 EXAMPLES = [
@@ -83,9 +92,11 @@ def run_demo(ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), v
 
 def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: list[str]) -> evaluation.EventScore:
     register_tables(ctx.spark, ctx.lake, [table])
-    top = ctx.spark.sql(TOP_ANOMALIES.format(table=table.name)).toPandas()
+    query = TOP_ANOMALIES.format(table=table.name, detector=spec.detector, step=table.window.stride * table.step_seconds)
+    top = ctx.spark.sql(query).toPandas()
     with pd.option_context("display.width", 200):
-        print("\nThe 10 strongest anomalies (top_feature: the metric with the largest share of the error):")
+        print("\nThe 10 strongest anomalies, one per event (top_feature: the metric with the largest share of the")
+        print("error; share: its share; top_step: the time step with the largest error):")
         print(top.to_string(index=False))
     scores = ctx.spark.sql(
         f"SELECT entity_id, ts, is_anomaly FROM scores_{table.name} WHERE detector = '{spec.detector}' "

@@ -48,7 +48,7 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), [day], "features", table.name)
     step = table.step_seconds
     scored = (
-        features.withColumn("s", score_column(str(artifact_path), F.col("x")))
+        features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x")))
         .select("entity_id", "ts", "dt", "s.*")
         .withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
         .withColumn("model_version", F.lit(version))

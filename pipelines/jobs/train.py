@@ -13,6 +13,7 @@ import models
 from models.artifacts import save_artifact, write_current
 from models.calibration import fit_calibration
 from models.registry import get_family
+from pipelines.baselines import apply_baseline, fit_baseline
 from pipelines.config import DetectorSpec, TableConfig, load_detector
 from pipelines.errors import JobError
 from pipelines.feeding import open_feed
@@ -51,13 +52,24 @@ def build_detector(spec: DetectorSpec, table: TableConfig, verbose: int = 2) -> 
     return family(config)
 
 
-def run_train(ctx: JobContext, table: TableConfig, detector_name: str, start: date, end: date, verbose: int = 2) -> TrainResult:
-    """Train `detector_name` on the features of [start, end] and promote it to CURRENT."""
-    spec = load_detector(detector_name)
+def run_train(
+    ctx: JobContext,
+    table: TableConfig,
+    detector_name: str,
+    start: date,
+    end: date,
+    verbose: int = 2,
+    spec: DetectorSpec | None = None,
+) -> TrainResult:
+    """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end]; promote it."""
+    spec = spec or load_detector(detector_name)
     detector = build_detector(spec, table, verbose)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(start, end), "features", table.name)
     holdout_fraction = float(spec.calibration.get("holdout_fraction", 0.2))
-    train_df, holdout_df, cutoff = split_by_time(features.select("ts", "x"), table, holdout_fraction)
+    train_df, holdout_df, cutoff = split_by_time(features.select("entity_id", "ts", "x"), table, holdout_fraction)
+    baseline = fit_baseline(train_df, table)
+    n_features = len(table.features)
+    train_df, holdout_df = (apply_baseline(df, baseline, n_features) for df in (train_df, holdout_df))
     batch = int(getattr(detector.config, "batch_size", 256))
     with open_feed(train_df, batch_size=batch) as train_feed, open_feed(holdout_df, batch_size=batch) as val_feed:
         detector.fit(train_feed.dataset, validation=val_feed.dataset)
@@ -80,11 +92,12 @@ def run_train(ctx: JobContext, table: TableConfig, detector_name: str, start: da
         "holdout_from": cutoff.isoformat(),
         "rows_train": rows_train,
         "rows_holdout": int(raw.size),
+        "entities": len(baseline.centers),
         "holdout_raw_score_quantiles": {q: float(np.quantile(raw, float(q))) for q in ("0.5", "0.99", "0.999")},
         "history": getattr(detector, "history_", {}),
         "run_id": ctx.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(),
     }
-    save_artifact(root / version, detector, calibration, meta)
+    save_artifact(root / version, detector, baseline, calibration, meta)
     write_current(root, version)
     return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)

@@ -1,0 +1,76 @@
+"""Shared fixtures: one local[2] SparkSession for the whole run, a fresh lake per test, tiny configs.
+
+Tiers (markers): unit (the default, added to every test without a tier), spark, slow, airflow, cluster.
+Each tier runs alone with `python -m pytest -m <tier>`; its fixtures start what it needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import date
+
+import pytest
+
+from pipelines.config import DetectorSpec, parse_table
+from pipelines.settings import load_settings
+
+TIERS = ("unit", "spark", "slow", "airflow", "cluster")
+
+TINY_TABLE = {
+    "kind": "timeseries",
+    "path": "raw/telemetry",
+    "entity": "entity_id",
+    "time": "ts",
+    "features": ["cpu", "memory", "latency", "requests"],
+    "step": "5min",
+    "fill_limit": 2,
+    "window": {"length": 8, "stride": 1},
+    "detectors": ["dense_autoencoder"],
+    "max_quarantine_share": 0.5,
+}
+TINY_DETECTOR = DetectorSpec(
+    name="dense_autoencoder",
+    family="dense_autoencoder",
+    params={"hidden": [16, 4], "epochs": 2, "batch_size": 64, "seed": 3},
+    calibration={"method": "robust_z", "threshold_z": 3.0, "holdout_fraction": 0.3},
+)
+START = date(2026, 2, 2)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests without a tier marker belong to the unit tier."""
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS[1:]):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def tiny_table():
+    """A telemetry table config with 8-step windows."""
+    return parse_table("telemetry", TINY_TABLE)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """The one SparkSession of the test run (local[2])."""
+    from pipelines.spark import get_spark
+
+    lake = tmp_path_factory.mktemp("session-lake")
+    settings = dataclasses.replace(load_settings(), lake=str(lake), master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    session = get_spark(settings, "anomalake-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def ctx(spark, tmp_path):
+    """A job context whose lake is this test's own folder."""
+    from pipelines.jobs.context import JobContext
+
+    settings = dataclasses.replace(load_settings(), lake=str(tmp_path / "lake"), master="local[2]")
+    return JobContext(settings, spark)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,87 @@
+"""Windowing rules on one entity's rows, without Spark: grid, gap filling, stride alignment, quarantine."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines import windowing
+
+TARGET = frozenset({"2026-02-03"})
+
+
+def rows(n: int = 40, start: str = "2026-02-02 21:00") -> pd.DataFrame:
+    ts = pd.date_range(start, periods=n, freq="5min")
+    values = np.arange(n, dtype=float)
+    frame = pd.DataFrame({"entity_id": "e1", "ts": ts, "cpu": values, "memory": values, "latency": values, "requests": values})
+    frame["dt"] = frame["ts"].dt.strftime("%Y-%m-%d")
+    return frame
+
+
+def outcomes(frame: pd.DataFrame, table) -> pd.DataFrame:
+    return windowing.cut_windows(frame, table, TARGET).set_index("ts")
+
+
+def test_every_target_row_gets_one_outcome_and_lookback_rows_none(tiny_table):
+    frame = rows()
+    out = outcomes(frame, tiny_table)
+    assert len(out) == (frame["dt"] == "2026-02-03").sum()
+    assert set(out["outcome"]) == {windowing.WINDOW}
+
+
+def test_window_holds_the_last_steps_time_major(tiny_table):
+    out = outcomes(rows(), tiny_table)
+    first = out.iloc[0]
+    window = np.asarray(first["x"]).reshape(8, 4)
+    assert window[-1, 0] == 36 and window[0, 0] == 29  # 2026-02-03 00:00 is row 36
+    assert np.all(window[:, 0] == window[:, 3])
+
+
+def test_short_gap_is_interpolated_long_gap_quarantines(tiny_table):
+    frame = rows().drop(index=[30, 31])  # 2 missing steps = fill_limit
+    out = outcomes(frame, tiny_table)
+    assert set(out["outcome"]) == {windowing.WINDOW}
+    np.testing.assert_allclose(np.asarray(out.iloc[0]["x"]).reshape(8, 4)[:, 0], np.arange(29, 37))
+
+    frame = rows().drop(index=[30, 31, 32])  # 3 missing > fill_limit
+    out = outcomes(frame, tiny_table)
+    assert (out["reason"] == "gap_exceeds_fill_limit").sum() == 4  # ends 36..39 reach back over the gap
+    assert (out["outcome"] == windowing.WINDOW).sum() == 0
+
+
+def test_bad_rows_are_quarantined_with_reasons(tiny_table):
+    frame = rows()
+    frame.loc[38, "cpu"] = np.nan
+    duplicate = frame.iloc[[39]].assign(cpu=-1.0)
+    out = windowing.cut_windows(pd.concat([frame, duplicate], ignore_index=True), tiny_table, TARGET)
+    reasons = out["reason"].value_counts().to_dict()
+    assert reasons == {"non_finite_value": 1, "duplicate_key": 1}
+    assert len(out) == 5
+
+
+def test_first_rows_without_history_are_quarantined(tiny_table):
+    out = outcomes(rows(10, start="2026-02-03 00:00"), tiny_table)
+    assert (out["reason"] == "insufficient_history").sum() == 7
+    assert (out["outcome"] == windowing.WINDOW).sum() == 3
+
+
+def test_stride_ends_are_aligned_to_the_epoch(tiny_table):
+    import dataclasses
+
+    table = dataclasses.replace(tiny_table, window=dataclasses.replace(tiny_table.window, stride=3))
+    out = outcomes(rows(), table)
+    ends = out.index[out["outcome"] == windowing.WINDOW]
+    assert len(ends) > 0 and all((t.value // 10**9 // 300) % 3 == 0 for t in ends)
+    assert set(out["outcome"]) == {windowing.WINDOW, windowing.CONTEXT}
+
+
+def test_timestamps_are_snapped_to_the_grid(tiny_table):
+    frame = rows()
+    frame["ts"] = frame["ts"] + pd.Timedelta("40s")
+    out = outcomes(frame, tiny_table)
+    assert set(out["outcome"]) == {windowing.WINDOW}
+
+
+def test_fill_short_gaps_leaves_open_ends_alone():
+    grid = np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]])
+    filled = windowing.fill_short_gaps(grid.copy(), 2)
+    assert np.isnan(filled[0, 0]) and filled[2, 0] == 2.0 and np.isnan(filled[4, 0])
