@@ -71,6 +71,17 @@ class DenseAutoencoder(Detector):
         flat = data.map(lambda x: tf.reshape(tf.cast(x, tf.float32), (-1, n_inputs)))
         return flat.map(lambda x: (x, tf.zeros_like(x)))
 
+    def _passes(self, data: Any) -> int:
+        """Batches in one pass over `data`; Keras is told, so it never runs into the end of the data."""
+        import tensorflow as tf
+
+        if isinstance(data, np.ndarray):
+            return -(-len(data) // self.config.batch_size)
+        steps = int(tf.data.experimental.cardinality(data))
+        if steps <= 0:
+            raise ValueError("training data must be an array or a finite dataset with a known number of batches")
+        return steps
+
     def fit(self, train: Any, validation: Any = None) -> "DenseAutoencoder":
         """Adapt the normaliser to `train`, then train the autoencoder (early stopping on validation)."""
         import keras
@@ -84,7 +95,14 @@ class DenseAutoencoder(Detector):
         monitor = "val_loss" if val_ds is not None else "loss"
         stop = keras.callbacks.EarlyStopping(monitor, patience=self.config.patience, restore_best_weights=True)
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=self.config.epochs, callbacks=[stop], verbose=self.config.verbose, shuffle=False
+            train_ds.repeat(),
+            steps_per_epoch=self._passes(train),
+            validation_data=val_ds.repeat() if val_ds is not None else None,
+            validation_steps=self._passes(validation) if val_ds is not None else None,
+            epochs=self.config.epochs,
+            callbacks=[stop],
+            verbose=self.config.verbose,
+            shuffle=False,  # the feed shuffles (Petastorm row groups and queue, or the array dataset)
         )
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.model_ = self._standardized(model, train_ds)

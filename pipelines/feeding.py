@@ -48,6 +48,9 @@ def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: b
             shuffle_row_groups=shuffle,
         ) as dataset:
             batches = dataset.map(lambda batch: tf.cast(getattr(batch, column), tf.float32))
-            yield Feed(batches.take(steps) if repeat else batches, rows, steps)
+            if repeat:
+                # Keras needs the pass length up front; a generator-backed dataset cannot report it.
+                batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
+            yield Feed(batches, rows, steps)
     finally:
         converter.delete()

@@ -1,0 +1,65 @@
+"""The console script end to end, as a user runs it (the `slow` tier)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def anomalake(lake, *args, check=True):
+    env = {**os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": "local[2]"}
+    result = subprocess.run([sys.executable, "-m", "pipelines.jobs.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"anomalake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_generate_windows_train_score_sql(tmp_path):
+    lake = tmp_path / "lake"
+    anomalake(lake, "generate", "--table", "telemetry", "--start", "2026-03-01", "--days", "3", "--entities", "2", "--seed", "1")
+    out = anomalake(lake, "windows", "--table", "telemetry", "--start", "2026-03-01", "--end", "2026-03-03").stdout
+    assert "rows in 1,728 = windows" in out
+    out = anomalake(lake, "train", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", "2026-03-01", "--end", "2026-03-02").stdout
+    assert "CURRENT ->" in out
+    out = anomalake(lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-03").stdout
+    assert "576 windows in, 576 scored" in out
+    csv = anomalake(lake, "sql", "SELECT entity_id, count(*) AS n FROM scores_telemetry GROUP BY entity_id ORDER BY entity_id", "--format", "csv").stdout
+    assert pd.read_csv(io.StringIO(csv)).to_dict("list") == {"entity_id": ["host-000", "host-001"], "n": [288, 288]}
+    lines = anomalake(lake, "sql", "SELECT count(*) AS n FROM raw_telemetry", "--format", "json").stdout.splitlines()
+    assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
+    table = anomalake(lake, "sql", "SELECT reason, count(*) AS n FROM quarantine_telemetry GROUP BY reason").stdout
+    assert "insufficient_history" in table and "(1 rows)" in table
+
+
+def test_bad_input_exits_non_zero_with_one_line(tmp_path):
+    lake = tmp_path / "lake"
+    anomalake(lake, "generate", "--table", "telemetry", "--start", "2026-03-01", "--days", "2", "--entities", "1")
+    part = next((lake / "raw" / "telemetry" / "dt=2026-03-02").glob("*.parquet"))
+    pd.read_parquet(part).drop(columns="latency").to_parquet(part, index=False, coerce_timestamps="us")
+    result = anomalake(lake, "windows", "--table", "telemetry", "--date", "2026-03-02", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "anomalake windows: error: table telemetry, partition dt=2026-03-02, column latency: missing "
+        "(found columns: entity_id, ts, cpu, memory, requests)"
+    )
+    assert not (lake / "features" / "telemetry" / "dt=2026-03-02").exists()
+    missing = anomalake(lake, "windows", "--table", "telemetry", "--date", "2026-03-09", check=False)
+    assert missing.returncode == 2 and "partition dt=2026-03-09: no raw data" in missing.stderr
+
+
+def test_demo_finds_the_injected_anomalies(tmp_path):
+    result = anomalake(tmp_path / "lake", "demo")
+    out = result.stdout
+    for stage in ("[1/5] generate", "[2/5] windows", "[3/5] train", "[4/5] score", "[5/5] report", "Try next:"):
+        assert stage in out
+    f1 = float(re.search(r"^F1: (\d\.\d{3})$", out, re.M).group(1))
+    assert re.search(r"^precision: \d\.\d{3}$", out, re.M) and re.search(r"^recall: \d\.\d{3}$", out, re.M)
+    assert f1 >= 0.8, out[-2500:]

@@ -1,0 +1,195 @@
+"""The jobs on a real local[2] SparkSession and real Parquet under tmp_path (the `spark` tier)."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import START, TINY_DETECTOR
+from models.artifacts import load_artifact, read_current
+from pipelines.errors import JobError
+from pipelines.generate import GenerateSpec, write_generated
+from pipelines.io import day_range, partition_dir
+from pipelines.jobs.score import run_score
+from pipelines.jobs.sql import run_sql
+from pipelines.jobs.train import run_train
+from pipelines.jobs.windows import run_windows
+
+pytestmark = pytest.mark.spark
+DAYS = day_range(START, START + timedelta(days=2))
+
+
+def generate(ctx, days: int = 3, entities: int = 2, seed: int = 5) -> None:
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, days, entities, seed))
+
+
+def features(ctx, day=None) -> pd.DataFrame:
+    root = ctx.lake.features("telemetry")
+    frame = ctx.spark.read.parquet(str(partition_dir(root, dt=day.isoformat()) if day else root)).toPandas()
+    return frame.sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def raw_partition(ctx, table, day) -> pd.DataFrame:
+    return pd.read_parquet(partition_dir(ctx.lake.raw(table), dt=day.isoformat()))
+
+
+def write_raw_partition(ctx, table, day, frame: pd.DataFrame) -> None:
+    folder = partition_dir(ctx.lake.raw(table), dt=day.isoformat())
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet", coerce_timestamps="us")
+
+
+def test_day_by_day_windows_equal_one_run_over_the_range(ctx, tiny_table):
+    generate(ctx)
+    run_windows(ctx, tiny_table, DAYS)
+    whole = features(ctx)
+    for day in DAYS:
+        run_windows(ctx.with_new_run(), tiny_table, [day])
+    daily = features(ctx)
+    assert len(whole) == len(daily) > 0
+    pd.testing.assert_frame_equal(whole.drop(columns="x"), daily.drop(columns="x"))
+    np.testing.assert_array_equal(np.stack(whole["x"]), np.stack(daily["x"]))
+
+
+def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):
+    generate(ctx)
+    run_windows(ctx, tiny_table, DAYS)
+    before = features(ctx)
+    other_files = sorted(p.name for p in partition_dir(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
+    run_windows(ctx.with_new_run(), tiny_table, [DAYS[1]])
+    after = features(ctx)
+    assert len(after) == len(before) and not after.duplicated(["entity_id", "ts"]).any()
+    assert sorted(p.name for p in partition_dir(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()) == other_files
+
+
+def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
+    generate(ctx)
+    day = DAYS[1]
+    frame = raw_partition(ctx, tiny_table, day)
+    frame.loc[5, "cpu"] = np.nan
+    frame.loc[7, "latency"] = np.inf
+    frame = pd.concat([frame, frame.iloc[[10]]], ignore_index=True)  # a duplicate key
+    frame = frame.drop(index=range(100, 104))  # a gap of 4 steps > fill_limit 2
+    write_raw_partition(ctx, tiny_table, day, frame)
+    result = run_windows(ctx, tiny_table, [day])
+    quarantine = ctx.spark.read.parquet(str(partition_dir(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))).toPandas()
+    written = len(features(ctx, day))
+    assert result.rows_in == len(frame) == written + result.context + len(quarantine)
+    # Single bad points are interpolated inside windows; the 4-step gap breaks the 7 windows reaching over it.
+    expected = {"non_finite_value": 2, "duplicate_key": 1, "gap_exceeds_fill_limit": tiny_table.window.length - 1}
+    assert quarantine["reason"].value_counts().to_dict() == expected == result.quarantined
+
+
+def test_missing_column_stops_with_one_line_and_no_partition(ctx, tiny_table):
+    generate(ctx)
+    day = DAYS[1]
+    write_raw_partition(ctx, tiny_table, day, raw_partition(ctx, tiny_table, day).drop(columns="memory"))
+    with pytest.raises(JobError) as error:
+        run_windows(ctx, tiny_table, [day])
+    message = str(error.value)
+    assert "table telemetry" in message and f"partition dt={day}" in message and "column memory" in message
+    assert "\n" not in message
+    assert not partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+
+
+def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
+    generate(ctx)
+    day = DAYS[1]
+    frame = raw_partition(ctx, tiny_table, day)
+    write_raw_partition(ctx, tiny_table, day, frame.assign(cpu=frame["cpu"].round(1).astype(str)))
+    with pytest.raises(JobError, match=rf"table telemetry, partition dt={day}, column cpu: expected a numeric type, found string"):
+        run_windows(ctx, tiny_table, [day])
+    assert not partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+
+
+def test_a_date_without_raw_data_is_an_error(ctx, tiny_table):
+    generate(ctx)
+    missing = DAYS[-1] + timedelta(days=5)
+    with pytest.raises(JobError, match=f"partition dt={missing}: no raw data"):
+        run_windows(ctx, tiny_table, [missing])
+
+
+@pytest.fixture
+def trained(ctx, tiny_table):
+    """A tiny lake with windows for three days and a model trained on the first two."""
+    generate(ctx, days=3, entities=3)
+    run_windows(ctx, tiny_table, DAYS)
+    result = run_train(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR)
+    return ctx, tiny_table, result
+
+
+def test_train_writes_a_complete_artifact_and_current_last(trained):
+    ctx, table, result = trained
+    root = ctx.lake.models("dense_autoencoder", "telemetry")
+    assert read_current(root) == result.version
+    files = {p.name for p in (root / result.version).iterdir()}
+    assert files == {"model.keras", "config.json", "baseline.json", "calibration.json", "meta.json"}
+    artifact = load_artifact(root / result.version)
+    assert set(artifact.baseline.centers) == {"host-000", "host-001", "host-002"}
+    assert result.rows_train > 0 and result.rows_holdout > 0
+
+
+def test_spark_scores_equal_one_process_scores(trained):
+    ctx, table, result = trained
+    day = DAYS[2]
+    outcome = run_score(ctx, table, "dense_autoencoder", day)
+    scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    windows = features(ctx, day)
+    assert outcome.rows_in == len(windows) == outcome.scored + sum(outcome.quarantined.values()) == len(scores)
+    merged = windows.merge(scores, on=["entity_id", "ts"]).sort_values(["entity_id", "ts"])
+    artifact = load_artifact(ctx.lake.models("dense_autoencoder", "telemetry") / result.version)
+    x = np.stack(merged["x"]).astype(np.float64).reshape(-1, table.window.length, len(table.features))
+    expected = artifact.detector.score_samples(artifact.baseline.transform(merged["entity_id"].tolist(), x))
+    np.testing.assert_allclose(merged["raw_score"].to_numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(merged["score"], artifact.calibration.transform(expected), rtol=1e-5, atol=1e-9)
+    assert (merged["is_anomaly"] == (merged["score"] > merged["threshold"])).all()
+    assert set(merged["top_feature"]) <= set(table.features)
+    shares = merged["feature_contributions"].map(lambda m: sum(dict(m).values()))
+    np.testing.assert_allclose(shares, 1.0, atol=1e-4)
+    assert merged["top_steps"].map(len).eq(3).all()
+    assert ((merged["ts"] - merged["top_steps"].map(min)) <= pd.Timedelta(minutes=5 * (table.window.length - 1))).all()
+
+
+def test_score_rerun_replaces_the_partition(trained):
+    ctx, table, _ = trained
+    run_score(ctx, table, "dense_autoencoder", DAYS[1])
+    run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
+    first = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
+    second = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    assert len(first) == len(second) and not second.duplicated(["entity_id", "ts"]).any()
+    other_day = second[second["dt"] == DAYS[1].isoformat()]
+    assert other_day["run_id"].nunique() == 1 and other_day["run_id"].iloc[0] == first.loc[first["dt"] == DAYS[1].isoformat(), "run_id"].iloc[0]
+
+
+def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
+    ctx, table, _ = trained
+    day = DAYS[2]
+    windows = ctx.spark.read.parquet(str(partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat())))
+    stranger = windows.limit(5).selectExpr("'host-new' AS entity_id", "ts", "x")
+    stranger.write.mode("append").parquet(str(partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat())))
+    outcome = run_score(ctx, table, "dense_autoencoder", day)
+    assert outcome.quarantined == {"unknown_entity": 5}
+    scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    assert "host-new" not in set(scores["entity_id"]) and outcome.rows_in == outcome.scored + 5
+
+
+def test_score_without_a_model_or_features_says_what_to_run(ctx, tiny_table):
+    generate(ctx)
+    with pytest.raises(FileNotFoundError, match="run `anomalake train` first"):
+        run_score(ctx, tiny_table, "dense_autoencoder", DAYS[0])
+
+
+def test_sql_sees_every_table_under_its_stable_name(trained):
+    ctx, table, _ = trained
+    run_score(ctx, table, "dense_autoencoder", DAYS[2])
+    tables = run_sql(ctx, [table], "SHOW VIEWS")["viewName"].tolist()
+    assert {"raw_telemetry", "features_telemetry", "scores_telemetry", "quarantine_telemetry", "labels_telemetry"} <= set(tables)
+    counts = run_sql(ctx, [table], "SELECT dt, count(*) AS n FROM scores_telemetry GROUP BY dt")
+    assert counts["dt"].tolist() == [DAYS[2].isoformat()] and counts["n"].iloc[0] > 0
