@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/anomalake demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=10
 
 clean:
 	rm -rf lake spark-warehouse metastore_db derby.log .pytest_cache
