@@ -101,17 +101,19 @@ def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> No
             raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
 
 
-def replace_partitions(df: DataFrame, root: Path, keys: dict[str, str], days: Iterable[date], written: set[str]) -> None:
-    """Write df partitioned by keys + dt with dynamic overwrite; clear target days that got no rows.
+def replace_partitions(
+    df: DataFrame, schema: T.StructType, root: Path, keys: dict[str, str], days: Iterable[date], written: set[str]
+) -> None:
+    """Write df in the table's schema, partitioned by keys + dt with dynamic overwrite; clear emptied days.
 
     Dynamic overwrite only touches partitions present in df, so a day whose rows all went elsewhere
     (for example to quarantine) would otherwise keep a stale partition from an earlier run.
     """
-    columns = list(keys) + ["dt"]
     out = df
     for key, value in keys.items():
         out = out.withColumn(key, F.lit(value))
-    out.write.mode("overwrite").partitionBy(*columns).parquet(str(root))
+    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(root))
     for day in days:
         if day.isoformat() not in written:
             stale = partition_dir(root, **keys, dt=day.isoformat())

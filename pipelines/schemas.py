@@ -1,4 +1,7 @@
-"""The StructTypes of every table anomalake writes: the one source of truth for their columns."""
+"""The StructTypes of every table anomalake writes: the one source of truth for their columns and order.
+
+Partition columns (job, detector, dt) come last, as Spark writes them.
+"""
 from __future__ import annotations
 
 from pyspark.sql import types as T
@@ -40,14 +43,5 @@ SCORES = T.StructType(
         T.StructField("scored_at", T.TimestampType(), False),
         T.StructField("detector", T.StringType(), False),
         T.StructField("dt", T.StringType(), False),
-    ]
-)
-
-LABELS = T.StructType(
-    [
-        T.StructField("entity_id", T.StringType(), False),
-        T.StructField("start", T.TimestampType(), False),
-        T.StructField("end", T.TimestampType(), False),
-        T.StructField("kind", T.StringType(), False),
     ]
 )

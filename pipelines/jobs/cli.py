@@ -29,6 +29,12 @@ def _days(args: argparse.Namespace) -> list[date]:
     return day_range(args.start, args.end)
 
 
+def _add_dates(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--date", type=_date, help="one day (YYYY-MM-DD)")
+    parser.add_argument("--start", type=_date, help="first day of a range")
+    parser.add_argument("--end", type=_date, help="last day of a range (included)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anomalake", description="Deep-learning anomaly detection over a Parquet lake.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,10 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     win = sub.add_parser("windows", help="raw partitions -> features/<table>/dt=D")
     win.add_argument("--table", required=True)
-    for p in (win,):
-        p.add_argument("--date", type=_date)
-        p.add_argument("--start", type=_date)
-        p.add_argument("--end", type=_date)
+    _add_dates(win)
 
     train = sub.add_parser("train", help="train a detector on a range of features and promote it to CURRENT")
     train.add_argument("--detector", required=True)
@@ -56,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
     score.add_argument("--detector", required=True)
     score.add_argument("--table", required=True)
-    score.add_argument("--date", type=_date)
-    score.add_argument("--start", type=_date)
-    score.add_argument("--end", type=_date)
+    _add_dates(score)
     score.add_argument("--model-version", help="a version folder instead of CURRENT")
 
     sql = sub.add_parser("sql", help="run Spark SQL over the lake's tables")
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000)
 
-    sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
+    demo = sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
+    demo.add_argument("--table", default="telemetry", help="the catalog entry the demo fills (default telemetry)")
     return parser
 
 
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
         print(render(run_sql(ctx, list(load_tables(settings.tables_file).values()), args.query, args.limit), args.format), end="")
         return 0
-    table = load_table(settings.tables_file, args.table) if hasattr(args, "table") else load_table(settings.tables_file, "telemetry")
+    table = load_table(settings.tables_file, args.table)
     if args.command == "windows":
         from pipelines.jobs.windows import run_windows
 

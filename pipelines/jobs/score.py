@@ -8,17 +8,12 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from models.artifacts import META_FILE, read_current
+from pipelines import schemas
 from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import read_partitions, replace_partitions
 from pipelines.jobs.context import JobContext
 from pipelines.scoring import score_column
-
-SCORE_COLUMNS = (
-    "entity_id", "ts", "raw_score", "score", "threshold", "is_anomaly", "top_feature",
-    "feature_contributions", "top_steps", "model_version", "run_id", "scored_at", "dt",
-)
-
 
 @dataclass(frozen=True)
 class ScoreResult:
@@ -67,13 +62,13 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
         if rows_in and sum(quarantined.values()) / rows_in > table.max_quarantine_share:
             raise JobError(f"table {table.name}, partition dt={day.isoformat()}: {quarantined} of {rows_in} windows could not be scored")
         days_written = {day.isoformat()} if good else set()
-        ok = scored.where(F.col("error").isNull()).select(*SCORE_COLUMNS)
-        replace_partitions(ok, ctx.lake.scores(table.name), {"detector": detector}, [day], days_written)
+        ok = scored.where(F.col("error").isNull())
+        replace_partitions(ok, schemas.SCORES, ctx.lake.scores(table.name), {"detector": detector}, [day], days_written)
         bad = scored.where(F.col("error").isNotNull()).select(
-            "entity_id", "ts", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail"),
-            F.lit(ctx.run_id).alias("run_id"), "dt",
+            "entity_id", "ts", "run_id", "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
         )
-        replace_partitions(bad, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, [day], {day.isoformat()} if quarantined else set())
+        job = {"job": f"score_{detector}"}
+        replace_partitions(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), job, [day], {day.isoformat()} if quarantined else set())
     finally:
         scored.unpersist()
     return ScoreResult(rows_in, good, anomalies, quarantined, version)

@@ -8,7 +8,7 @@ from functools import partial, reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines import windowing
+from pipelines import schemas, windowing
 from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import has_data, partition_dir, read_raw_day, replace_partitions, require_raw_days
@@ -63,12 +63,12 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
             raise JobError(f"table {table.name}: row accounting does not balance: {result}")
         _check_quarantine_share(table, result)
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
-        features = out.where(F.col("outcome") == windowing.WINDOW).select("entity_id", "ts", "x", "dt")
-        replace_partitions(features, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
-        quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).select(
-            "entity_id", "ts", "reason", "detail", F.lit(ctx.run_id).alias("run_id"), "dt"
+        features = out.where(F.col("outcome") == windowing.WINDOW)
+        replace_partitions(features, schemas.FEATURES, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
+        replace_partitions(
+            quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
         )
-        replace_partitions(quarantine, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE))
     finally:
         out.unpersist()
     return result
