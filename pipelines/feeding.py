@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,15 @@ class Feed:
 
 
 @contextmanager
-def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: bool = True, shuffle: bool = True) -> Iterator[Feed]:
+def open_feed(
+    df: DataFrame, column: str = "x", batch_size: int = 256, repeat: bool = True, shuffle: bool = True, seed: int = 0
+) -> Iterator[Feed]:
     """Materialise `df[column]` with Petastorm's converter and yield a Feed; the cache is deleted after.
 
     With repeat=True the reader never ends and each pass is `steps` batches (what Keras wants per epoch,
-    re-iterated every epoch); with repeat=False the dataset is exactly one pass over the rows, in order.
+    re-iterated every epoch); with repeat=False the dataset is exactly one pass over the rows.
+    shuffle=True orders the rows by a seeded random key before they are cached and reads them with one
+    worker and a seeded row-group order, so the same data and seed give the same batches (and the same model).
     """
     import tensorflow as tf
 
@@ -34,7 +39,10 @@ def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: b
     logging.getLogger("petastorm").setLevel(logging.ERROR)
     from petastorm.spark import make_spark_converter
 
-    converter = make_spark_converter(df.select(column), dtype="float32")
+    rows_in = df.select(column)
+    if shuffle:
+        rows_in = rows_in.orderBy(F.rand(seed))
+    converter = make_spark_converter(rows_in, dtype="float32")
     try:
         rows = len(converter)
         if rows == 0:
@@ -43,9 +51,9 @@ def open_feed(df: DataFrame, column: str = "x", batch_size: int = 256, repeat: b
         with converter.make_tf_dataset(
             batch_size=batch_size,
             num_epochs=None if repeat else 1,
-            workers_count=2,
-            shuffling_queue_capacity=4 * batch_size if shuffle else None,
+            workers_count=1,
             shuffle_row_groups=shuffle,
+            seed=seed,
         ) as dataset:
             batches = dataset.map(lambda batch: tf.cast(getattr(batch, column), tf.float32))
             if repeat:

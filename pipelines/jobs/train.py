@@ -70,8 +70,8 @@ def run_train(
     baseline = fit_baseline(train_df, table)
     n_features = len(table.features)
     train_df, holdout_df = (apply_baseline(df, baseline, n_features) for df in (train_df, holdout_df))
-    batch = int(getattr(detector.config, "batch_size", 256))
-    with open_feed(train_df, batch_size=batch) as train_feed, open_feed(holdout_df, batch_size=batch) as val_feed:
+    batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
+    with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
         detector.fit(train_feed.dataset, validation=val_feed.dataset)
         rows_train = train_feed.rows
     with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
