@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--table", required=True)
     train.add_argument("--start", type=_date, required=True)
     train.add_argument("--end", type=_date, required=True)
+    train.add_argument("--candidate", action="store_true", help="do not move CURRENT; print the version for `promote`")
+
+    promote = sub.add_parser("promote", help="quality-gate a candidate model and move CURRENT to it if it passes")
+    promote.add_argument("--detector", required=True)
+    promote.add_argument("--table", required=True)
+    promote.add_argument("--version", required=True)
+
+    check = sub.add_parser("check", help="check a day's run records: row accounting, error rate, anomaly-rate jump")
+    check.add_argument("--table", required=True)
+    check.add_argument("--date", type=_date, required=True)
+    check.add_argument("--detector", action="append", help="default: every detector of the table's config")
 
     score = sub.add_parser("score", help="score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
     score.add_argument("--detector", required=True)
@@ -80,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
         print(f"raw/{args.table}: {sum(v for k, v in counts.items() if k != 'labels'):,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies")
         return 0
+    if args.command == "check":
+        return _check(settings, args)
 
     from pipelines.jobs.context import JobContext
     from pipelines.spark import get_spark
@@ -99,8 +112,16 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "train":
         from pipelines.jobs.train import run_train
 
-        result = run_train(ctx, table, args.detector, args.start, args.end)
-        print(f"models/{args.detector}/{table.name}/{result.version}: {result.rows_train:,} training windows, {result.rows_holdout:,} held out, threshold {result.threshold:.3f}; CURRENT -> {result.version}")
+        result = run_train(ctx, table, args.detector, args.start, args.end, promote=not args.candidate)
+        pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {result.version}"
+        print(f"models/{args.detector}/{table.name}/{result.version}: {result.rows_train:,} training windows, {result.rows_holdout:,} held out, threshold {result.threshold:.3f}; {pointer}")
+        print(f"candidate version: {result.version}")  # what an orchestrator passes to `promote`
+    elif args.command == "promote":
+        from pipelines.jobs.promote import run_promote
+
+        decision = run_promote(ctx, table, args.detector, args.version)
+        verdict = "promoted to CURRENT" if decision.promoted else "refused, CURRENT unchanged: " + "; ".join(decision.reasons)
+        print(f"models/{args.detector}/{table.name}/{args.version}: {verdict} {decision.metrics}")
     elif args.command == "score":
         from pipelines.jobs.score import run_score
 
@@ -111,6 +132,18 @@ def _run(args: argparse.Namespace) -> int:
         from pipelines.jobs.demo import run_demo
 
         run_demo(ctx, table)
+    return 0
+
+
+def _check(settings, args: argparse.Namespace) -> int:
+    from pipelines.io import Lake
+    from pipelines.jobs.check import run_check
+
+    table = load_table(settings.tables_file, args.table)
+    result = run_check(Lake(settings.lake_path), table, args.detector or list(table.detectors), args.date)
+    if result.problems:
+        raise JobError(f"table {table.name}, partition dt={args.date}: " + "; ".join(result.problems))
+    print(f"table {table.name}, partition dt={args.date}: healthy; anomaly rates {result.anomaly_rates}")
     return 0
 
 

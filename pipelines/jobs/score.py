@@ -13,6 +13,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import read_partitions, replace_partitions
 from pipelines.jobs.context import JobContext
+from pipelines.runs import write_run_record
 from pipelines.scoring import score_column
 
 @dataclass(frozen=True)
@@ -71,4 +72,8 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
         replace_partitions(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), job, [day], {day.isoformat()} if quarantined else set())
     finally:
         scored.unpersist()
-    return ScoreResult(rows_in, good, anomalies, quarantined, version)
+    result = ScoreResult(rows_in, good, anomalies, quarantined, version)
+    record = {"run_id": ctx.run_id, "rows_in": rows_in, "rows_out": good, "anomalies": anomalies,
+              "quarantined": quarantined, "model_version": version, "detector": detector}
+    write_run_record(ctx.lake.root, table.name, f"score_{detector}", day, record)
+    return result

@@ -60,8 +60,12 @@ def run_train(
     end: date,
     verbose: int = 2,
     spec: DetectorSpec | None = None,
+    promote: bool = True,
 ) -> TrainResult:
-    """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end]; promote it."""
+    """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end].
+
+    With promote=False the artifact is a candidate: CURRENT stays where it is (`anomalake promote` judges it).
+    """
     spec = spec or load_detector(detector_name)
     detector = build_detector(spec, table, verbose)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(start, end), "features", table.name)
@@ -99,5 +103,6 @@ def run_train(
         "created_at": datetime.now(timezone.utc).isoformat(),
     }
     save_artifact(root / version, detector, baseline, calibration, meta)
-    write_current(root, version)
+    if promote:
+        write_current(root, version)
     return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)

@@ -13,6 +13,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import has_data, partition_dir, read_raw_day, replace_partitions, require_raw_days
 from pipelines.jobs.context import JobContext
+from pipelines.runs import write_run_record
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
     """Build the windows of `days` (one run for a range gives the same windows as day by day)."""
     raw = _read_inputs(ctx, table, days)
     target = frozenset(d.isoformat() for d in days)
-    rows_in = raw.where(F.col("dt").isin(*target)).count()
+    rows_by_day = {r["dt"]: r["count"] for r in raw.where(F.col("dt").isin(*target)).groupBy("dt").count().collect()}
+    rows_in = sum(rows_by_day.values())
     cut = partial(windowing.cut_windows, table=table, target_days=target)
     out = raw.groupBy("entity_id").applyInPandas(cut, windowing.OUTPUT).persist()
     try:
@@ -69,6 +71,23 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
         replace_partitions(
             quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
         )
+        for day in days:
+            _record_day(ctx, table, day, rows_by_day.get(day.isoformat(), 0), tally)
     finally:
         out.unpersist()
     return result
+
+
+def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, tally: list) -> None:
+    """One run record per day written, so a nightly check reads exactly its partition's accounting."""
+    rows = [r for r in tally if r["dt"] == day.isoformat()]
+    count = lambda o: sum(r["count"] for r in rows if r["outcome"] == o)  # noqa: E731
+    quarantined = {r["reason"]: r["count"] for r in rows if r["outcome"] == windowing.QUARANTINE}
+    record = {
+        "run_id": ctx.run_id,
+        "rows_in": rows_in,
+        "rows_out": count(windowing.WINDOW),
+        "context": count(windowing.CONTEXT),
+        "quarantined": quarantined,
+    }
+    write_run_record(ctx.lake.root, table.name, "windows", day, record)

@@ -1,0 +1,116 @@
+"""anomalake's Airflow DAGs: one nightly DAG per configured table, and the training DAG.
+
+Thin on purpose: this file imports only airflow, the standard library and PyYAML (parsing stays fast and
+needs no Spark or TensorFlow); every task runs one `anomalake` job for exactly the partition of its logical
+date, so retries, re-runs and backfills are idempotent. Environment (read when the file is parsed and passed
+on to the tasks): ANOMALAKE_TABLES (the catalog; default ../pipelines/conf/tables.yml from this file),
+ANOMALAKE_LAKE (default ../lake), ANOMALAKE_MASTER (default local[*]), ANOMALAKE_CLI (how to call the jobs;
+default this interpreter's `-m pipelines.jobs.cli`), ANOMALAKE_RAW_WAIT_SECONDS (how long to wait for the
+raw partition; default 6 hours).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Asset, Param, task
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES_FILE = Path(os.environ.get("ANOMALAKE_TABLES", REPO / "pipelines" / "conf" / "tables.yml"))
+LAKE = Path(os.environ.get("ANOMALAKE_LAKE", REPO / "lake")).resolve()
+CLI = os.environ.get("ANOMALAKE_CLI", f"{sys.executable} -m pipelines.jobs.cli")
+RAW_WAIT_SECONDS = int(os.environ.get("ANOMALAKE_RAW_WAIT_SECONDS", 6 * 3600))
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SKIP = 99  # exit code that marks a training task as skipped (not selected by the run's params)
+JOB_ENV = {"ANOMALAKE_LAKE": str(LAKE), "ANOMALAKE_TABLES": str(TABLES_FILE)}
+
+TABLES = yaml.safe_load(TABLES_FILE.read_text()) or {}
+
+
+def job(task_id: str, arguments: str, **kwargs) -> BashOperator:
+    """A task that runs `anomalake <arguments>` with the lake and catalog of this DAG file."""
+    return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=JOB_ENV, append_env=True, **kwargs)
+
+
+def scores_asset(table: str) -> Asset:
+    """The Asset a nightly run publishes: the table's scores (the event's extra names the partition)."""
+    return Asset(name=f"anomalake_scores_{table}", uri=f"file://{LAKE / 'scores' / table}")
+
+
+def nightly_dag(table: str, entry: dict) -> DAG:
+    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check -> publish."""
+    raw_path = LAKE / entry.get("path", f"raw/{table}")
+    detectors = entry.get("detectors", ["dense_autoencoder"])
+    asset = scores_asset(table)
+    with DAG(
+        dag_id=f"anomalake_nightly_{table}",
+        description=f"Nightly windows and scores of {table}",
+        schedule="@daily",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+        tags=["anomalake", table],
+    ) as dag:
+
+        @task.sensor(task_id="wait_for_raw", poke_interval=min(60, RAW_WAIT_SECONDS), timeout=RAW_WAIT_SECONDS, mode="poke", retries=0)
+        def wait_for_raw(ds: str | None = None) -> bool:
+            folder = raw_path / f"dt={ds}"
+            present = folder.is_dir() and any(folder.glob("*.parquet"))
+            if not present:
+                print(f"table {table}, partition dt={ds}: raw partition {folder} is not there yet")
+            return present
+
+        def publish(context, result) -> None:
+            context["outlet_events"][asset].extra = {"table": table, "dt": context["ds"]}
+
+        windows = job("windows", f"windows --table {table} --date {{{{ ds }}}}")
+        scores = [job(f"score_{d}", f"score --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
+        check = job("check", f"check --table {table} --date {{{{ ds }}}}", outlets=[asset], post_execute=publish)
+        wait_for_raw() >> windows >> scores >> check
+    return dag
+
+
+def training_dag(tables: dict) -> DAG:
+    """Weekly (or on demand): train a candidate per table and detector, then quality-gate and promote it."""
+    pairs = [(t, d) for t, entry in tables.items() for d in entry.get("detectors", ["dense_autoencoder"])]
+    with DAG(
+        dag_id="anomalake_train",
+        description="Train candidates and promote those that pass the quality gate",
+        schedule="@weekly",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        params={
+            "table": Param("all", type="string", description="a table of the catalog, or all"),
+            "detector": Param("all", type="string", description="a detector of that table, or all"),
+            "start": Param("", type="string", description="first training day (default: 28 days before the run)"),
+            "end": Param("", type="string", description="last training day (default: the day before the run)"),
+        },
+        tags=["anomalake"],
+    ) as dag:
+        start = "{{ params.start or macros.ds_add(ds, -28) }}"
+        end = "{{ params.end or macros.ds_add(ds, -1) }}"
+        for table, detector in pairs:
+            selected = f"[ '{{{{ params.table }}}}' = all -o '{{{{ params.table }}}}' = {table} ] && [ '{{{{ params.detector }}}}' = all -o '{{{{ params.detector }}}}' = {detector} ]"
+            train = job(
+                f"train_{table}_{detector}",
+                # The log goes to the task log; the last line (the XCom) is the candidate's version.
+                f"train --candidate --detector {detector} --table {table} --start {start} --end {end} 2>&1 "
+                "| tee /dev/stderr | sed -n 's/^candidate version: //p' | tail -n 1",
+                do_xcom_push=True,
+                skip_on_exit_code=SKIP,
+            )
+            train.bash_command = f"{selected} || exit {SKIP}; set -o pipefail; {train.bash_command}"
+            version = f"{{{{ ti.xcom_pull(task_ids='train_{table}_{detector}') }}}}"
+            train >> job(f"promote_{table}_{detector}", f"promote --detector {detector} --table {table} --version {version}")
+    return dag
+
+
+for _table, _entry in TABLES.items():
+    globals()[f"anomalake_nightly_{_table}"] = nightly_dag(_table, _entry)
+anomalake_train = training_dag(TABLES)
