@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test install clean
+.PHONY: demo test install airflow clean
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -25,5 +25,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest --durations=10
 
+# Airflow on 127.0.0.1 with this repository's DAGs, SQLite metadata under .airflow/, the demo lake:
+# run `make demo` first, then trigger anomalake_nightly_telemetry for a date of the demo (2026-01-15 .. 2026-01-18).
+AIRFLOW_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__PARALLELISM=2 AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=8080 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ \
+	ANOMALAKE_LAKE=$(CURDIR)/lake
+
+airflow: $(STAMP)
+	test -f lake/models/dense_autoencoder/telemetry/CURRENT || $(VENV)/bin/anomalake demo
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
+
 clean:
-	rm -rf lake spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf lake spark-warehouse metastore_db derby.log .pytest_cache .airflow

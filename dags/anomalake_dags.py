@@ -42,7 +42,7 @@ def scores_asset(table: str) -> Asset:
 
 
 def nightly_dag(table: str, entry: dict) -> DAG:
-    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check -> publish."""
+    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check (publish) -> catalog."""
     raw_path = LAKE / entry.get("path", f"raw/{table}")
     detectors = entry.get("detectors", ["dense_autoencoder"])
     asset = scores_asset(table)
@@ -71,7 +71,8 @@ def nightly_dag(table: str, entry: dict) -> DAG:
         windows = job("windows", f"windows --table {table} --date {{{{ ds }}}}")
         scores = [job(f"score_{d}", f"score --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
         check = job("check", f"check --table {table} --date {{{{ ds }}}}", outlets=[asset], post_execute=publish)
-        wait_for_raw() >> windows >> scores >> check
+        catalog = job("catalog", f"catalog --table {table}")
+        wait_for_raw() >> windows >> scores >> check >> catalog
     return dag
 
 

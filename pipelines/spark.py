@@ -6,14 +6,16 @@ from pyspark.sql import SparkSession
 from pipelines.settings import Settings, export_spark_environment
 
 
-def get_spark(settings: Settings, app: str = "anomalake") -> SparkSession:
-    """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on."""
+def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] | None = None) -> SparkSession:
+    """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on (plus `extra`)."""
     export_spark_environment(settings)
+    extra = dict(extra or {})
+    java_options = " ".join(["-Duser.timezone=UTC", extra.pop("spark.driver.extraJavaOptions", "")]).strip()
     builder = (
         SparkSession.builder.master(settings.master)
         .appName(app)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         # Re-running a day replaces only that day's partition (static mode would wipe the others).
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
@@ -25,6 +27,8 @@ def get_spark(settings: Settings, app: str = "anomalake") -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    for key, value in extra.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # A session conf, not a launcher property: Petastorm's converter caches its Parquet copy here.
     spark.conf.set("petastorm.spark.converter.parentCacheDirUrl", f"file://{settings.lake_path / '_petastorm_cache'}")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -37,6 +38,15 @@ def test_generate_windows_train_score_sql(tmp_path):
     assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
     table = anomalake(lake, "sql", "SELECT reason, count(*) AS n FROM quarantine_telemetry GROUP BY reason").stdout
     assert "insufficient_history" in table and "(1 rows)" in table
+
+    # The persistent catalog: plain spark-sql sees the tables, and a new night needs no registration.
+    assert "registered features_telemetry, labels_telemetry" in anomalake(lake, "catalog").stdout
+    assert "registered nothing new" in anomalake(lake, "catalog").stdout
+    anomalake(lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-02")
+    env = {**os.environ, "SPARK_CONF_DIR": str(lake / "_catalog" / "conf"), "PYSPARK_PYTHON": sys.executable}
+    spark_sql = [str(Path(sys.executable).parent / "spark-sql"), "-e", "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt"]
+    out = subprocess.run(spark_sql, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path).stdout
+    assert out.split() == ["2026-03-02", "576", "2026-03-03", "576"]
 
 
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):

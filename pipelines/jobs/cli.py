@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000)
 
+    catalog = sub.add_parser("catalog", help="register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
+    catalog.add_argument("--table", action="append", help="default: every table of the catalog file")
+
     demo = sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
     demo.add_argument("--table", default="telemetry", help="the catalog entry the demo fills (default telemetry)")
     return parser
@@ -93,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "check":
         return _check(settings, args)
+    if args.command == "catalog":
+        return _catalog(settings, args)
 
     from pipelines.jobs.context import JobContext
     from pipelines.spark import get_spark
@@ -132,6 +137,23 @@ def _run(args: argparse.Namespace) -> int:
         from pipelines.jobs.demo import run_demo
 
         run_demo(ctx, table)
+    return 0
+
+
+def _catalog(settings, args: argparse.Namespace) -> int:
+    from pipelines import catalog
+    from pipelines.io import Lake
+    from pipelines.spark import get_spark
+
+    lake = Lake(settings.lake_path)
+    tables = load_tables(settings.tables_file)
+    chosen = [tables[name] if name in tables else load_table(settings.tables_file, name) for name in (args.table or tables)]
+    missing = catalog.unregistered(lake, chosen)
+    if missing:
+        catalog.register(get_spark(settings, "anomalake-catalog", catalog.catalog_conf(lake)), lake, missing)
+    conf = catalog.write_spark_defaults(lake)
+    print(f"catalog {catalog.catalog_dir(lake)}: registered {', '.join(sorted(missing)) or 'nothing new'}")
+    print(f"query it with: SPARK_CONF_DIR={conf.parent} spark-sql -e 'SHOW TABLES'")
     return 0
 
 

@@ -1,0 +1,178 @@
+"""The DAGs under real Airflow 3 and real local Spark (the `airflow` tier).
+
+The module's fixture creates and migrates its own AIRFLOW_HOME (SQLite), writes a tiny table catalog, fills
+a lake and trains a model through the CLI; the backfill test starts `airflow standalone` on 127.0.0.1 and
+stops it (and every process it left) at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY_TABLE
+
+pytestmark = pytest.mark.airflow
+REPO = Path(__file__).resolve().parent.parent
+DAG_ID = "anomalake_nightly_telemetry"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def run(env, *args, timeout=900, check=True):
+    result = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def anomalake(env, *args):
+    return run(env, sys.executable, "-m", "pipelines.jobs.cli", *args)
+
+
+def dags_test(env, dag_id, day, *extra):
+    result = run(env, AIRFLOW, "dags", "test", dag_id, day, *extra, check=False)
+    return result, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow")
+    tables = home / "tables.yml"
+    tables.write_text(yaml.safe_dump({"telemetry": TINY_TABLE}))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "ANOMALAKE_LAKE": str(home / "lake"),
+        "ANOMALAKE_TABLES": str(tables),
+        "ANOMALAKE_MASTER": "local[2]",
+        "ANOMALAKE_RAW_WAIT_SECONDS": "4",
+    }
+    run(env, AIRFLOW, "db", "migrate")
+    anomalake(env, "generate", "--table", "telemetry", "--start", "2026-02-02", "--days", "6", "--entities", "2", "--seed", "3")
+    anomalake(env, "windows", "--table", "telemetry", "--start", "2026-02-02", "--end", "2026-02-04")
+    anomalake(env, "train", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", "2026-02-02", "--end", "2026-02-04")
+    yield env
+    _kill_processes_of(home)
+
+
+def _kill_processes_of(home: Path) -> None:
+    """End every process started with this AIRFLOW_HOME (task workers detach from their parents)."""
+    marker = f"AIRFLOW_HOME={home}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0") and int(proc.name) != os.getpid():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def scores(env, day: str) -> pd.DataFrame:
+    folder = Path(env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / f"dt={day}"
+    frame = pd.read_parquet(folder)
+    return frame.drop(columns=["run_id", "scored_at"]).sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def test_dagbag_parses_fast_without_heavy_imports(airflow_env):
+    probe = (
+        "import sys, time; import airflow; t = time.time()\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder=sys.argv[1])\n"
+        "print(repr({'seconds': time.time() - t, 'errors': dict(bag.import_errors), 'dags': sorted(bag.dags),"
+        " 'heavy': [m for m in ('pyspark', 'tensorflow', 'keras') if m in sys.modules]}))"
+    )
+    out = run(airflow_env, sys.executable, "-c", probe, str(REPO / "dags")).stdout.strip().splitlines()[-1]
+    report = eval(out)  # noqa: S307 - our own probe's repr of plain values
+    assert report["errors"] == {} and report["heavy"] == []
+    assert report["dags"] == ["anomalake_nightly_telemetry", "anomalake_train"]
+    assert report["seconds"] < 5
+
+
+def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
+    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
+    assert "state=success" in log, log[-3000:]
+    first = scores(airflow_env, "2026-02-05")
+    assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
+    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
+    assert "state=success" in log, log[-3000:]
+    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"))
+
+
+def test_a_missing_raw_partition_fails_the_run_and_publishes_nothing(airflow_env):
+    result, log = dags_test(airflow_env, DAG_ID, "2026-03-01")
+    assert "state=failed" in log
+    assert "table telemetry, partition dt=2026-03-01: raw partition" in log and "is not there yet" in log
+    assert not (Path(airflow_env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / "dt=2026-03-01").exists()
+
+
+def test_training_dag_trains_a_candidate_and_promotes_it(airflow_env):
+    models = Path(airflow_env["ANOMALAKE_LAKE"]) / "models" / "dense_autoencoder" / "telemetry"
+    before = (models / "CURRENT").read_text().strip()
+    conf = json.dumps({"table": "telemetry", "detector": "dense_autoencoder", "start": "2026-02-02", "end": "2026-02-04"})
+    result, log = dags_test(airflow_env, "anomalake_train", "2026-02-07", "--conf", conf)
+    assert "state=success" in log, log[-3000:]
+    after = (models / "CURRENT").read_text().strip()
+    decision = json.loads((models / "decisions" / f"{after}.json").read_text())
+    assert after != before and decision["promoted"] and decision["current_before"] == before
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_backfill(env, days: list[str], since: str, timeout: float = 600) -> dict:
+    """States of the runs of `days` that started after `since` (a backfill re-runs existing runs in place)."""
+    deadline = time.monotonic() + timeout
+    states: dict = {}
+    while time.monotonic() < deadline:
+        out = run(env, AIRFLOW, "dags", "list-runs", DAG_ID, "-o", "json", check=False).stdout
+        listing = [line for line in out.splitlines() if line.startswith("[{") or line.strip() == "[]"]
+        runs = json.loads(listing[-1]) if listing else []
+        states = {r["logical_date"][:10]: r["state"] for r in runs if (r["start_date"] or "") >= since}
+        if all(states.get(d) in ("success", "failed") for d in days):
+            return {d: states[d] for d in days}
+        time.sleep(5)
+    raise AssertionError(f"backfill did not finish in {timeout}s: {states}")
+
+
+def test_backfill_gives_the_partitions_of_nightly_runs(airflow_env):
+    days = ["2026-02-04", "2026-02-05", "2026-02-06"]
+    for day in days:
+        result, log = dags_test(airflow_env, DAG_ID, day)
+        assert "state=success" in log, log[-3000:]
+    nightly = {day: scores(airflow_env, day) for day in days}
+    port = _free_port()
+    env = {
+        **airflow_env,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    }
+    log = open(Path(env["AIRFLOW_HOME"]) / "standalone.log", "w")
+    server = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    try:
+        run(env, AIRFLOW, "dags", "unpause", DAG_ID)
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        run(env, AIRFLOW, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1],
+            "--reprocess-behavior", "completed")
+        assert _wait_for_backfill(env, days, since) == {day: "success" for day in days}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        _kill_processes_of(Path(env["AIRFLOW_HOME"]))
+    for day in days:
+        pd.testing.assert_frame_equal(nightly[day], scores(airflow_env, day))

@@ -1,0 +1,42 @@
+"""The nightly check on hand-written run records: the anomaly-rate jump rule."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from pipelines.io import Lake
+from pipelines.jobs.check import run_check
+from pipelines.runs import write_run_record
+
+DAY = date(2026, 3, 20)
+
+
+def night(lake: Lake, day: date, anomalies: int, rows: int = 1000) -> None:
+    write_run_record(lake.root, "telemetry", "windows", day, {"run_id": f"w{day}", "rows_in": rows, "rows_out": rows, "context": 0, "quarantined": {}})
+    score = {"run_id": f"s{day}", "rows_in": rows, "rows_out": rows, "anomalies": anomalies, "quarantined": {}}
+    write_run_record(lake.root, "telemetry", "score_dense_autoencoder", day, score)
+
+
+def test_a_sudden_jump_in_the_anomaly_rate_is_flagged(tmp_path, tiny_table):
+    lake = Lake(tmp_path)
+    for n in range(1, 8):
+        night(lake, DAY - timedelta(days=n), anomalies=10)
+    night(lake, DAY, anomalies=12)
+    assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()
+    night(lake, DAY + timedelta(days=1), anomalies=200)
+    problems = run_check(lake, tiny_table, ["dense_autoencoder"], DAY + timedelta(days=1)).problems
+    assert len(problems) == 1 and "anomaly rate 20.00%" in problems[0]
+
+
+def test_a_short_history_does_not_judge_jumps(tmp_path, tiny_table):
+    lake = Lake(tmp_path)
+    night(lake, DAY - timedelta(days=1), anomalies=0)
+    night(lake, DAY, anomalies=300)
+    assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()
+
+
+def test_the_latest_record_of_a_day_wins(tmp_path, tiny_table):
+    lake = Lake(tmp_path)
+    night(lake, DAY, anomalies=5)
+    write_run_record(lake.root, "telemetry", "score_dense_autoencoder", DAY,
+                     {"run_id": "rerun", "rows_in": 1000, "rows_out": 990, "anomalies": 5, "quarantined": {"unknown_entity": 10}})
+    assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()

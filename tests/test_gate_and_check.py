@@ -1,0 +1,78 @@
+"""The training quality gate and the nightly check, on real artifacts and run records (the `spark` tier)."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import START, TINY_DETECTOR
+from models.artifacts import read_current
+from pipelines.io import day_range
+from pipelines.jobs.check import run_check
+from pipelines.jobs.promote import run_promote
+from pipelines.jobs.score import run_score
+from pipelines.jobs.train import run_train
+from pipelines.jobs.windows import run_windows
+from pipelines.generate import GenerateSpec, write_generated
+
+pytestmark = pytest.mark.spark
+DAYS = day_range(START, START + timedelta(days=2))
+
+
+@pytest.fixture
+def lake_with_model(ctx, tiny_table):
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, 3, 2, seed=9))
+    run_windows(ctx, tiny_table, DAYS)
+    first = run_train(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR)
+    return ctx, tiny_table, first.version
+
+
+def broken_copy(root, version: str, name: str) -> str:
+    """A candidate whose weights are all NaN (as a diverged training run leaves them)."""
+    shutil.copytree(root / version, root / name)
+    model = keras.models.load_model(root / name / "model.keras", safe_mode=True, compile=False)
+    for weight in model.weights:
+        weight.assign(np.full(weight.shape, np.nan, dtype=weight.dtype))
+    model.save(root / name / "model.keras")
+    return name
+
+
+def test_a_broken_candidate_is_refused_and_current_kept(lake_with_model):
+    ctx, table, current = lake_with_model
+    root = ctx.lake.models("dense_autoencoder", "telemetry")
+    candidate = broken_copy(root, current, "v-broken")
+    decision = run_promote(ctx, table, "dense_autoencoder", candidate)
+    assert not decision.promoted and "non-finite" in decision.reasons[0]
+    assert read_current(root) == current
+    recorded = json.loads((root / "decisions" / f"{candidate}.json").read_text())
+    assert recorded["promoted"] is False and recorded["current_before"] == current
+
+
+def test_a_sound_candidate_is_promoted(lake_with_model):
+    ctx, table, current = lake_with_model
+    candidate = run_train(ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR, promote=False)
+    root = ctx.lake.models("dense_autoencoder", "telemetry")
+    assert read_current(root) == current  # a candidate does not move CURRENT by itself
+    decision = run_promote(ctx, table, "dense_autoencoder", candidate.version)
+    assert decision.promoted, decision.reasons
+    assert read_current(root) == candidate.version
+    assert decision.metrics["alert_rate"] <= 0.05 and "current_median_raw_score" in decision.metrics
+
+
+def test_check_passes_a_healthy_night_and_flags_broken_accounting(lake_with_model):
+    ctx, table, _ = lake_with_model
+    day = DAYS[2]
+    run_score(ctx, table, "dense_autoencoder", day)
+    healthy = run_check(ctx.lake, table, ["dense_autoencoder"], day)
+    assert healthy.problems == () and set(healthy.anomaly_rates) == {"dense_autoencoder"}
+    record_path = next((ctx.lake.root / "_runs" / "telemetry" / "score_dense_autoencoder" / f"dt={day}").glob("*.json"))
+    record = json.loads(record_path.read_text())
+    record["rows_out"] -= 1  # a row lost between input and output
+    record_path.write_text(json.dumps(record))
+    problems = run_check(ctx.lake, table, ["dense_autoencoder"], day).problems
+    assert any("rows in" in p for p in problems) and any("windows job wrote" not in p for p in problems)
+    assert run_check(ctx.lake, table, ["dense_autoencoder"], day + timedelta(days=1)).problems[0].endswith("no windows run recorded")
