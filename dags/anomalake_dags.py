@@ -91,6 +91,7 @@ def training_dag(tables: dict) -> DAG:
             "detector": Param("all", type="string", description="a detector of that table, or all"),
             "start": Param("", type="string", description="first training day (default: 28 days before the run)"),
             "end": Param("", type="string", description="last training day (default: the day before the run)"),
+            "version": Param("", type="string", description="gate this existing candidate instead of training one"),
         },
         tags=["anomalake"],
     ) as dag:
@@ -106,7 +107,11 @@ def training_dag(tables: dict) -> DAG:
                 do_xcom_push=True,
                 skip_on_exit_code=SKIP,
             )
-            train.bash_command = f"{selected} || exit {SKIP}; set -o pipefail; {train.bash_command}"
+            given = "{{ params.version }}"
+            train.bash_command = (
+                f"{selected} || exit {SKIP}; set -o pipefail; "
+                f"if [ -n '{given}' ]; then echo 'candidate version: {given}' && echo {given}; else {train.bash_command}; fi"
+            )
             version = f"{{{{ ti.xcom_pull(task_ids='train_{table}_{detector}') }}}}"
             train >> job(f"promote_{table}_{detector}", f"promote --detector {detector} --table {table} --version {version}")
     return dag

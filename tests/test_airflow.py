@@ -128,6 +128,25 @@ def test_training_dag_trains_a_candidate_and_promotes_it(airflow_env):
     assert after != before and decision["promoted"] and decision["current_before"] == before
 
 
+def test_training_dag_gate_refuses_a_broken_candidate(airflow_env):
+    models = Path(airflow_env["ANOMALAKE_LAKE"]) / "models" / "dense_autoencoder" / "telemetry"
+    current = (models / "CURRENT").read_text().strip()
+    breaker = (
+        "import shutil, sys, numpy as np, keras\n"
+        "root, current = sys.argv[1], sys.argv[2]\n"
+        "shutil.copytree(f'{root}/{current}', f'{root}/v-broken')\n"
+        "model = keras.models.load_model(f'{root}/v-broken/model.keras', safe_mode=True, compile=False)\n"
+        "[w.assign(np.full(w.shape, np.nan, dtype=w.dtype)) for w in model.weights]\n"
+        "model.save(f'{root}/v-broken/model.keras')\n"
+    )
+    run(airflow_env, sys.executable, "-c", breaker, str(models), current)
+    conf = json.dumps({"table": "telemetry", "detector": "dense_autoencoder", "version": "v-broken"})
+    result, log = dags_test(airflow_env, "anomalake_train", "2026-02-08", "--conf", conf)
+    assert "state=failed" in log and "refused, CURRENT unchanged: the candidate gives non-finite" in log
+    assert (models / "CURRENT").read_text().strip() == current
+    assert json.loads((models / "decisions" / "v-broken.json").read_text())["promoted"] is False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -125,8 +125,10 @@ def _run(args: argparse.Namespace) -> int:
         from pipelines.jobs.promote import run_promote
 
         decision = run_promote(ctx, table, args.detector, args.version)
-        verdict = "promoted to CURRENT" if decision.promoted else "refused, CURRENT unchanged: " + "; ".join(decision.reasons)
-        print(f"models/{args.detector}/{table.name}/{args.version}: {verdict} {decision.metrics}")
+        where = f"models/{args.detector}/{table.name}/{args.version}"
+        if not decision.promoted:
+            raise JobError(f"{where}: refused, CURRENT unchanged: {'; '.join(decision.reasons)}")
+        print(f"{where}: promoted to CURRENT {decision.metrics}")
     elif args.command == "score":
         from pipelines.jobs.score import run_score
 
