@@ -43,7 +43,7 @@ def run_check(lake: Lake, table: TableConfig, detectors: list[str], day: date) -
     problems: list[str] = []
     windows = latest_run_record(lake.root, table.name, "windows", day)
     if windows is None:
-        return CheckResult(day, (f"table {table.name}, partition dt={day}: no windows run recorded",), {})
+        return CheckResult(day, ("no windows run recorded",), {})
     problems += _accounting("windows", windows)
     rates = {}
     for detector in detectors:

@@ -7,7 +7,7 @@ from datetime import date
 
 from pipelines.config import ConfigError, load_table, load_tables
 from pipelines.errors import JobError
-from pipelines.settings import load_settings
+from pipelines.settings import Settings, load_settings
 
 
 def _date(text: str) -> date:
@@ -86,80 +86,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    if args.command == "generate":
-        from pipelines.generate import GenerateSpec, write_generated
-
-        counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
-        print(f"raw/{args.table}: {sum(v for k, v in counts.items() if k != 'labels'):,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies")
-        return 0
-    if args.command == "check":
-        return _check(settings, args)
-    if args.command == "catalog":
-        return _catalog(settings, args)
-
+def _session(settings: Settings, args: argparse.Namespace):
+    """A job context on a fresh SparkSession named after the command."""
     from pipelines.jobs.context import JobContext
     from pipelines.spark import get_spark
 
-    ctx = JobContext(settings, get_spark(settings, f"anomalake-{args.command}"))
-    if args.command == "sql":
-        from pipelines.jobs.sql import render, run_sql
+    return JobContext(settings, get_spark(settings, f"anomalake-{args.command}"))
 
-        print(render(run_sql(ctx, list(load_tables(settings.tables_file).values()), args.query, args.limit), args.format), end="")
-        return 0
+
+def _generate(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.generate import GenerateSpec, write_generated
+
+    counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
+    rows = sum(v for k, v in counts.items() if k != "labels")
+    print(f"raw/{args.table}: {rows:,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies")
+
+
+def _windows(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.windows import run_windows
+
     table = load_table(settings.tables_file, args.table)
-    if args.command == "windows":
-        from pipelines.jobs.windows import run_windows
-
-        result = run_windows(ctx, table, _days(args))
-        print(f"features/{table.name}: rows in {result.rows_in:,} = windows {result.windows:,} + context {result.context:,} + quarantined {result.quarantined_total:,} {result.quarantined}")
-    elif args.command == "train":
-        from pipelines.jobs.train import run_train
-
-        result = run_train(ctx, table, args.detector, args.start, args.end, promote=not args.candidate)
-        pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {result.version}"
-        print(f"models/{args.detector}/{table.name}/{result.version}: {result.rows_train:,} training windows, {result.rows_holdout:,} held out, threshold {result.threshold:.3f}; {pointer}")
-        print(f"candidate version: {result.version}")  # what an orchestrator passes to `promote`
-    elif args.command == "promote":
-        from pipelines.jobs.promote import run_promote
-
-        decision = run_promote(ctx, table, args.detector, args.version)
-        where = f"models/{args.detector}/{table.name}/{args.version}"
-        if not decision.promoted:
-            raise JobError(f"{where}: refused, CURRENT unchanged: {'; '.join(decision.reasons)}")
-        print(f"{where}: promoted to CURRENT {decision.metrics}")
-    elif args.command == "score":
-        from pipelines.jobs.score import run_score
-
-        for day in _days(args):
-            result = run_score(ctx.with_new_run(), table, args.detector, day, args.model_version)
-            print(f"scores/{table.name}/detector={args.detector}/dt={day}: {result.rows_in:,} windows in, {result.scored:,} scored, {result.anomalies:,} anomalies, quarantined {result.quarantined or 0}")
-    elif args.command == "demo":
-        from pipelines.jobs.demo import run_demo
-
-        run_demo(ctx, table)
-    return 0
+    r = run_windows(_session(settings, args), table, _days(args))
+    print(f"features/{table.name}: rows in {r.rows_in:,} = windows {r.windows:,} + context {r.context:,} + quarantined {r.quarantined_total:,} {r.quarantined}")
 
 
-def _catalog(settings, args: argparse.Namespace) -> int:
+def _train(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.train import run_train
+
+    table = load_table(settings.tables_file, args.table)
+    r = run_train(_session(settings, args), table, args.detector, args.start, args.end, promote=not args.candidate)
+    pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {r.version}"
+    print(f"models/{args.detector}/{table.name}/{r.version}: {r.rows_train:,} training windows, {r.rows_holdout:,} held out, threshold {r.threshold:.3f}; {pointer}")
+    print(f"candidate version: {r.version}")  # what an orchestrator passes to `promote`
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.promote import run_promote
+
+    table = load_table(settings.tables_file, args.table)
+    decision = run_promote(_session(settings, args), table, args.detector, args.version)
+    where = f"models/{args.detector}/{table.name}/{args.version}"
+    if not decision.promoted:
+        raise JobError(f"{where}: refused, CURRENT unchanged: {'; '.join(decision.reasons)}")
+    print(f"{where}: promoted to CURRENT {decision.metrics}")
+
+
+def _score(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.score import run_score
+
+    table = load_table(settings.tables_file, args.table)
+    ctx = _session(settings, args)
+    for day in _days(args):
+        r = run_score(ctx.with_new_run(), table, args.detector, day, args.model_version)
+        print(f"scores/{table.name}/detector={args.detector}/dt={day}: {r.rows_in:,} windows in, {r.scored:,} scored, {r.anomalies:,} anomalies, quarantined {r.quarantined or 0}")
+
+
+def _sql(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.sql import render, run_sql
+
+    tables = list(load_tables(settings.tables_file).values())
+    print(render(run_sql(_session(settings, args), tables, args.query, args.limit), args.format), end="")
+
+
+def _catalog(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines import catalog
     from pipelines.io import Lake
     from pipelines.spark import get_spark
 
     lake = Lake(settings.lake_path)
-    tables = load_tables(settings.tables_file)
-    chosen = [tables[name] if name in tables else load_table(settings.tables_file, name) for name in (args.table or tables)]
+    chosen = [load_table(settings.tables_file, name) for name in (args.table or load_tables(settings.tables_file))]
     missing = catalog.unregistered(lake, chosen)
-    if missing:
+    if missing:  # only a new table opens the metastore (embedded Derby admits one process at a time)
         catalog.register(get_spark(settings, "anomalake-catalog", catalog.catalog_conf(lake)), lake, missing)
     conf = catalog.write_spark_defaults(lake)
     print(f"catalog {catalog.catalog_dir(lake)}: registered {', '.join(sorted(missing)) or 'nothing new'}")
     print(f"query it with: SPARK_CONF_DIR={conf.parent} spark-sql -e 'SHOW TABLES'")
-    return 0
 
 
-def _check(settings, args: argparse.Namespace) -> int:
+def _check(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines.io import Lake
     from pipelines.jobs.check import run_check
 
@@ -168,14 +172,33 @@ def _check(settings, args: argparse.Namespace) -> int:
     if result.problems:
         raise JobError(f"table {table.name}, partition dt={args.date}: " + "; ".join(result.problems))
     print(f"table {table.name}, partition dt={args.date}: healthy; anomaly rates {result.anomaly_rates}")
-    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.jobs.demo import run_demo
+
+    run_demo(_session(settings, args), load_table(settings.tables_file, args.table))
+
+
+COMMANDS = {
+    "generate": _generate,
+    "windows": _windows,
+    "train": _train,
+    "promote": _promote,
+    "score": _score,
+    "sql": _sql,
+    "catalog": _catalog,
+    "check": _check,
+    "demo": _demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn expected failures into one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        COMMANDS[args.command](load_settings(), args)
+        return 0
     except (JobError, ConfigError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"anomalake {args.command}: error: {message}", file=sys.stderr)
