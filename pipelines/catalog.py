@@ -15,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from pipelines.config import TableConfig
-from pipelines.io import Lake
+from pipelines.io import Lake, table_locations
 
 
 def catalog_dir(lake: Lake) -> Path:
@@ -44,18 +44,6 @@ def write_spark_defaults(lake: Lake) -> Path:
     path = folder / "spark-defaults.conf"
     path.write_text("".join(f"{key} {value}\n" for key, value in catalog_conf(lake).items()))
     return path
-
-
-def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
-    """Stable SQL name -> folder, for the folders that hold data."""
-    names = {
-        f"raw_{table.name}": lake.raw(table),
-        f"features_{table.name}": lake.features(table.name),
-        f"scores_{table.name}": lake.scores(table.name),
-        f"quarantine_{table.name}": lake.quarantine(table.name),
-        f"labels_{table.name}": lake.labels(table.name),
-    }
-    return {name: path for name, path in names.items() if path.exists() and any(path.rglob("*.parquet"))}
 
 
 def _marker(lake: Lake, name: str) -> Path:

@@ -132,19 +132,23 @@ def read_partitions(spark: SparkSession, root: Path, days: Iterable[date], what:
     return spark.read.option("basePath", str(partition_dir(root, **keys))).parquet(*paths)
 
 
+def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
+    """The stable SQL name of each of a table's folders that holds data -> that folder."""
+    names = {
+        f"raw_{table.name}": lake.raw(table),
+        f"features_{table.name}": lake.features(table.name),
+        f"scores_{table.name}": lake.scores(table.name),
+        f"quarantine_{table.name}": lake.quarantine(table.name),
+        f"labels_{table.name}": lake.labels(table.name),
+    }
+    return {name: path for name, path in names.items() if path.exists() and any(path.rglob("*.parquet"))}
+
+
 def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfig]) -> list[str]:
-    """Register raw_/features_/scores_/quarantine_/labels_<table> views for the tables that exist."""
+    """Register the session views raw_/features_/scores_/quarantine_/labels_<table> for folders with data."""
     names = []
     for table in tables:
-        roots = {
-            f"raw_{table.name}": lake.raw(table),
-            f"features_{table.name}": lake.features(table.name),
-            f"scores_{table.name}": lake.scores(table.name),
-            f"quarantine_{table.name}": lake.quarantine(table.name),
-            f"labels_{table.name}": lake.labels(table.name),
-        }
-        for view, root in roots.items():
-            if root.exists() and any(root.rglob("*.parquet")):
-                spark.read.parquet(str(root)).createOrReplaceTempView(view)
-                names.append(view)
+        for view, root in table_locations(lake, table).items():
+            spark.read.parquet(str(root)).createOrReplaceTempView(view)
+            names.append(view)
     return names
