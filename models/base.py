@@ -39,10 +39,17 @@ class DetectorConfig:
 
 
 class Detector(abc.ABC):
-    """Base class of every detector family (scikit-learn style: config in __init__, state ends in `_`)."""
+    """Base class of every detector family (scikit-learn style: config in __init__, state ends in `_`).
+
+    A family sets `family` (its registry name), `config_class`, `input_kinds` (what it scores: "timeseries"
+    windows of shape (steps, features), "image" arrays of shape (height, width, channels), "text" strings)
+    and implements fit and `_score_batch`; the base class batches, validates, saves and loads.
+    """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+    input_kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
+    tiny_params: ClassVar[dict[str, Any]] = {}  # the smallest sizes that still learn (conformance tests)
 
     def __init__(self, config: DetectorConfig):
         if not isinstance(config, self.config_class):
@@ -62,17 +69,41 @@ class Detector(abc.ABC):
         """Per-sample non-negative contributions to the score, in the shape of one input sample."""
         return self.score_and_explain(x)[1]
 
-    @abc.abstractmethod
-    def score_and_explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_and_explain(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """Scores and contributions from one pass over the model (what the score job calls)."""
+        self._check_fitted()
+        scores, contributions = [], []
+        for batch in iterate_batches(x):
+            samples = self.as_batch(batch)
+            if len(samples):
+                score, contribution = self._score_batch(samples)
+                scores.append(np.asarray(score, dtype=np.float64))
+                contributions.append(np.asarray(contribution, dtype=np.float64))
+        if not scores:
+            return np.zeros(0), np.zeros((0, *self.explanation_shape))
+        return np.concatenate(scores), np.concatenate(contributions)
 
     @abc.abstractmethod
+    def _score_batch(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores (n,) and non-negative contributions (n, *explanation_shape) of validated samples."""
+
+    @property
+    def explanation_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's explanation: the input's own shape (text families: one value per token)."""
+        return tuple(self.config.input_shape)
+
+    @classmethod
+    def describe(cls) -> str:
+        """The family's one-line description (its docstring's first line)."""
+        return (cls.__doc__ or cls.family).strip().splitlines()[0]
+
     def _save_model(self, folder: Path) -> None:
-        """Write the fitted Keras model(s) into `folder`."""
+        """Write the fitted Keras model into `folder` (families with more state override this)."""
+        self.model_.save(folder / MODEL_FILE)
 
-    @abc.abstractmethod
     def _load_model(self, folder: Path) -> None:
-        """Read the Keras model(s) back with safe_mode=True and set the fitted state."""
+        """Read the Keras model back with safe_mode=True (no Lambda layers, only registered custom objects)."""
+        self.model_ = load_keras_model(folder / MODEL_FILE)
 
     # --- shared machinery ---------------------------------------------------------------------
     @property
@@ -85,9 +116,12 @@ class Detector(abc.ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load()")
 
     def as_batch(self, x: Any) -> np.ndarray:
-        """Samples as float32 of shape (n, *input_shape); flattened windows are reshaped."""
-        arr = np.asarray(x, dtype=np.float32)
+        """Samples as float32 of shape (n, *input_shape); flattened samples are reshaped."""
         shape = tuple(self.config.input_shape)
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{self.family}: expected numeric samples of shape {shape} (float32), got dtype {arr.dtype}")
+        arr = arr.astype(np.float32, copy=False)
         if arr.shape[1:] == shape:
             return arr
         if arr.ndim == 2 and arr.shape[1] == int(np.prod(shape)):
@@ -117,10 +151,20 @@ class Detector(abc.ABC):
         return detector
 
 
+def load_keras_model(path: Path) -> Any:
+    """A saved .keras model, deserialised with safe_mode=True and without its optimizer."""
+    import keras
+
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
 def iterate_batches(data: Any) -> Iterable[np.ndarray]:
     """Yield numpy batches from an array (one batch) or from a tf.data.Dataset of batches."""
     if isinstance(data, np.ndarray):
         yield data
+        return
+    if isinstance(data, (list, tuple)):
+        yield np.asarray(data)
         return
     for batch in data:
         yield np.asarray(batch)

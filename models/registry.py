@@ -8,7 +8,6 @@ from pathlib import Path
 from models.base import Detector
 
 _FAMILIES: dict[str, type[Detector]] = {}
-_INFRASTRUCTURE = {"base", "registry", "calibration", "artifacts", "scaling"}
 
 
 def register(cls: type[Detector]) -> type[Detector]:
@@ -20,11 +19,13 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 
 def discover() -> dict[str, type[Detector]]:
-    """Import every family module in models/ so its @register runs; return name -> class."""
+    """Import every module in models/ so that each family's @register runs; return name -> class.
+
+    Modules without a family (base, calibration, training, ...) import harmlessly and register nothing.
+    """
     package = Path(__file__).parent
     for module in pkgutil.iter_modules([str(package)]):
-        if module.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"models.{module.name}")
+        importlib.import_module(f"models.{module.name}")
     return dict(sorted(_FAMILIES.items()))
 
 

@@ -1,5 +1,13 @@
-"""One conformance suite over every registered detector family (scikit-learn's check_estimator idea)."""
+"""One conformance suite over every registered detector family and every input kind it declares.
+
+scikit-learn's check_estimator idea: a new family file is picked up here without edits. Each input kind has
+a tiny sample generator with a 'normal' class, an injected anomaly at a known place, and the place its
+explanation must point at.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -8,57 +16,121 @@ from models.base import Detector, NotFittedError
 from models.registry import discover
 
 FAMILIES = discover()
-SHAPE = (16, 3)
+
+WORDS = ("server", "disk", "queue", "cache", "backup", "job", "node", "index")
+VERBS = ("started", "finished", "restarted", "synced", "rotated", "paused")
 
 
-def tiny_config(family: type[Detector], seed: int = 0):
-    """The family's config at test size (a family may define `tiny_params` for its own smallest sizes)."""
-    params = {"epochs": 3, "batch_size": 64, "verbose": 0, **getattr(family, "tiny_params", {})}
-    return family.config_class.from_dict({**params, "input_shape": SHAPE, "feature_names": ("a", "b", "c"), "seed": seed})
+@dataclass(frozen=True)
+class Kind:
+    """Tiny samples of one input kind and where an injected anomaly sits."""
+
+    shape: tuple[int, ...]
+    normal: Callable[[int, int], np.ndarray]
+    anomalous: Callable[[np.ndarray], np.ndarray]
+    anomaly_at: Callable[[np.ndarray], np.ndarray]  # per-sample explanation -> index of its largest part
+    expected_at: int | tuple[int, ...]
+    feature_names: tuple[str, ...] = ()
 
 
 def normal_windows(n: int, seed: int = 0) -> np.ndarray:
-    """Smooth periodic windows plus noise: the 'normal' class."""
+    """Smooth periodic windows (16 steps, 3 metrics) plus noise."""
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
-    t = np.arange(SHAPE[0])[None, :, None]
+    t = np.arange(16)[None, :, None]
     base = np.concatenate([np.sin(t / 3 + phase), np.cos(t / 3 + phase), 0.5 * np.sin(t / 3 + phase)], axis=2)
-    return (base + rng.normal(0, 0.05, (n, *SHAPE))).astype(np.float32)
+    return (base + rng.normal(0, 0.05, (n, 16, 3))).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def fitted(request):
-    family = FAMILIES[request.param]
-    train = normal_windows(600)
-    detector = family(tiny_config(family))
-    returned = detector.fit(train, validation=normal_windows(100, seed=1))
-    return detector, returned
+def spiked_windows(x: np.ndarray) -> np.ndarray:
+    """A spike in metric 1 at the window's last step (where every family looks hardest)."""
+    x = x.copy()
+    x[:, -1, 1] += 3.0
+    return x
 
 
-def test_registry_lists_the_foundation_family():
-    assert "dense_autoencoder" in FAMILIES
+def normal_images(n: int, seed: int = 0) -> np.ndarray:
+    """8x8 grey images: a vertical bar at a random column on a dark, slightly noisy background."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.05, (n, 8, 8, 1))
+    columns = rng.integers(2, 6, n)
+    images[np.arange(n), :, columns, 0] = rng.uniform(0.8, 1.0, (n, 1))
+    return images.astype(np.float32)
 
 
-def test_fit_returns_self(fitted):
-    detector, returned = fitted
+def patched_images(x: np.ndarray) -> np.ndarray:
+    """A bright 2x2 patch in the top-left corner, where no bar ever goes."""
+    x = x.copy()
+    x[:, 0:2, 0:2, 0] = 1.0
+    return x
+
+
+def normal_texts(n: int, seed: int = 0) -> np.ndarray:
+    """Short log-like sentences from a small grammar."""
+    rng = np.random.default_rng(seed)
+    return np.array(
+        [f"the {rng.choice(WORDS)} {rng.choice(VERBS)} at {rng.integers(1, 13)} pm" for _ in range(n)], dtype=object
+    )
+
+
+def odd_texts(x: np.ndarray) -> np.ndarray:
+    """The third token replaced by a word no normal message has."""
+    return np.array([" ".join(t.split()[:2] + ["xylophone"] + t.split()[3:]) for t in x], dtype=object)
+
+
+KINDS = {
+    "timeseries": Kind(
+        (16, 3), normal_windows, spiked_windows,
+        lambda e: np.array([e.sum(axis=1).argmax(), e.sum(axis=0).argmax()]), (15, 1), ("a", "b", "c"),
+    ),
+    "image": Kind(
+        (8, 8, 1), normal_images, patched_images,
+        lambda e: np.array(np.unravel_index(e.sum(axis=-1).argmax(), e.shape[:2])) // 4, (0, 0),
+    ),
+    "text": Kind((), normal_texts, odd_texts, lambda e: np.array([e.argmax()]), (2,)),
+}
+CASES = sorted((name, kind) for name, family in FAMILIES.items() for kind in family.input_kinds)
+IDS = [f"{name}-{kind}" for name, kind in CASES]
+
+
+def tiny_config(family: type[Detector], kind: Kind, seed: int = 0):
+    """The family's config at test size (a family may define `tiny_params` for its own smallest sizes)."""
+    params = {"epochs": 3, "batch_size": 64, "verbose": 0, **family.tiny_params}
+    return family.config_class.from_dict({**params, "input_shape": kind.shape, "feature_names": kind.feature_names, "seed": seed})
+
+
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def case(request):
+    name, kind_name = request.param
+    family, kind = FAMILIES[name], KINDS[kind_name]
+    detector = family(tiny_config(family, kind))
+    returned = detector.fit(kind.normal(600, 0), validation=kind.normal(100, 1))
+    return detector, returned, kind
+
+
+def test_registry_has_every_family_of_the_product():
+    expected = {
+        "dense_autoencoder", "lstm_forecaster", "lstm_autoencoder", "conv1d_autoencoder", "gan",
+        "conv_autoencoder", "cnn_feature_stats", "text_transformer", "text_lstm",
+    }
+    assert expected <= set(FAMILIES), f"missing: {sorted(expected - set(FAMILIES))}"
+    assert all(set(f.input_kinds) <= set(KINDS) and f.describe() for f in FAMILIES.values())
+
+
+def test_fit_returns_self(case):
+    detector, returned, _ = case
     assert returned is detector and detector.is_fitted
 
 
-def test_scores_are_finite_one_per_sample(fitted):
-    detector, _ = fitted
-    scores = detector.score_samples(normal_windows(50, seed=2))
+def test_scores_are_finite_one_per_sample(case):
+    detector, _, kind = case
+    scores = detector.score_samples(kind.normal(50, 2))
     assert scores.shape == (50,) and np.all(np.isfinite(scores))
 
 
-def test_flat_and_shaped_inputs_score_the_same(fitted):
-    detector, _ = fitted
-    x = normal_windows(20, seed=3)
-    np.testing.assert_allclose(detector.score_samples(x), detector.score_samples(x.reshape(20, -1)), rtol=1e-6)
-
-
-def test_batch_size_and_order_do_not_change_scores(fitted):
-    detector, _ = fitted
-    x = normal_windows(64, seed=4)
+def test_batch_size_and_order_do_not_change_scores(case):
+    detector, _, kind = case
+    x = kind.normal(64, 4)
     whole = detector.score_samples(x)
     pieces = np.concatenate([detector.score_samples(x[i : i + 7]) for i in range(0, 64, 7)])
     order = np.random.default_rng(0).permutation(64)
@@ -66,62 +138,68 @@ def test_batch_size_and_order_do_not_change_scores(fitted):
     np.testing.assert_allclose(whole[order], detector.score_samples(x[order]), rtol=1e-5)
 
 
-def test_explanations_have_the_input_shape_and_are_non_negative(fitted):
-    detector, _ = fitted
-    contributions = detector.explain(normal_windows(5, seed=5))
-    assert contributions.shape == (5, *SHAPE) and np.all(contributions >= 0)
+def test_explanations_have_the_input_shape_and_are_non_negative(case):
+    detector, _, kind = case
+    contributions = detector.explain(kind.normal(5, 5))
+    assert contributions.shape == (5, *detector.explanation_shape) and np.all(contributions >= 0)
+    if kind.shape:
+        assert detector.explanation_shape == kind.shape
 
 
-def test_save_load_gives_identical_scores(fitted, tmp_path):
-    detector, _ = fitted
-    x = normal_windows(30, seed=6)
-    detector.save(tmp_path / "artifact")
-    loaded = Detector.load(tmp_path / "artifact")
+def test_save_load_gives_identical_scores(case, tmp_path):
+    detector, _, kind = case
+    x = kind.normal(30, 6)
+    folder = detector.save(tmp_path / "artifact")
+    loaded = Detector.load(folder)
     assert type(loaded) is type(detector) and loaded.config == detector.config
     np.testing.assert_array_equal(detector.score_samples(x), loaded.score_samples(x))
+    assert {p.suffix for p in folder.iterdir()} <= {".keras", ".json"}, "artifacts are .keras + JSON, never pickle"
 
 
-def test_saved_folder_has_no_pickle(fitted, tmp_path):
-    detector, _ = fitted
-    folder = detector.save(tmp_path / "artifact")
-    assert {p.suffix for p in folder.iterdir()} <= {".keras", ".json"}
+def test_an_injected_anomaly_scores_above_the_normal_samples(case):
+    detector, _, kind = case
+    x = kind.normal(200, 7)
+    assert detector.score_samples(kind.anomalous(x[:20])).min() > np.quantile(detector.score_samples(x), 0.99)
 
 
-def test_an_injected_anomaly_scores_above_every_normal_sample(fitted):
-    detector, _ = fitted
-    x = normal_windows(200, seed=7)
-    anomalous = x[:20].copy()
-    anomalous[:, 8, 1] += 3.0  # a spike in one feature
-    assert detector.score_samples(anomalous).min() > np.quantile(detector.score_samples(x), 0.99)
+def test_explanation_points_at_the_anomaly(case):
+    detector, _, kind = case
+    contributions = detector.explain(kind.anomalous(kind.normal(10, 8)))
+    located = np.array([kind.anomaly_at(c) for c in contributions])
+    assert np.all(located == np.array(kind.expected_at)), located
 
 
-def test_explanation_points_at_the_anomalous_feature(fitted):
-    detector, _ = fitted
-    x = normal_windows(10, seed=8)
-    x[:, 8, 1] += 3.0
-    contributions = detector.explain(x)
-    assert np.all(contributions.sum(axis=1).argmax(axis=1) == 1)
-    assert np.all(contributions.sum(axis=2).argmax(axis=1) == 8)
+def test_wrong_shape_or_dtype_says_what_was_expected(case):
+    detector, _, kind = case
+    if kind.shape:
+        wrong_shape = np.zeros((4, *kind.shape[:-1], kind.shape[-1] + 1), dtype=np.float32)
+        with pytest.raises(ValueError, match=r"expected samples of shape"):
+            detector.score_samples(wrong_shape)
+        with pytest.raises(TypeError, match=r"expected numeric samples"):
+            detector.score_samples(np.full((2, *kind.shape), "x", dtype=object))
+    else:
+        with pytest.raises(TypeError, match=r"expected text"):
+            detector.score_samples(np.zeros((3, 4), dtype=np.float32))
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_same_seed_same_model(name):
-    family = FAMILIES[name]
-    train, probe = normal_windows(300), normal_windows(20, seed=9)
-    a = family(tiny_config(family, seed=5)).fit(train).score_samples(probe)
-    b = family(tiny_config(family, seed=5)).fit(train).score_samples(probe)
+@pytest.mark.parametrize("name, kind_name", CASES, ids=IDS)
+def test_same_seed_same_model(name, kind_name):
+    family, kind = FAMILIES[name], KINDS[kind_name]
+    train, probe = kind.normal(300, 0), kind.normal(20, 9)
+    a = family(tiny_config(family, kind, seed=5)).fit(train).score_samples(probe)
+    b = family(tiny_config(family, kind, seed=5)).fit(train).score_samples(probe)
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_unfitted_detector_refuses_to_score(name):
-    family = FAMILIES[name]
-    with pytest.raises(NotFittedError):
-        family(tiny_config(family)).score_samples(normal_windows(2))
+@pytest.mark.parametrize("name, kind_name", CASES, ids=IDS)
+def test_unfitted_detector_refuses_to_score(name, kind_name):
+    family, kind = FAMILIES[name], KINDS[kind_name]
+    with pytest.raises(NotFittedError, match="not fitted"):
+        family(tiny_config(family, kind)).score_samples(kind.normal(2, 0))
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_config_round_trips_through_json_dict(name):
-    family = FAMILIES[name]
-    config = tiny_config(family)
+@pytest.mark.parametrize("name, kind_name", CASES, ids=IDS)
+def test_config_round_trips_through_json_dict(name, kind_name):
+    family, kind = FAMILIES[name], KINDS[kind_name]
+    config = tiny_config(family, kind)
     assert family.config_class.from_dict(config.to_dict()) == config

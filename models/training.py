@@ -1,0 +1,106 @@
+"""Shared Keras machinery of the families: the training config, batched data, fit with early stopping.
+
+Training data is either a numpy array (shuffled and batched here with the config's seed) or a finite
+tf.data.Dataset of batches with a known number of batches per pass (the Petastorm feed of the train job).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from models.base import DetectorConfig
+
+
+@dataclass(frozen=True)
+class KerasConfig(DetectorConfig):
+    """The training schedule every Keras family shares."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 3
+    verbose: int = 2
+
+
+def batched(data: Any, config: KerasConfig, prepare: Callable[[Any], Any] | None = None) -> Any:
+    """A tf.data.Dataset of batches: arrays are shuffled with the seed and batched; `prepare` maps each batch."""
+    import tensorflow as tf
+
+    if isinstance(data, np.ndarray):
+        data = tf.data.Dataset.from_tensor_slices(data).shuffle(len(data), seed=config.seed).batch(config.batch_size)
+    return data.map(prepare) if prepare is not None else data
+
+
+def steps_per_pass(data: Any, batch_size: int) -> int:
+    """Batches in one pass over `data`; Keras is told, so it never runs into the end of the data."""
+    import tensorflow as tf
+
+    if isinstance(data, np.ndarray):
+        return -(-len(data) // batch_size)
+    steps = int(tf.data.experimental.cardinality(data))
+    if steps <= 0:
+        raise ValueError("training data must be an array or a finite dataset with a known number of batches")
+    return steps
+
+
+def float_batch(shape: tuple[int, ...]) -> Callable[[Any], Any]:
+    """A batch mapper: cast to float32 and reshape flattened samples to (-1, *shape)."""
+    import tensorflow as tf
+
+    return lambda x: tf.reshape(tf.cast(x, tf.float32), (-1, *shape))
+
+
+def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_xy: Callable[[Any], Any]) -> dict[str, list[float]]:
+    """Fit a compiled model on (x, y) pairs made by `to_xy` from each batch; early stopping; the history."""
+    import keras
+
+    train_ds = batched(train, config, to_xy)
+    val_ds = batched(validation, config, to_xy) if validation is not None else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+    stop = keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True)
+    history = model.fit(
+        train_ds.repeat(),
+        steps_per_epoch=steps_per_pass(train, config.batch_size),
+        validation_data=val_ds.repeat() if val_ds is not None else None,
+        validation_steps=steps_per_pass(validation, config.batch_size) if val_ds is not None else None,
+        epochs=config.epochs,
+        callbacks=[stop],
+        verbose=config.verbose,
+        shuffle=False,  # the feed shuffles (Petastorm row groups and queue, or the array dataset)
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def adapted_normalizer(train: Any, config: KerasConfig, prepare: Callable[[Any], Any], axis: int = -1) -> Any:
+    """A Normalization layer adapted to the training data (per channel along `axis`)."""
+    import keras
+
+    normalizer = keras.layers.Normalization(axis=axis, name="normalize")
+    normalizer.adapt(batched(train, config, prepare))
+    return normalizer
+
+
+def mean_square(model: Any, data: Any, config: KerasConfig, prepare: Callable[[Any], Any]) -> np.ndarray:
+    """Mean over the data of the model's squared output, per output element (the scale of its residuals)."""
+    total, count = 0.0, 0
+    for x in batched(data, config, prepare):
+        out = np.asarray(model(x, training=False), dtype=np.float64)
+        total, count = total + np.square(out).sum(axis=0), count + len(out)
+    return np.maximum(total / max(count, 1), 1e-8)
+
+
+def with_fixed_scale(model: Any, variance: np.ndarray, name: str) -> Any:
+    """`model` followed by a fixed layer dividing each output element by sqrt(variance) (saved in .keras)."""
+    import keras
+
+    scale = keras.layers.Normalization(mean=np.zeros_like(variance), variance=variance, name="residual_scale")
+    return keras.Model(model.inputs[0], scale(model.outputs[0]), name=name)
+
+
+def seed_everything(config: DetectorConfig) -> None:
+    """Seed Python, numpy and TensorFlow from the config, so a fixed seed gives the same model."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
