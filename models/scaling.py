@@ -36,12 +36,24 @@ class EntityBaseline:
             centers[entity], scales[entity] = tuple(center.tolist()), tuple(scale.tolist())
         return cls(tuple(features), centers, scales)
 
+    @classmethod
+    def identity(cls) -> "EntityBaseline":
+        """No per-entity scaling (images and texts: the sample is its own unit)."""
+        return cls((), {}, {})
+
+    @property
+    def is_identity(self) -> bool:
+        """True when samples pass unchanged and every entity is known."""
+        return not self.features
+
     def knows(self, entities: Sequence[str]) -> np.ndarray:
         """Which of `entities` have a baseline."""
-        return np.array([e in self.centers for e in entities], dtype=bool)
+        return np.array([self.is_identity or e in self.centers for e in entities], dtype=bool)
 
     def transform(self, entities: Sequence[str], x: np.ndarray) -> np.ndarray:
         """Standardise samples (n, ..., n_features) of known entities by their own baseline."""
+        if self.is_identity:
+            return x
         center = np.array([self.centers[e] for e in entities], dtype=np.float64)
         scale = np.array([self.scales[e] for e in entities], dtype=np.float64)
         shape = (len(entities),) + (1,) * (x.ndim - 2) + (len(self.features),)

@@ -95,7 +95,8 @@ def with_fixed_scale(model: Any, variance: np.ndarray, name: str) -> Any:
     """`model` followed by a fixed layer dividing each output element by sqrt(variance) (saved in .keras)."""
     import keras
 
-    scale = keras.layers.Normalization(mean=np.zeros_like(variance), variance=variance, name="residual_scale")
+    axes = tuple(range(1, variance.ndim + 1))  # one scale per output element, whatever the output's rank
+    scale = keras.layers.Normalization(axis=axes, mean=np.zeros_like(variance), variance=variance, name="residual_scale")
     return keras.Model(model.inputs[0], scale(model.outputs[0]), name=name)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 CONF_DIR = Path(__file__).parent / "conf"
-INPUT_KINDS = ("timeseries",)
+INPUT_KINDS = ("timeseries", "image", "text")
 
 
 class ConfigError(ValueError):
@@ -26,7 +26,11 @@ class WindowSpec:
 
 @dataclass(frozen=True)
 class TableConfig:
-    """One lake table anomalake reads: where it is, its key columns, its features, how to window it."""
+    """One lake table anomalake reads: where it is, its key columns, its features, how to window it.
+
+    `kind` says what one model input is: a window of metrics (timeseries), an image, or a text;
+    `sample_shape` is its shape ((steps, features), (height, width, channels) or () for a string).
+    """
 
     name: str
     kind: str
@@ -39,6 +43,7 @@ class TableConfig:
     window: WindowSpec
     detectors: tuple[str, ...]
     max_quarantine_share: float = 0.2
+    sample_shape: tuple[int, ...] = ()
 
     @property
     def lookback_steps(self) -> int:
@@ -73,13 +78,17 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
     kind = entry.get("kind", "timeseries")
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{where}: kind '{kind}' is not one of {', '.join(INPUT_KINDS)}")
-    features = tuple(_require(entry, "features", where))
-    if not features:
-        raise ConfigError(f"{where}: 'features' is empty")
-    window = _require(entry, "window", where)
-    spec = WindowSpec(int(window["length"]), int(window.get("stride", 1)))
-    if spec.length < 2 or spec.stride < 1:
-        raise ConfigError(f"{where}: window length must be >= 2 and stride >= 1, got {spec}")
+    if kind == "timeseries":
+        features = tuple(_require(entry, "features", where))
+        if not features:
+            raise ConfigError(f"{where}: 'features' is empty")
+        window = _require(entry, "window", where)
+        spec = WindowSpec(int(window["length"]), int(window.get("stride", 1)))
+        if spec.length < 2 or spec.stride < 1:
+            raise ConfigError(f"{where}: window length must be >= 2 and stride >= 1, got {spec}")
+        shape: tuple[int, ...] = (spec.length, len(features))
+    else:
+        features, spec, shape = tuple(entry.get("features", ())), WindowSpec(1), _sample_shape(kind, entry, where)
     step = pd.Timedelta(str(entry.get("step", "5min")))
     if step.total_seconds() <= 0 or 86400 % int(step.total_seconds()):
         raise ConfigError(f"{where}: step {step} must divide one day")
@@ -95,7 +104,19 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
         window=spec,
         detectors=tuple(entry.get("detectors", ("dense_autoencoder",))),
         max_quarantine_share=float(entry.get("max_quarantine_share", 0.2)),
+        sample_shape=shape,
     )
+
+
+def _sample_shape(kind: str, entry: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    """(height, width, channels) of an image table; () for a text table (one string per sample)."""
+    if kind == "text":
+        return ()
+    image = _require(entry, "image", where)
+    shape = tuple(int(image.get(k, 1 if k == "channels" else 0)) for k in ("height", "width", "channels"))
+    if min(shape) < 1 or shape[2] not in (1, 3):
+        raise ConfigError(f"{where}: image needs height and width >= 1 and channels 1 or 3, got {dict(image)}")
+    return shape
 
 
 def load_tables(path: str | Path) -> dict[str, TableConfig]:
@@ -128,3 +149,8 @@ def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
         params=dict(raw.get("params", {})),
         calibration=dict(raw.get("calibration", {})),
     )
+
+
+def configured_detectors(conf_dir: Path = CONF_DIR) -> list[DetectorSpec]:
+    """Every detector of conf/detectors/*.yml, by name."""
+    return [load_detector(p.stem, conf_dir) for p in sorted((conf_dir / "detectors").glob("*.yml"))]

@@ -55,10 +55,17 @@ def open_feed(
             shuffle_row_groups=shuffle,
             seed=seed,
         ) as dataset:
-            batches = dataset.map(lambda batch: tf.cast(getattr(batch, column), tf.float32))
+            # Numbers reach the model as float32; strings (text tables) pass as they are, for its own vectoriser.
+            batches = dataset.map(lambda batch: _as_model_input(getattr(batch, column)))
             if repeat:
                 # Keras needs the pass length up front; a generator-backed dataset cannot report it.
                 batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
             yield Feed(batches, rows, steps)
     finally:
         converter.delete()
+
+
+def _as_model_input(values):
+    import tensorflow as tf
+
+    return values if values.dtype == tf.string else tf.cast(values, tf.float32)

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
     catalog.add_argument("--table", action="append", help="default: every table of the catalog file")
 
+    sub.add_parser("detectors", help="list the detector families, their input kinds, and the configured detectors")
+
     demo = sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
     demo.add_argument("--table", default="telemetry", help="the catalog entry the demo fills (default telemetry)")
     return parser
@@ -180,7 +182,21 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
     run_demo(_session(settings, args), load_table(settings.tables_file, args.table))
 
 
+def _detectors(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.config import configured_detectors
+    from models.registry import discover
+
+    families = discover()
+    print(f"{'family':<20} {'input kinds':<20} description")
+    for name, family in families.items():
+        print(f"{name:<20} {', '.join(family.input_kinds):<20} {family.describe()}")
+    print(f"\n{'detector (--detector)':<24} family")
+    for spec in configured_detectors():
+        print(f"{spec.name:<24} {spec.family}")
+
+
 COMMANDS = {
+    "detectors": _detectors,
     "generate": _generate,
     "windows": _windows,
     "train": _train,

@@ -79,7 +79,7 @@ def run_demo(ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), v
 
     progress.step(f"train {spec.detector} on {train_days[0]} .. {train_days[-1]}")
     trained = run_train(ctx.with_new_run(), table, spec.detector, train_days[0], train_days[-1], verbose=verbose)
-    print(f"  model {trained.version}: {trained.rows_train:,} training windows, {trained.rows_holdout:,} held out, threshold z > {trained.threshold:.2f}")
+    print(f"  model {trained.version}: {trained.rows_train:,} training windows, {trained.rows_holdout:,} held out, threshold score > {trained.threshold:.2f} (-log10 of the tail probability)")
 
     progress.step(f"score {score_days[0]} .. {score_days[-1]}, day by day")
     for day in score_days:

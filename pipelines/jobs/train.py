@@ -13,6 +13,7 @@ import models
 from models.artifacts import save_artifact, write_current
 from models.calibration import fit_calibration
 from models.registry import get_family
+from models.scaling import EntityBaseline
 from pipelines.baselines import apply_baseline, fit_baseline
 from pipelines.config import DetectorSpec, TableConfig, load_detector
 from pipelines.errors import JobError
@@ -20,7 +21,7 @@ from pipelines.feeding import open_feed
 from pipelines.io import day_range, read_partitions
 from pipelines.jobs.context import JobContext
 
-CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile")
+CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination")
 
 
 @dataclass(frozen=True)
@@ -38,18 +39,28 @@ def split_by_time(features: DataFrame, table: TableConfig, holdout_fraction: flo
     """Train on the earlier part, hold out the latest part; windows overlapping the cut are left out of both."""
     bounds = features.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).first()
     cutoff = bounds["lo"] + (bounds["hi"] - bounds["lo"]) * (1 - holdout_fraction)
-    embargo = timedelta(seconds=(table.window.length - 1) * table.step_seconds)
+    steps = table.window.length - 1 if table.kind == "timeseries" else 0
+    embargo = timedelta(seconds=steps * table.step_seconds)
     return features.where(F.col("ts") < F.lit(cutoff)), features.where(F.col("ts") >= F.lit(cutoff + embargo)), cutoff
 
 
 def build_detector(spec: DetectorSpec, table: TableConfig, verbose: int = 2) -> models.base.Detector:
-    """The detector family of `spec`, configured for windows of `table`."""
+    """The detector family of `spec`, configured for the samples of `table` (a family must accept its kind)."""
     family = get_family(spec.family)
+    if table.kind not in family.input_kinds:
+        raise JobError(f"table {table.name}: detector {spec.name} ({spec.family}) takes {', '.join(family.input_kinds)} input, the table is {table.kind}")
     params = {**spec.params, "verbose": verbose}
-    config = family.config_class.from_dict(
-        {**params, "input_shape": (table.window.length, len(table.features)), "feature_names": table.features}
-    )
+    config = family.config_class.from_dict({**params, "input_shape": table.sample_shape, "feature_names": table.features})
     return family(config)
+
+
+def standardize(train_df: DataFrame, holdout_df: DataFrame, table: TableConfig) -> tuple[DataFrame, DataFrame, EntityBaseline]:
+    """Time series in each entity's own units (a baseline fitted on the training part); other kinds unchanged."""
+    if table.kind != "timeseries":
+        return train_df, holdout_df, EntityBaseline.identity()
+    baseline = fit_baseline(train_df, table)
+    n_features = len(table.features)
+    return apply_baseline(train_df, baseline, n_features), apply_baseline(holdout_df, baseline, n_features), baseline
 
 
 def run_train(
@@ -71,9 +82,7 @@ def run_train(
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(start, end), "features", table.name)
     holdout_fraction = float(spec.calibration.get("holdout_fraction", 0.2))
     train_df, holdout_df, cutoff = split_by_time(features.select("entity_id", "ts", "x"), table, holdout_fraction)
-    baseline = fit_baseline(train_df, table)
-    n_features = len(table.features)
-    train_df, holdout_df = (apply_baseline(df, baseline, n_features) for df in (train_df, holdout_df))
+    train_df, holdout_df, baseline = standardize(train_df, holdout_df, table)
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
     with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
         detector.fit(train_feed.dataset, validation=val_feed.dataset)
@@ -90,6 +99,8 @@ def run_train(
         "family": spec.family,
         "table": table.name,
         "features": list(table.features),
+        "kind": table.kind,
+        "sample_shape": list(table.sample_shape),
         "window": dataclasses.asdict(table.window),
         "step_seconds": table.step_seconds,
         "train_range": [start.isoformat(), end.isoformat()],
