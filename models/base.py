@@ -87,6 +87,31 @@ class Detector(abc.ABC):
     def _score_batch(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores (n,) and non-negative contributions (n, *explanation_shape) of validated samples."""
 
+    def top_contributors(self, x: Any, k: int = 3) -> list[list[tuple[str, float]]]:
+        """The short explanation that fits a table column: per sample, its k largest parts and their shares.
+
+        Parts are metrics for windows (summed over steps), regions of a 4 x 4 grid for images
+        ("rows a-b, cols c-d", summed over channels) and tokens for text.
+        """
+        samples = self.as_batch(x)
+        names, parts = self._explanation_parts(samples, self.explain(samples))
+        shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-300)
+        order = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+        return [[(row_names[j], round(float(share[j]), 6)) for j in top] for row_names, share, top in zip(names, shares, order)]
+
+    def _explanation_parts(self, samples: np.ndarray, contributions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
+        """Names (per sample) and values of the parts an explanation is summarised into."""
+        n = len(samples)
+        if contributions.ndim == 3:  # windows: (steps, metrics)
+            names = list(self.config.feature_names) or [f"feature_{i}" for i in range(contributions.shape[2])]
+            return [names] * n, contributions.sum(axis=1)
+        height, width = contributions.shape[1:3]
+        rows, cols = np.array_split(np.arange(height), 4), np.array_split(np.arange(width), 4)
+        blocks = [(r, c) for r in rows for c in cols if len(r) and len(c)]
+        names = [f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}" for r, c in blocks]
+        pixels = contributions.reshape(n, height, width, -1).sum(axis=3)
+        return [names] * n, np.stack([pixels[:, r][:, :, c].sum(axis=(1, 2)) for r, c in blocks], axis=1)
+
     @property
     def explanation_shape(self) -> tuple[int, ...]:
         """Shape of one sample's explanation: the input's own shape (text families: one value per token)."""
@@ -162,6 +187,9 @@ def iterate_batches(data: Any) -> Iterable[np.ndarray]:
     """Yield numpy batches from an array (one batch) or from a tf.data.Dataset of batches."""
     if isinstance(data, np.ndarray):
         yield data
+        return
+    if isinstance(data, (str, bytes)):  # one text sample, not a sequence of characters
+        yield np.array([data], dtype=object)
         return
     if isinstance(data, (list, tuple)):
         yield np.asarray(data)

@@ -28,10 +28,10 @@ from models.training import KerasConfig, adapted_normalizer, batched, float_batc
 class GanConfig(KerasConfig):
     """Widths of the encoder (the generator mirrors them), of the discriminator, and the score's mix."""
 
-    hidden: tuple[int, ...] = (128, 32)
+    hidden: tuple[int, ...] = (64, 8)
     discriminator: tuple[int, ...] = (128, 64)
     adversarial_weight: float = 0.1
-    feature_weight: float = 0.2
+    feature_weight: float = 0.1
     statistic: str = "mean"
     top_k: int = 4
 
@@ -86,14 +86,16 @@ class Gan(Detector):
         seed_everything(self.config)
         shaped = float_batch(tuple(self.config.input_shape))
         nets = self._networks(adapted_normalizer(train, self.config, shaped))
-        steps = steps_per_pass(train, self.config.batch_size)
+        steps = max(steps_per_pass(train, self.config.batch_size), self.config.min_steps_per_epoch)
         step = _train_step(nets, self.config)
         data = iter(batched(train, self.config, shaped).repeat())
-        self.history_ = {"reconstruction": [], "discriminator": []}
+        self.history_ = {"reconstruction": [], "discriminator": [], "val_reconstruction": []}
         for _ in range(self.config.epochs):
             losses = np.mean([np.asarray(step(next(data))) for _ in range(steps)], axis=0)
             self.history_["reconstruction"].append(float(losses[0]))
             self.history_["discriminator"].append(float(losses[1]))
+            if validation is not None:  # watched, not used to stop: adversarial losses do not fall steadily
+                self.history_["val_reconstruction"].append(_reconstruction_loss(nets["autoencoder"], validation, self.config, shaped))
         residuals = self._residual_model(nets)
         variances = [mean_square(_output(residuals, i), train, self.config, shaped) for i in range(2)]
         self.model_ = _scaled(residuals, variances, self.family)
@@ -115,6 +117,15 @@ class Gan(Detector):
         weight = self.config.feature_weight
         score = (1.0 - weight) * window_statistic(rec, self.config.statistic, self.config.top_k) + weight * fm.mean(axis=1)
         return score, rec.reshape(samples.shape)
+
+
+def _reconstruction_loss(autoencoder: Any, data: Any, config: GanConfig, shaped: Any) -> float:
+    """Mean squared reconstruction error (normalised units) over one pass of `data`."""
+    total, count = 0.0, 0
+    for x in batched(data, config, shaped):
+        flat, generated = (np.asarray(t, dtype=np.float64) for t in autoencoder(x, training=False))
+        total, count = total + float(np.square(generated - flat).sum()), count + flat.size
+    return total / max(count, 1)
 
 
 def _output(model: Any, index: int) -> Any:

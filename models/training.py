@@ -22,6 +22,7 @@ class KerasConfig(DetectorConfig):
     learning_rate: float = 1e-3
     patience: int = 3
     verbose: int = 2
+    min_steps_per_epoch: int = 0  # small tables: an epoch repeats the data until this many updates
 
 
 def batched(data: Any, config: KerasConfig, prepare: Callable[[Any], Any] | None = None) -> Any:
@@ -62,7 +63,7 @@ def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_x
     stop = keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True)
     history = model.fit(
         train_ds.repeat(),
-        steps_per_epoch=steps_per_pass(train, config.batch_size),
+        steps_per_epoch=max(steps_per_pass(train, config.batch_size), config.min_steps_per_epoch),
         validation_data=val_ds.repeat() if val_ds is not None else None,
         validation_steps=steps_per_pass(validation, config.batch_size) if val_ds is not None else None,
         epochs=config.epochs,

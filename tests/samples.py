@@ -19,6 +19,7 @@ class Kind:
     anomalous: Callable[[np.ndarray], np.ndarray]
     anomaly_at: Callable[[np.ndarray], np.ndarray]  # per-sample explanation -> index of its largest part
     expected_at: int | tuple[int, ...]
+    anomaly_part: str  # the short explanation's first part for an anomalous sample
     feature_names: tuple[str, ...] = ()
 
 
@@ -70,11 +71,11 @@ def odd_texts(x: np.ndarray) -> np.ndarray:
 KINDS = {
     "timeseries": Kind(
         (16, 3), normal_windows, spiked_windows,
-        lambda e: np.array([e.sum(axis=1).argmax(), e.sum(axis=0).argmax()]), (15, 1), ("a", "b", "c"),
+        lambda e: np.array([e.sum(axis=1).argmax(), e.sum(axis=0).argmax()]), (15, 1), "b", ("a", "b", "c"),
     ),
     "image": Kind(
         (8, 8, 1), normal_images, patched_images,
-        lambda e: np.array(np.unravel_index(e.sum(axis=-1).argmax(), e.shape[:2])) // 4, (0, 0),
+        lambda e: np.array(np.unravel_index(e.sum(axis=-1).argmax(), e.shape[:2])) // 4, (0, 0), "rows 0-1, cols 0-1",
     ),
-    "text": Kind((), normal_texts, odd_texts, lambda e: np.array([e.argmax()]), (2,)),
+    "text": Kind((), normal_texts, odd_texts, lambda e: np.array([e.argmax()]), (2,), "[UNK]"),
 }

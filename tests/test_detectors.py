@@ -95,6 +95,14 @@ def test_explanation_points_at_the_anomaly(case):
     assert np.all(located == np.array(kind.expected_at)), located
 
 
+def test_short_explanation_names_the_anomaly_first(case):
+    detector, _, kind = case
+    short = detector.top_contributors(kind.anomalous(kind.normal(5, 8)), k=3)
+    assert len(short) == 5 and all(1 <= len(row) <= 3 for row in short)
+    assert all(0 <= share <= 1 for row in short for _, share in row)
+    assert {row[0][0] for row in short} == {kind.anomaly_part}, short
+
+
 def test_wrong_shape_or_dtype_says_what_was_expected(case):
     detector, _, kind = case
     if kind.shape:

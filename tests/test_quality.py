@@ -1,0 +1,54 @@
+"""Detection quality on real public data (slow tier): every family beside a simple baseline in the same run.
+
+Small epochs and a few entities or classes keep the tier short; benchmarks/detector_quality.py measures the
+full protocol (all entities and classes, the configured epochs) for the figures in the README.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.registry import discover
+from pipelines.config import configured_detectors
+from pipelines.quality import evaluate
+from pipelines.settings import load_settings
+
+pytestmark = pytest.mark.slow
+ROOT = Path(load_settings().datasets)
+FAMILIES = discover()
+
+
+def detectors_for(kind: str) -> list[str]:
+    """Configured detectors whose family takes `kind` input."""
+    return [spec.name for spec in configured_detectors() if kind in FAMILIES[spec.family].input_kinds]
+
+
+def require(folder: str) -> None:
+    """Fail (never skip) when the public data is missing: set ANOMALAKE_DATASETS to the datasets folder."""
+    if not (ROOT / folder).exists():
+        pytest.fail(f"{ROOT / folder} is missing: the quality tests read ../shared/datasets (or ANOMALAKE_DATASETS)")
+
+
+@pytest.mark.parametrize("name", detectors_for("timeseries"))
+def test_time_series_detector_beats_pca_on_asd(name):
+    require("asd")
+    report = evaluate("asd", [name], ROOT, window=16, epochs=4, groups=["omi-2", "omi-12"])
+    auc = report["roc_auc_mean"]
+    assert auc[name] >= 0.82 and auc[name] > auc["baseline_pca"], auc
+
+
+@pytest.mark.parametrize("name", detectors_for("image"))
+def test_image_detector_on_mnist(name):
+    require("mnist_mlxtend5k")
+    report = evaluate("mnist", [name], ROOT, window=0, epochs=5, groups=["3", "7"])
+    auc = report["roc_auc_mean"]
+    assert auc[name] >= 0.88, auc
+
+
+@pytest.mark.parametrize("name", detectors_for("text"))
+def test_text_detector_on_sms_spam(name):
+    require("sms_spam")
+    report = evaluate("sms", [name], ROOT, window=0, epochs=3, groups=None)
+    auc = report["roc_auc_mean"]
+    assert auc[name] >= 0.85 and auc[name] > auc["baseline_tfidf_svd"], auc
