@@ -10,6 +10,7 @@ import yaml
 
 CONF_DIR = Path(__file__).parent / "conf"
 INPUT_KINDS = ("timeseries", "image", "text")
+DEFAULT_DETECTORS = {"timeseries": "dense_autoencoder", "image": "conv_autoencoder", "text": "text_transformer"}
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,11 @@ class TableConfig:
     detectors: tuple[str, ...]
     max_quarantine_share: float = 0.2
     sample_shape: tuple[int, ...] = ()
+    value_column: str = ""  # image tables: the binary column of encoded images; text tables: the string column
+    path_column: str = ""  # image tables whose images are files: the column of their paths (or URIs)
+    resize: bool = False  # images of another size are resized (True) or quarantined (False)
+    convert_channels: bool = False  # grey images in a colour table (or the reverse) are converted (True) or quarantined
+    max_chars: int = 2000  # texts are cut to this many characters after normalising
 
     @property
     def lookback_steps(self) -> int:
@@ -89,6 +95,9 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
         shape: tuple[int, ...] = (spec.length, len(features))
     else:
         features, spec, shape = tuple(entry.get("features", ())), WindowSpec(1), _sample_shape(kind, entry, where)
+    media = dict(entry.get(kind, {})) if kind != "timeseries" else {}
+    if kind == "image" and not (media.get("column") or media.get("path_column")):
+        media["column"] = "image"
     step = pd.Timedelta(str(entry.get("step", "5min")))
     if step.total_seconds() <= 0 or 86400 % int(step.total_seconds()):
         raise ConfigError(f"{where}: step {step} must divide one day")
@@ -96,15 +105,20 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
         name=name,
         kind=kind,
         path=entry.get("path", f"raw/{name}"),
-        entity=entry.get("entity", "entity_id"),
-        time=entry.get("time", "ts"),
+        entity=entry.get("entity", {"timeseries": "entity_id", "image": "image_id", "text": "message_id"}[kind]),
+        time=entry.get("time", "ts" if kind == "timeseries" else ""),
         features=features,
         step_seconds=int(step.total_seconds()),
         fill_limit=int(entry.get("fill_limit", 0)),
         window=spec,
-        detectors=tuple(entry.get("detectors", ("dense_autoencoder",))),
+        detectors=tuple(entry.get("detectors", (DEFAULT_DETECTORS[kind],))),
         max_quarantine_share=float(entry.get("max_quarantine_share", 0.2)),
         sample_shape=shape,
+        value_column=str(media.get("column", "text" if kind == "text" else "")),
+        path_column=str(media.get("path_column", "")),
+        resize=bool(media.get("resize", False)),
+        convert_channels=bool(media.get("convert_channels", False)),
+        max_chars=int(media.get("max_chars", 2000)),
     )
 
 

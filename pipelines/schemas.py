@@ -15,6 +15,14 @@ FEATURES = T.StructType(
     ]
 )
 
+FEATURES_TEXT = T.StructType([*FEATURES.fields[:2], T.StructField("x", T.StringType(), False), FEATURES.fields[3]])
+
+
+def features_schema(kind: str) -> T.StructType:
+    """The feature table of a table kind: x is floats (windows, images flattened row-major) or a string (texts)."""
+    return FEATURES_TEXT if kind == "text" else FEATURES
+
+
 QUARANTINE = T.StructType(
     [
         T.StructField("entity_id", T.StringType(), True),
@@ -45,3 +53,14 @@ SCORES = T.StructType(
         T.StructField("dt", T.StringType(), False),
     ]
 )
+
+
+def scores_schema(kind: str) -> T.StructType:
+    """The scores table of a table kind: the common columns, with the kind's explanation in place of a window's."""
+    from pipelines.scoring import EXPLANATION_FIELDS
+
+    if kind == "timeseries":
+        return SCORES
+    common = [f for f in SCORES.fields]
+    head, tail = common[:6], common[9:]  # the window's top_feature / feature_contributions / top_steps go
+    return T.StructType(head + list(EXPLANATION_FIELDS[kind]) + tail)

@@ -73,3 +73,17 @@ def test_demo_finds_the_injected_anomalies(tmp_path):
     f1 = float(re.search(r"^F1: (\d\.\d{3})$", out, re.M).group(1))
     assert re.search(r"^precision: \d\.\d{3}$", out, re.M) and re.search(r"^recall: \d\.\d{3}$", out, re.M)
     assert f1 >= 0.8, out[-2500:]
+
+
+@pytest.mark.parametrize("kind, bar", [("image", 0.95), ("text", 0.90)])
+def test_image_and_text_demos_report_their_roc_auc(tmp_path, kind, bar):
+    out = anomalake(tmp_path / "lake", "demo", "--kind", kind).stdout
+    auc = float(re.search(r"^ROC-AUC: ([0-9.]+)$", out, re.MULTILINE).group(1))
+    assert auc >= bar, out[-2000:]
+    assert ("MNIST" if kind == "image" else "SMS Spam Collection") in out.splitlines()[0]
+
+
+def test_detectors_lists_every_family_with_its_input_kinds(tmp_path):
+    out = anomalake(tmp_path / "lake", "detectors").stdout
+    for family, kinds in (("lstm_forecaster", "timeseries"), ("gan", "timeseries, image"), ("cnn_feature_stats", "image"), ("text_lstm", "text")):
+        assert re.search(rf"^{family}\s+{kinds}\s+\S", out, re.MULTILINE), out

@@ -83,8 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("detectors", help="list the detector families, their input kinds, and the configured detectors")
 
-    demo = sub.add_parser("demo", help="generate, window, train, score and report on synthetic telemetry")
-    demo.add_argument("--table", default="telemetry", help="the catalog entry the demo fills (default telemetry)")
+    demo = sub.add_parser("demo", help="window, train, score and report on a labelled set (synthetic telemetry, MNIST, SMS)")
+    demo.add_argument("--kind", choices=("timeseries", "image", "text"), default="timeseries")
+    demo.add_argument("--table", default=None, help="the catalog entry the demo fills (default telemetry, digits or messages)")
+    demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
+
+    imp = sub.add_parser("import", help="a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
+    imp.add_argument("what", choices=("images", "text"))
+    imp.add_argument("--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header")
+    imp.add_argument("--table", required=True)
+    imp.add_argument("--date", type=_date, default=date.today(), help="the raw partition to write (default today)")
+    imp.add_argument("--text-column", help="text: the column holding the text")
+    imp.add_argument("--label-column", help="text: an optional label column")
+    imp.add_argument("--id-column", help="text: an optional id column (default: the row number)")
     return parser
 
 
@@ -176,10 +187,35 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
     print(f"table {table.name}, partition dt={args.date}: healthy; anomaly rates {result.anomaly_rates}")
 
 
-def _demo(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.demo import run_demo
+DEMO_TABLES = {"timeseries": "telemetry", "image": "digits", "text": "messages"}
 
-    run_demo(_session(settings, args), load_table(settings.tables_file, args.table))
+
+def _demo(settings: Settings, args: argparse.Namespace) -> None:
+    table = load_table(settings.tables_file, args.table or DEMO_TABLES[args.kind])
+    if table.kind != args.kind:
+        raise JobError(f"table {table.name} is a {table.kind} table; --kind {args.kind} needs a {args.kind} table")
+    if args.kind == "timeseries":
+        from pipelines.jobs.demo import run_demo
+
+        run_demo(_session(settings, args), table)
+        return
+    from pipelines.jobs.media_demo import run_media_demo
+
+    run_media_demo(_session(settings, args), table, args.normal_class if args.kind == "image" else "ham")
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.io import Lake
+    from pipelines.jobs.importing import import_images, import_text
+
+    table, lake = load_table(settings.tables_file, args.table), Lake(settings.lake_path)
+    if args.what == "images":
+        rows = import_images(lake, table, args.src, args.date)
+    else:
+        if not args.text_column:
+            raise JobError("import text needs --text-column (the column that holds the text)")
+        rows = import_text(lake, table, args.src, args.date, args.text_column, args.label_column, args.id_column)
+    print(f"raw/{table.name}/dt={args.date.isoformat()}: {rows:,} rows from {args.src}")
 
 
 def _detectors(settings: Settings, args: argparse.Namespace) -> None:
@@ -206,6 +242,7 @@ COMMANDS = {
     "catalog": _catalog,
     "check": _check,
     "demo": _demo,
+    "import": _import,
 }
 
 

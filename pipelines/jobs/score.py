@@ -28,6 +28,9 @@ class ScoreResult:
 
 
 def _check_model_fits_table(meta: dict, table: TableConfig, detector: str) -> None:
+    kind, shape = meta.get("kind", "timeseries"), tuple(meta.get("sample_shape", (table.window.length, len(table.features))))
+    if kind != table.kind or shape != table.sample_shape:
+        raise JobError(f"table {table.name}: model {detector} was trained on {kind} samples of shape {shape}, the table has {table.kind} samples of shape {table.sample_shape}; retrain it")
     if meta["features"] != list(table.features) or meta["window"]["length"] != table.window.length:
         raise JobError(
             f"table {table.name}: model {detector} was trained on features {meta['features']} with window "
@@ -43,11 +46,12 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
     _check_model_fits_table(json.loads((artifact_path / META_FILE).read_text()), table, detector)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), [day], "features", table.name)
     step = table.step_seconds
+    scored = features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x"), table.kind))
+    scored = scored.select("entity_id", "ts", "dt", "s.*")
+    if table.kind == "timeseries":
+        scored = scored.withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
     scored = (
-        features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x")))
-        .select("entity_id", "ts", "dt", "s.*")
-        .withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
-        .withColumn("model_version", F.lit(version))
+        scored.withColumn("model_version", F.lit(version))
         .withColumn("run_id", F.lit(ctx.run_id))
         .withColumn("scored_at", F.current_timestamp())
         .persist()
@@ -64,7 +68,7 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
             raise JobError(f"table {table.name}, partition dt={day.isoformat()}: {quarantined} of {rows_in} windows could not be scored")
         days_written = {day.isoformat()} if good else set()
         ok = scored.where(F.col("error").isNull())
-        replace_partitions(ok, schemas.SCORES, ctx.lake.scores(table.name), {"detector": detector}, [day], days_written)
+        replace_partitions(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, [day], days_written)
         bad = scored.where(F.col("error").isNotNull()).select(
             "entity_id", "ts", "run_id", "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
         )

@@ -35,13 +35,19 @@ class TrainResult:
     threshold: float
 
 
-def split_by_time(features: DataFrame, table: TableConfig, holdout_fraction: float) -> tuple[DataFrame, DataFrame, datetime]:
-    """Train on the earlier part, hold out the latest part; windows overlapping the cut are left out of both."""
+def split_holdout(features: DataFrame, table: TableConfig, holdout_fraction: float) -> tuple[DataFrame, DataFrame, str]:
+    """(train, holdout, where the holdout starts): the latest part of a time series, a hash share of other samples.
+
+    Time series: windows overlapping the cut are left out of both sides. Images and texts have no order
+    that matters: a fixed share of ids (by hash, so reruns agree) is held out.
+    """
+    if table.kind != "timeseries":
+        held = (F.abs(F.xxhash64("entity_id")) % 1000) < int(holdout_fraction * 1000)
+        return features.where(~held), features.where(held), f"{holdout_fraction:.0%} of ids by hash"
     bounds = features.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).first()
     cutoff = bounds["lo"] + (bounds["hi"] - bounds["lo"]) * (1 - holdout_fraction)
-    steps = table.window.length - 1 if table.kind == "timeseries" else 0
-    embargo = timedelta(seconds=steps * table.step_seconds)
-    return features.where(F.col("ts") < F.lit(cutoff)), features.where(F.col("ts") >= F.lit(cutoff + embargo)), cutoff
+    embargo = timedelta(seconds=(table.window.length - 1) * table.step_seconds)
+    return features.where(F.col("ts") < F.lit(cutoff)), features.where(F.col("ts") >= F.lit(cutoff + embargo)), cutoff.isoformat()
 
 
 def build_detector(spec: DetectorSpec, table: TableConfig, verbose: int = 2) -> models.base.Detector:
@@ -81,7 +87,7 @@ def run_train(
     detector = build_detector(spec, table, verbose)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(start, end), "features", table.name)
     holdout_fraction = float(spec.calibration.get("holdout_fraction", 0.2))
-    train_df, holdout_df, cutoff = split_by_time(features.select("entity_id", "ts", "x"), table, holdout_fraction)
+    train_df, holdout_df, cutoff = split_holdout(features.select("entity_id", "ts", "x"), table, holdout_fraction)
     train_df, holdout_df, baseline = standardize(train_df, holdout_df, table)
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
     with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
@@ -104,7 +110,7 @@ def run_train(
         "window": dataclasses.asdict(table.window),
         "step_seconds": table.step_seconds,
         "train_range": [start.isoformat(), end.isoformat()],
-        "holdout_from": cutoff.isoformat(),
+        "holdout_from": cutoff,
         "rows_train": rows_train,
         "rows_holdout": int(raw.size),
         "entities": len(baseline.centers),

@@ -13,6 +13,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import has_data, partition_dir, read_raw_day, replace_partitions, require_raw_days
 from pipelines.jobs.context import JobContext
+from pipelines.media_features import media_outcomes, output_schema, read_media_day
 from pipelines.runs import write_run_record
 
 
@@ -45,14 +46,24 @@ def _check_quarantine_share(table: TableConfig, result: WindowsResult) -> None:
         )
 
 
-def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
-    """Build the windows of `days` (one run for a range gives the same windows as day by day)."""
-    raw = _read_inputs(ctx, table, days)
+def _outcomes(ctx: JobContext, table: TableConfig, days: list[date]) -> tuple[DataFrame, DataFrame]:
+    """(raw rows of the target days, one outcome row per raw row): windows of metrics, or decoded samples."""
     target = frozenset(d.isoformat() for d in days)
-    rows_by_day = {r["dt"]: r["count"] for r in raw.where(F.col("dt").isin(*target)).groupBy("dt").count().collect()}
+    if table.kind == "timeseries":
+        raw = _read_inputs(ctx, table, days)
+        cut = partial(windowing.cut_windows, table=table, target_days=target)
+        return raw.where(F.col("dt").isin(*target)), raw.groupBy("entity_id").applyInPandas(cut, windowing.OUTPUT)
+    require_raw_days(ctx.lake, table, days)
+    raw = reduce(DataFrame.unionByName, [read_media_day(ctx.spark, ctx.lake, table, d) for d in days])
+    return raw, raw.mapInPandas(partial(media_outcomes, table=table), output_schema(table))
+
+
+def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
+    """Build the model inputs of `days`: windows of metrics, or decoded images or texts (one run = day by day)."""
+    raw, out = _outcomes(ctx, table, days)
+    rows_by_day = {r["dt"]: r["count"] for r in raw.groupBy("dt").count().collect()}
     rows_in = sum(rows_by_day.values())
-    cut = partial(windowing.cut_windows, table=table, target_days=target)
-    out = raw.groupBy("entity_id").applyInPandas(cut, windowing.OUTPUT).persist()
+    out = out.persist()
     try:
         tally = out.groupBy("dt", "outcome", "reason").count().collect()
         outcomes = {o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)}
@@ -66,7 +77,8 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
         _check_quarantine_share(table, result)
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
         features = out.where(F.col("outcome") == windowing.WINDOW)
-        replace_partitions(features, schemas.FEATURES, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        schema = schemas.features_schema(table.kind)
+        replace_partitions(features, schema, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
         replace_partitions(
             quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
