@@ -20,7 +20,7 @@ from models.training import KerasConfig
 class Conv1dAutoencoderConfig(KerasConfig):
     """Filters per level (the decoder mirrors them), the kernel width, the code's channels, the score's statistic."""
 
-    filters: tuple[int, ...] = (64, 32)
+    filters: tuple[int, ...] = (64, 32, 16)
     kernel_size: int = 5
     bottleneck: int = 8
     statistic: str = "mean"
