@@ -29,6 +29,12 @@ SKIP = 99  # exit code that marks a training task as skipped (not selected by th
 JOB_ENV = {"ANOMALAKE_LAKE": str(LAKE), "ANOMALAKE_TABLES": str(TABLES_FILE)}
 
 TABLES = yaml.safe_load(TABLES_FILE.read_text()) or {}
+DEFAULT_DETECTORS = {"timeseries": "dense_autoencoder", "image": "conv_autoencoder", "text": "text_transformer"}  # as pipelines/config.py
+
+
+def detectors_of(entry: dict) -> list[str]:
+    """The detectors a catalog entry names, or its kind's default."""
+    return entry.get("detectors", [DEFAULT_DETECTORS[entry.get("kind", "timeseries")]])
 
 
 def job(task_id: str, arguments: str, **kwargs) -> BashOperator:
@@ -44,7 +50,7 @@ def scores_asset(table: str) -> Asset:
 def nightly_dag(table: str, entry: dict) -> DAG:
     """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check (publish) -> catalog."""
     raw_path = LAKE / entry.get("path", f"raw/{table}")
-    detectors = entry.get("detectors", ["dense_autoencoder"])
+    detectors = detectors_of(entry)
     asset = scores_asset(table)
     with DAG(
         dag_id=f"anomalake_nightly_{table}",
@@ -78,7 +84,7 @@ def nightly_dag(table: str, entry: dict) -> DAG:
 
 def training_dag(tables: dict) -> DAG:
     """Weekly (or on demand): train a candidate per table and detector, then quality-gate and promote it."""
-    pairs = [(t, d) for t, entry in tables.items() for d in entry.get("detectors", ["dense_autoencoder"])]
+    pairs = [(t, d) for t, entry in tables.items() for d in detectors_of(entry)]
     with DAG(
         dag_id="anomalake_train",
         description="Train candidates and promote those that pass the quality gate",

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import numpy as np
-from pyspark.sql import functions as F
 
 from models.artifacts import CURRENT_FILE, Artifact, load_artifact, read_current, write_current
 from pipelines.config import TableConfig
@@ -33,14 +32,17 @@ class GateDecision:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _holdout_windows(ctx: JobContext, table: TableConfig, artifact: Artifact) -> tuple[list[str], np.ndarray]:
-    """The candidate's held-out windows (at most MAX_ROWS), as entity ids and (n, length, features) values."""
-    cutoff = datetime.fromisoformat(artifact.meta["holdout_from"])
-    first, last = cutoff.date(), date.fromisoformat(artifact.meta["train_range"][1])
-    embargo = timedelta(seconds=(table.window.length - 1) * table.step_seconds)
+def _holdout_samples(ctx: JobContext, table: TableConfig, artifact: Artifact) -> tuple[list[str], np.ndarray]:
+    """The candidate's held-out samples (at most MAX_ROWS) as the training job split them: ids and values."""
+    from pipelines.jobs.train import split_holdout
+
+    first, last = (date.fromisoformat(d) for d in artifact.meta["train_range"])
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(first, last), "features", table.name)
-    rows = features.where(F.col("ts") >= F.lit(cutoff + embargo)).select("entity_id", "x").limit(MAX_ROWS).toPandas()
-    x = np.stack(rows["x"].to_numpy()).astype(np.float64).reshape(-1, table.window.length, len(table.features))
+    _, holdout, _ = split_holdout(features.select("entity_id", "ts", "x"), table, float(artifact.meta.get("holdout_fraction", 0.2)))
+    rows = holdout.select("entity_id", "x").limit(MAX_ROWS).toPandas()
+    if table.kind == "text":
+        return rows["entity_id"].tolist(), np.array(rows["x"].tolist(), dtype=object)
+    x = np.stack(rows["x"].to_numpy()).astype(np.float64).reshape(-1, *table.sample_shape)
     return rows["entity_id"].tolist(), x
 
 
@@ -75,7 +77,7 @@ def run_promote(ctx: JobContext, table: TableConfig, detector: str, version: str
     candidate = load_artifact(root / version)
     current_version = read_current(root) if (root / CURRENT_FILE).exists() else None
     current = load_artifact(root / current_version) if current_version and current_version != version else None
-    entities, x = _holdout_windows(ctx, table, candidate)
+    entities, x = _holdout_samples(ctx, table, candidate)
     reasons, metrics = _judge(candidate, current, entities, x)
     decision = GateDecision(version, not reasons, tuple(reasons), metrics)
     decisions = root / "decisions"

@@ -111,6 +111,7 @@ def run_train(
         "step_seconds": table.step_seconds,
         "train_range": [start.isoformat(), end.isoformat()],
         "holdout_from": cutoff,
+        "holdout_fraction": holdout_fraction,
         "rows_train": rows_train,
         "rows_holdout": int(raw.size),
         "entities": len(baseline.centers),
