@@ -41,7 +41,7 @@ class Conv1dAutoencoder(ResidualDetector):
 
     family = "conv1d_autoencoder"
     config_class = Conv1dAutoencoderConfig
-    tiny_params = {"filters": (16, 8), "bottleneck": 4}
+    tiny_params = {"filters": (32, 16), "bottleneck": 8, "epochs": 8}
 
     def _predict(self, normalized: Any) -> tuple[Any, Any]:
         import keras

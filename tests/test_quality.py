@@ -41,9 +41,10 @@ def test_time_series_detector_beats_pca_on_asd(name):
 @pytest.mark.parametrize("name", detectors_for("image"))
 def test_image_detector_on_mnist(name):
     require("mnist_mlxtend5k")
-    report = evaluate("mnist", [name], ROOT, window=0, epochs=5, groups=["3", "7"])
+    report = evaluate("mnist", [name], ROOT, window=0, epochs=None, groups=["3", "7"])
     auc = report["roc_auc_mean"]
-    assert auc[name] >= 0.88, auc
+    # The image families proper are held to more than the families that also take windows (dense, gan).
+    assert auc[name] >= (0.92 if FAMILIES[name].input_kinds == ("image",) else 0.85), auc
 
 
 @pytest.mark.parametrize("name", detectors_for("text"))
