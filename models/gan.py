@@ -21,7 +21,9 @@ import numpy as np
 from models.base import Detector
 from models.registry import register
 from models.residual import window_statistic
-from models.training import KerasConfig, adapted_normalizer, batched, float_batch, mean_square, seed_everything, steps_per_pass
+from models.training import (
+    KerasConfig, adapted_normalizer, batched, float_batch, mean_square, seed_everything, steps_per_pass, with_fixed_scale,
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Gan(Detector):
                 self.history_["val_reconstruction"].append(_reconstruction_loss(nets["autoencoder"], validation, self.config, shaped))
         residuals = self._residual_model(nets)
         variances = [mean_square(_output(residuals, i), train, self.config, shaped) for i in range(2)]
-        self.model_ = _scaled(residuals, variances, self.family)
+        self.model_ = with_fixed_scale(residuals, variances, self.family)
         return self
 
     def _residual_model(self, nets: dict[str, Any]) -> Any:
@@ -132,17 +134,6 @@ def _output(model: Any, index: int) -> Any:
     import keras
 
     return keras.Model(model.inputs[0], model.outputs[index])
-
-
-def _scaled(model: Any, variances: list[np.ndarray], name: str) -> Any:
-    """`model` with each output divided by the root mean square it had on the training data."""
-    import keras
-
-    outputs = [
-        keras.layers.Normalization(mean=np.zeros_like(v), variance=v, name=f"scale_{i}")(out)
-        for i, (out, v) in enumerate(zip(model.outputs, variances))
-    ]
-    return keras.Model(model.inputs[0], outputs, name=name)
 
 
 def _train_step(nets: dict[str, Any], config: GanConfig) -> Any:

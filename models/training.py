@@ -92,13 +92,20 @@ def mean_square(model: Any, data: Any, config: KerasConfig, prepare: Callable[[A
     return np.maximum(total / max(count, 1), 1e-8)
 
 
-def with_fixed_scale(model: Any, variance: np.ndarray, name: str) -> Any:
-    """`model` followed by a fixed layer dividing each output element by sqrt(variance) (saved in .keras)."""
+def with_fixed_scale(model: Any, variance: np.ndarray | list[np.ndarray], name: str) -> Any:
+    """`model` with each output element divided by sqrt(its variance) in a fixed layer (saved in .keras).
+
+    `variance` is one array per output (a list when the model has several outputs).
+    """
     import keras
 
-    axes = tuple(range(1, variance.ndim + 1))  # one scale per output element, whatever the output's rank
-    scale = keras.layers.Normalization(axis=axes, mean=np.zeros_like(variance), variance=variance, name="residual_scale")
-    return keras.Model(model.inputs[0], scale(model.outputs[0]), name=name)
+    variances = variance if isinstance(variance, list) else [variance]
+    outputs = []
+    for i, (out, v) in enumerate(zip(model.outputs, variances)):
+        axes = tuple(range(1, v.ndim + 1))  # one scale per output element, whatever the output's rank
+        layer_name = "residual_scale" if len(variances) == 1 else f"residual_scale_{i}"
+        outputs.append(keras.layers.Normalization(axis=axes, mean=np.zeros_like(v), variance=v, name=layer_name)(out))
+    return keras.Model(model.inputs[0], outputs if len(outputs) > 1 else outputs[0], name=name)
 
 
 def seed_everything(config: DetectorConfig) -> None:
