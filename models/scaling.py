@@ -59,14 +59,30 @@ class EntityBaseline:
         shape = (len(entities),) + (1,) * (x.ndim - 2) + (len(self.features),)
         return ((x - center.reshape(shape)) / scale.reshape(shape)).astype(np.float32)
 
+    def merged(self, other: "EntityBaseline") -> "EntityBaseline":
+        """This baseline plus the entities of `other` that it does not know (same features)."""
+        if other.is_identity:
+            return self
+        if not self.is_identity and other.features != self.features:
+            raise ValueError(f"baselines of different features: {self.features} and {other.features}")
+        return EntityBaseline(other.features, {**other.centers, **self.centers}, {**other.scales, **self.scales})
+
+    def to_json(self) -> str:
+        """The baseline as a JSON string (what baseline.json holds)."""
+        return json.dumps({"features": list(self.features), "centers": self.centers, "scales": self.scales}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EntityBaseline":
+        """Inverse of to_json."""
+        raw = json.loads(text)
+        as_tuples = lambda m: {k: tuple(v) for k, v in m.items()}  # noqa: E731
+        return cls(tuple(raw["features"]), as_tuples(raw["centers"]), as_tuples(raw["scales"]))
+
     def save(self, folder: Path) -> None:
         """Write baseline.json."""
-        payload = {"features": list(self.features), "centers": self.centers, "scales": self.scales}
-        (folder / BASELINE_FILE).write_text(json.dumps(payload, sort_keys=True))
+        (folder / BASELINE_FILE).write_text(self.to_json())
 
     @classmethod
     def load(cls, folder: Path) -> "EntityBaseline":
         """Read baseline.json."""
-        raw = json.loads((folder / BASELINE_FILE).read_text())
-        as_tuples = lambda m: {k: tuple(v) for k, v in m.items()}  # noqa: E731
-        return cls(tuple(raw["features"]), as_tuples(raw["centers"]), as_tuples(raw["scales"]))
+        return cls.from_json((folder / BASELINE_FILE).read_text())

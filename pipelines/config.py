@@ -50,6 +50,7 @@ class TableConfig:
     resize: bool = False  # images of another size are resized (True) or quarantined (False)
     convert_channels: bool = False  # grey images in a colour table (or the reverse) are converted (True) or quarantined
     max_chars: int = 2000  # texts are cut to this many characters after normalising
+    unseen_entities: str = "quarantine"  # entities the model never saw: quarantined, or scored in their own units ("own_baseline")
 
     @property
     def lookback_steps(self) -> int:
@@ -119,7 +120,19 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
         resize=bool(media.get("resize", False)),
         convert_channels=bool(media.get("convert_channels", False)),
         max_chars=int(media.get("max_chars", 2000)),
+        unseen_entities=_unseen_entities(entry, where),
     )
+
+
+UNSEEN_ENTITIES = ("quarantine", "own_baseline")
+
+
+def _unseen_entities(entry: Mapping[str, Any], where: str) -> str:
+    """How the score job treats an entity without a baseline from training (a new host, a new run)."""
+    value = str(entry.get("unseen_entities", "quarantine"))
+    if value not in UNSEEN_ENTITIES:
+        raise ConfigError(f"{where}: unseen_entities '{value}' is not one of {', '.join(UNSEEN_ENTITIES)}")
+    return value
 
 
 def _sample_shape(kind: str, entry: Mapping[str, Any], where: str) -> tuple[int, ...]:

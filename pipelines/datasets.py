@@ -5,6 +5,7 @@ Labels are returned for measuring only; nothing here trains or thresholds on the
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class OneClassSplit:
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DatasetError(f"{path} does not exist: expected {what} (set ANOMALAKE_DATASETS to the datasets folder)")
+        raise DatasetError(f"{path} does not exist: expected {what} (point --data or ANOMALAKE_DATASETS at a folder in this format)")
     return path
 
 
@@ -49,8 +50,8 @@ def asd_entities(root: Path) -> list[str]:
     return sorted(names, key=lambda n: int(n.rsplit("-", 1)[-1]) if n.rsplit("-", 1)[-1].isdigit() else 0)
 
 
-def load_asd(root: Path, entity: str, window: int) -> OneClassSplit:
-    """ASD windows: train on `_train`; test windows of `_test`, each labelled by its last step."""
+def load_asd_series(root: Path, entity: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ASD entity's `_train` steps, `_test` steps (both (steps, 19)) and test labels (steps,) of 0/1."""
     folder = Path(root) / "npy"
     train = np.load(_require(folder / f"{entity}_train.npy", "an array (steps, 19)"), allow_pickle=False)
     test = np.load(_require(folder / f"{entity}_test.npy", "an array (steps, 19)"), allow_pickle=False)
@@ -60,7 +61,13 @@ def load_asd(root: Path, entity: str, window: int) -> OneClassSplit:
             raise DatasetError(f"{folder}/{entity}_{name}.npy: expected shape (steps, {ASD_FEATURES}), found {arr.shape}")
     if labels.shape != (len(test),):
         raise DatasetError(f"{folder}/{entity}_test_label.npy: expected shape ({len(test)},), found {labels.shape}")
-    return OneClassSplit(entity, sliding_windows(train, window), sliding_windows(test, window), labels[window - 1 :].astype(int))
+    return train, test, labels.astype(int)
+
+
+def load_asd(root: Path, entity: str, window: int) -> OneClassSplit:
+    """ASD windows: train on `_train`; test windows of `_test`, each labelled by its last step."""
+    train, test, labels = load_asd_series(root, entity)
+    return OneClassSplit(entity, sliding_windows(train, window), sliding_windows(test, window), labels[window - 1 :])
 
 
 def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -89,3 +96,106 @@ def load_sms(root: Path) -> tuple[np.ndarray, np.ndarray]:
     if not set(table["label"]) <= {"ham", "spam"}:
         raise DatasetError(f"{path}: expected labels ham/spam, found {sorted(set(table['label']))[:5]}")
     return table["text"].fillna("").to_numpy(dtype=object), table["label"].to_numpy(dtype=object)
+
+
+@dataclass(frozen=True)
+class LabelledSeries:
+    """One series of a benchmark: its rows (timestamp + value columns), per-row labels and labelled windows.
+
+    `group` is its path under the data folder (e.g. realTweets/Twitter_volume_AAPL.csv), `category` its
+    folder; `train` is its own normal data where the benchmark has one (SKAB), else None (NAB trains on
+    the series itself).
+    """
+
+    group: str
+    category: str
+    frame: pd.DataFrame
+    labels: np.ndarray
+    windows: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+
+
+def _read_csv(path: Path, expected: str, **options) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **options)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not readable as {expected}: {str(error).splitlines()[0]}") from None
+
+
+def _timestamps(frame: pd.DataFrame, column: str, path: Path, expected: str) -> pd.Series:
+    if column not in frame.columns:
+        raise DatasetError(f"{path}: expected {expected}, found columns {list(frame.columns)[:10]}")
+    stamps = pd.to_datetime(frame[column], errors="coerce")
+    if stamps.isna().any():
+        raise DatasetError(f"{path}: column '{column}' has {int(stamps.isna().sum())} values that are not timestamps (row {int(stamps.isna().idxmax()) + 2})")
+    return stamps
+
+
+def _labels_in(stamps: pd.Series, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> np.ndarray:
+    labels = np.zeros(len(stamps), dtype=int)
+    for start, end in windows:
+        labels[((stamps >= start) & (stamps <= end)).to_numpy()] = 1
+    return labels
+
+
+def load_nab(root: Path, categories: list[str] | None = None) -> list[LabelledSeries]:
+    """NAB: data/<category>/<name>.csv (timestamp,value) labelled by labels/combined_windows.json."""
+    root = Path(root)
+    expected = "NAB's data/<category>/<series>.csv files and labels/combined_windows.json"
+    label_path = _require(root / "labels" / "combined_windows.json", "NAB's anomaly windows: {\"<category>/<file>.csv\": [[start, end], ...]}")
+    try:
+        all_windows = json.loads(label_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{label_path}: not JSON ({error}); expected {{\"<category>/<file>.csv\": [[start, end], ...]}}") from None
+    if not isinstance(all_windows, dict):
+        raise DatasetError(f"{label_path}: expected an object mapping '<category>/<file>.csv' to lists of [start, end]")
+    files = sorted(_require(root / "data", expected).glob("*/*.csv"))
+    if categories:
+        files = [f for f in files if f.parent.name in categories]
+    if not files:
+        raise DatasetError(f"{root / 'data'}: no <category>/<series>.csv file" + (f" in categories {categories}" if categories else "") + f"; expected {expected}")
+    series = []
+    for path in files:
+        key = f"{path.parent.name}/{path.name}"
+        if key not in all_windows:
+            raise DatasetError(f"{label_path}: no entry for {key} (every data file needs one, [] when it has no anomaly)")
+        frame = _read_csv(path, "a CSV with columns timestamp,value")
+        stamps = _timestamps(frame, "timestamp", path, "columns timestamp,value")
+        if "value" not in frame.columns or not pd.api.types.is_numeric_dtype(frame["value"]):
+            raise DatasetError(f"{path}: expected a numeric column 'value', found columns {list(frame.columns)} ({frame.dtypes.to_dict()})")
+        windows = tuple((pd.Timestamp(a), pd.Timestamp(b)) for a, b in all_windows[key])
+        frame = pd.DataFrame({"timestamp": stamps, "value": frame["value"].astype(float)})
+        series.append(LabelledSeries(key, path.parent.name, frame, _labels_in(stamps, list(windows)), windows))
+    return series
+
+
+SKAB_FEATURES = (
+    "Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple", "Voltage", "Volume Flow RateRMS",
+)
+
+
+def _read_skab(path: Path, labelled: bool) -> pd.DataFrame:
+    expected = f"';'-separated columns datetime;{';'.join(SKAB_FEATURES)}" + (";anomaly;changepoint" if labelled else "")
+    frame = _read_csv(path, expected, sep=";")
+    stamps = _timestamps(frame, "datetime", path, expected)
+    wanted = list(SKAB_FEATURES) + (["anomaly"] if labelled else [])
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing columns {missing}; expected {expected}")
+    out = frame[wanted].astype(float)
+    out.insert(0, "timestamp", stamps)
+    return out
+
+
+def load_skab(root: Path) -> tuple[pd.DataFrame, list[LabelledSeries]]:
+    """SKAB: the anomaly-free run (for training) and every labelled run, group = its path under data/."""
+    data = _require(Path(root) / "data", "SKAB's data/anomaly-free/anomaly-free.csv and data/<folder>/<n>.csv")
+    free = _read_skab(_require(data / "anomaly-free" / "anomaly-free.csv", "SKAB's anomaly-free run"), labelled=False)
+    files = sorted(p for p in data.glob("*/*.csv") if p.parent.name != "anomaly-free")
+    if not files:
+        raise DatasetError(f"{data}: no labelled run <folder>/<n>.csv beside anomaly-free/")
+    runs = []
+    for path in sorted(files, key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else 0)):
+        frame = _read_skab(path, labelled=True)
+        labels = frame.pop("anomaly").to_numpy().astype(int)
+        runs.append(LabelledSeries(f"{path.parent.name}/{path.name}", path.parent.name, frame, labels, ()))
+    return free, runs

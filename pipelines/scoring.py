@@ -5,6 +5,7 @@ tasks, so the model is read from the lake once per worker, never per batch and n
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +16,7 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
 from models.artifacts import Artifact, load_artifact
+from models.scaling import EntityBaseline
 
 TOP_PARTS = 3
 MAP_SIDE = 8  # an image's error map is at most MAP_SIDE x MAP_SIDE cells
@@ -152,18 +154,26 @@ def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataF
     return out
 
 
-def score_batches(batches: Iterator[tuple[pd.Series, pd.Series]], path: str) -> Iterator[pd.DataFrame]:
-    """The UDF body: load once, then score every batch of this task."""
+def score_batches(batches: Iterator[tuple[pd.Series, pd.Series]], path: str, unseen: str = "") -> Iterator[pd.DataFrame]:
+    """The UDF body: load once, then score every batch of this task.
+
+    `unseen`: the JSON of baselines for entities the model never saw (each in its own units), or "".
+    """
     artifact = cached_artifact(path)
+    if unseen:
+        artifact = dataclasses.replace(artifact, baseline=artifact.baseline.merged(EntityBaseline.from_json(unseen)))
     for entity, x in batches:
         yield score_frame(artifact, entity, x)
 
 
-def score_column(artifact_path: str, entity: Column, x: Column, kind: str = "timeseries") -> Column:
-    """A struct column (RESULTS[kind]) scoring samples `x` of `entity` with the artifact at `artifact_path`."""
+def score_column(artifact_path: str, entity: Column, x: Column, kind: str = "timeseries", unseen: str = "") -> Column:
+    """A struct column (RESULTS[kind]) scoring samples `x` of `entity` with the artifact at `artifact_path`.
+
+    `unseen`: baselines (JSON) of entities the model never saw, fitted by the score job; "" quarantines them.
+    """
 
     @pandas_udf(RESULTS[kind])
     def score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(batches, artifact_path)
+        yield from score_batches(batches, artifact_path, unseen)
 
     return score(entity, x)

@@ -6,6 +6,7 @@ import sys
 from datetime import date
 
 from pipelines.config import ConfigError, load_table, load_tables
+from pipelines.datasets import DatasetError
 from pipelines.errors import JobError
 from pipelines.settings import Settings, load_settings
 
@@ -87,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--kind", choices=("timeseries", "image", "text"), default="timeseries")
     demo.add_argument("--table", default=None, help="the catalog entry the demo fills (default telemetry, digits or messages)")
     demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="run a public benchmark through windows/train/score and measure it against its labels, beside baselines",
+        epilog="example: anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
+    )
+    ev.add_argument("--benchmark", required=True, choices=("nab", "asd", "skab", "mnist", "sms"))
+    ev.add_argument("--data", help="a folder in the benchmark's format (default: <ANOMALAKE_DATASETS>/<its folder>)")
+    ev.add_argument("--detector", required=True, help="NAME[,NAME...] from `anomalake detectors`, or default")
+    ev.add_argument("--out", help="where results.json, results.md and plots/ go (default: evaluation/<benchmark>)")
+    ev.add_argument("--groups", help="only these NAB categories or series, ASD entities, SKAB folders or runs, digits (comma-separated)")
+    ev.add_argument("--epochs", type=int, help="cut every detector's training to this many epochs (quick checks)")
+    ev.add_argument("--no-baselines", action="store_true", help="skip the IsolationForest, PCA and rolling z-score baselines")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ev.add_argument("--keep-lake", action="store_true", help="keep the temporary lake (its path is printed)")
 
     imp = sub.add_parser("import", help="a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
     imp.add_argument("what", choices=("images", "text"))
@@ -218,6 +234,35 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
     print(f"raw/{table.name}/dt={args.date.isoformat()}: {rows:,} rows from {args.src}")
 
 
+BENCHMARK_FOLDERS = {"nab": "nab", "asd": "asd", "skab": "skab", "mnist": "mnist_mlxtend5k", "sms": "sms_spam"}
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from pipelines.config import load_detector
+    from pipelines.jobs.evaluate import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
+
+    detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
+    for name in detectors:
+        load_detector(name)  # an unknown name fails here, before Spark starts
+    data = Path(args.data or Path(settings.datasets) / BENCHMARK_FOLDERS[args.benchmark])
+    if not data.is_dir():
+        raise JobError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
+    lake, cleanup = temporary_lake(args.keep_lake)
+    spec = EvaluateSpec(
+        args.benchmark, data, detectors, Path(args.out or f"evaluation/{args.benchmark}"),
+        tuple(g.strip() for g in (args.groups or "").split(",") if g.strip()), args.epochs,
+        not args.no_baselines, not args.no_plots, args.keep_lake,
+    )
+    print(f"anomalake evaluate: {args.benchmark} from {data}; detectors {', '.join(detectors)}; temporary lake {lake}")
+    try:
+        run_evaluate(_session(dataclasses.replace(settings, lake=str(lake)), args), spec)
+    finally:
+        cleanup()
+
+
 def _detectors(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines.config import configured_detectors
     from models.registry import discover
@@ -243,6 +288,7 @@ COMMANDS = {
     "check": _check,
     "demo": _demo,
     "import": _import,
+    "evaluate": _evaluate,
 }
 
 
@@ -252,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](load_settings(), args)
         return 0
-    except (JobError, ConfigError, FileNotFoundError, KeyError) as error:
+    except (JobError, ConfigError, DatasetError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"anomalake {args.command}: error: {message}", file=sys.stderr)
         return 2

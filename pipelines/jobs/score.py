@@ -4,10 +4,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
+from typing import Sequence
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from models.artifacts import META_FILE, read_current
+from models.scaling import EntityBaseline
+from pipelines.baselines import fit_baseline
 from pipelines import schemas
 from pipelines.config import TableConfig
 from pipelines.errors import JobError
@@ -40,13 +45,23 @@ def _check_model_fits_table(meta: dict, table: TableConfig, detector: str) -> No
 
 def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, version: str | None = None) -> ScoreResult:
     """Score one day's windows with the CURRENT (or the given) model version and replace its partition."""
+    return run_score_days(ctx, table, detector, [day], version)
+
+
+def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Sequence[date], version: str | None = None) -> ScoreResult:
+    """Score several days in one Spark job (a backfill): the model loads once per worker, not once per day.
+
+    Each day's partition is replaced and gets its own run record, as if it had been scored alone.
+    """
     root = ctx.lake.models(detector, table.name)
     version = version or read_current(root)
     artifact_path = root / version
     _check_model_fits_table(json.loads((artifact_path / META_FILE).read_text()), table, detector)
-    features = read_partitions(ctx.spark, ctx.lake.features(table.name), [day], "features", table.name)
+    features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
+    where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (f"..{days[-1].isoformat()}" if len(days) > 1 else "")
     step = table.step_seconds
-    scored = features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x"), table.kind))
+    unseen = _unseen_baselines(features, table, artifact_path)
+    scored = features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x"), table.kind, unseen))
     scored = scored.select("entity_id", "ts", "dt", "s.*")
     if table.kind == "timeseries":
         scored = scored.withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
@@ -57,27 +72,50 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
         .persist()
     )
     try:
-        tally = scored.groupBy("error").agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a")).collect()
-        quarantined = {r["error"]: r["n"] for r in tally if r["error"] is not None}
-        good = sum(r["n"] for r in tally if r["error"] is None)
-        rows_in = features.count()
-        if good + sum(quarantined.values()) != rows_in:
-            raise JobError(f"table {table.name}, partition dt={day.isoformat()}: row accounting does not balance")
-        anomalies = sum(r["a"] or 0 for r in tally if r["error"] is None)
-        if rows_in and sum(quarantined.values()) / rows_in > table.max_quarantine_share:
-            raise JobError(f"table {table.name}, partition dt={day.isoformat()}: {quarantined} of {rows_in} windows could not be scored")
-        days_written = {day.isoformat()} if good else set()
+        tally = scored.groupBy("dt", "error").agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a")).collect()
+        rows_by_day = {r["dt"]: r["count"] for r in features.groupBy("dt").count().collect()}
+        result = _accounting(tally, sum(rows_by_day.values()), version)
+        if result.scored + sum(result.quarantined.values()) != result.rows_in:
+            raise JobError(f"{where}: row accounting does not balance")
+        if result.rows_in and sum(result.quarantined.values()) / result.rows_in > table.max_quarantine_share:
+            raise JobError(f"{where}: {result.quarantined} of {result.rows_in} windows could not be scored")
+        good_days = {r["dt"] for r in tally if r["error"] is None}
+        bad_days = {r["dt"] for r in tally if r["error"] is not None}
         ok = scored.where(F.col("error").isNull())
-        replace_partitions(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, [day], days_written)
+        replace_partitions(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, days, good_days)
         bad = scored.where(F.col("error").isNotNull()).select(
             "entity_id", "ts", "run_id", "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
         )
-        job = {"job": f"score_{detector}"}
-        replace_partitions(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), job, [day], {day.isoformat()} if quarantined else set())
+        replace_partitions(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
     finally:
         scored.unpersist()
-    result = ScoreResult(rows_in, good, anomalies, quarantined, version)
-    record = {"run_id": ctx.run_id, "rows_in": rows_in, "rows_out": good, "anomalies": anomalies,
-              "quarantined": quarantined, "model_version": version, "detector": detector}
-    write_run_record(ctx.lake.root, table.name, f"score_{detector}", day, record)
+    for day in days:
+        of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
+        record = {"run_id": ctx.run_id, "rows_in": of_day.rows_in, "rows_out": of_day.scored, "anomalies": of_day.anomalies,
+                  "quarantined": of_day.quarantined, "model_version": version, "detector": detector}
+        write_run_record(ctx.lake.root, table.name, f"score_{detector}", day, record)
     return result
+
+
+def _unseen_baselines(features: DataFrame, table: TableConfig, artifact_path: Path) -> str:
+    """With `unseen_entities: own_baseline`, the baselines (JSON) of entities the model never saw, fitted on
+    the windows being scored (no labels: each new entity in its own units, as training put the known ones)."""
+    if table.kind != "timeseries" or table.unseen_entities != "own_baseline":
+        return ""
+    known = EntityBaseline.load(artifact_path)
+    entities = [r["entity_id"] for r in features.select("entity_id").distinct().collect()]
+    new = [e for e in entities if e not in known.centers]
+    if not new:
+        return ""
+    return fit_baseline(features.where(F.col("entity_id").isin(new)), table).to_json()
+
+
+def _accounting(tally: list, rows_in: int, version: str) -> ScoreResult:
+    """Scored, flagged and quarantined counts from (dt, error, n, a) rows."""
+    quarantined: dict[str, int] = {}
+    for r in tally:
+        if r["error"] is not None:
+            quarantined[r["error"]] = quarantined.get(r["error"], 0) + r["n"]
+    good = sum(r["n"] for r in tally if r["error"] is None)
+    anomalies = sum(r["a"] or 0 for r in tally if r["error"] is None)
+    return ScoreResult(rows_in, good, anomalies, quarantined, version)

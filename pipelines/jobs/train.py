@@ -18,7 +18,7 @@ from pipelines.baselines import apply_baseline, fit_baseline
 from pipelines.config import DetectorSpec, TableConfig, load_detector
 from pipelines.errors import JobError
 from pipelines.feeding import open_feed
-from pipelines.io import day_range, read_partitions
+from pipelines.io import day_range, has_data, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
 
 CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination")
@@ -69,6 +69,15 @@ def standardize(train_df: DataFrame, holdout_df: DataFrame, table: TableConfig) 
     return apply_baseline(train_df, baseline, n_features), apply_baseline(holdout_df, baseline, n_features), baseline
 
 
+def _training_features(ctx: JobContext, table: TableConfig, start: date, end: date) -> DataFrame:
+    """The feature partitions of [start, end] that hold windows (a day of only context or quarantine has none)."""
+    root = ctx.lake.features(table.name)
+    days = [d for d in day_range(start, end) if has_data(partition_dir(root, dt=d.isoformat()))]
+    if not days:
+        raise JobError(f"table {table.name}: no features partition between {start} and {end} under {root}; run the windows job first")
+    return read_partitions(ctx.spark, root, days, "features", table.name)
+
+
 def run_train(
     ctx: JobContext,
     table: TableConfig,
@@ -78,14 +87,18 @@ def run_train(
     verbose: int = 2,
     spec: DetectorSpec | None = None,
     promote: bool = True,
+    entities: tuple[str, ...] = (),
 ) -> TrainResult:
     """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end].
 
     With promote=False the artifact is a candidate: CURRENT stays where it is (`anomalake promote` judges it).
+    `entities`: train on these entities only (known-good ones), default all.
     """
     spec = spec or load_detector(detector_name)
     detector = build_detector(spec, table, verbose)
-    features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(start, end), "features", table.name)
+    features = _training_features(ctx, table, start, end)
+    if entities:
+        features = features.where(F.col("entity_id").isin(*entities))
     holdout_fraction = float(spec.calibration.get("holdout_fraction", 0.2))
     train_df, holdout_df, cutoff = split_holdout(features.select("entity_id", "ts", "x"), table, holdout_fraction)
     train_df, holdout_df, baseline = standardize(train_df, holdout_df, table)

@@ -1,0 +1,233 @@
+"""`anomalake evaluate`: a public benchmark through the user's windows, train and score jobs, measured against its labels.
+
+Each case of the benchmark (pipelines/benchmark_cases.py) is written to a temporary lake as raw partitions,
+windowed, trained on and scored by the same jobs a nightly run uses (local Spark); the scored rows are then
+joined to the labels. Labels serve the metrics only. The baselines (pipelines/baseline_detectors.py) run on
+the same windows, images or texts, in the same units, and are calibrated the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from models.calibration import fit_calibration
+from models.scaling import EntityBaseline
+from pipelines import baseline_detectors as bd
+from pipelines import benchmark_results as br
+from pipelines.benchmark_cases import TIME_SERIES, Case, load_cases
+from pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
+from pipelines.io import has_data, partition_dir, read_partitions
+from pipelines.jobs.context import JobContext
+from pipelines.jobs.importing import write_raw_partition
+from pipelines.jobs.score import run_score_days
+from pipelines.jobs.train import CALIBRATION_KEYS, run_train, split_holdout
+from pipelines.jobs.windows import run_windows
+
+SUMMARY_GROUPS = {"nab": None, "asd": ["asd"], "skab": None, "mnist": ["overall"], "sms": ["ham"]}
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    """What one `anomalake evaluate` run measures."""
+
+    benchmark: str
+    data: Path
+    detectors: tuple[str, ...]
+    out: Path
+    groups: tuple[str, ...] = ()  # NAB categories or series, ASD entities, SKAB folders or runs, digits
+    epochs: int | None = None  # cut training (quick checks); None = the detector's own setting
+    baselines: bool = True
+    plots: bool = True
+    keep_lake: bool = False
+
+
+def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
+    """Detector names with `default` replaced by the family a new table of the benchmark's kind gets."""
+    kind = "timeseries" if benchmark in TIME_SERIES else ("image" if benchmark == "mnist" else "text")
+    return tuple(dict.fromkeys(DEFAULT_DETECTORS[kind] if n == "default" else n for n in names))
+
+
+def _spec(name: str, epochs: int | None) -> DetectorSpec:
+    spec = load_detector(name)
+    return spec if epochs is None else dataclasses.replace(spec, params={**spec.params, "epochs": epochs})
+
+
+def run_evaluate(ctx: JobContext, spec: EvaluateSpec) -> list[dict]:
+    """Run every case of the benchmark; write results.json, results.md and plots under spec.out; return the records."""
+    cases = load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
+    started = time.monotonic()
+    frames: dict[str, dict[str, pd.DataFrame]] = {}
+    values: dict[str, pd.DataFrame] = {}
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  (t+{time.monotonic() - started:.0f}s)", flush=True)
+        for detector, scored in _run_case(ctx, case, spec).items():
+            for group, frame in _split_groups(case, scored).items():
+                frames.setdefault(detector, {})[group] = frame
+        if case.table.kind == "timeseries":
+            raw = pd.concat(case.raw.values(), ignore_index=True)
+            for group in case.groups:
+                values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
+    categories = {g: c for case in cases for g, c in case.category.items()}
+    windows = {g: w for case in cases for g, w in case.windows.items()}
+    records = _records(spec.benchmark, frames, categories, windows)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
+    json_path, md_path = br.write_results(spec.out, records, summary)
+    if spec.plots:
+        _plots(spec, frames, values, windows)
+    print(md_path.read_text())
+    print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
+    return records
+
+
+def _records(benchmark: str, frames: dict, categories: dict, windows: dict) -> list[dict]:
+    records: list[dict] = []
+    for detector, per_group in frames.items():
+        if benchmark in TIME_SERIES:
+            records += br.timeseries_records(benchmark, detector, per_group, categories, windows)
+        else:
+            records += br.media_records(benchmark, detector, per_group)
+    return records
+
+
+def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.DataFrame]:
+    """Scored rows (entity_id, [ts,] raw_score, score, threshold, is_anomaly) per detector and baseline."""
+    for day, frame in case.raw.items():
+        write_raw_partition(ctx.lake, case.table, day, frame)
+    all_days = sorted(case.raw)
+    made = run_windows(ctx.with_new_run(), case.table, all_days)
+    print(f"  windows: rows in {made.rows_in:,} = windows {made.windows:,} + context {made.context:,} + quarantined {made.quarantined_total:,} {made.quarantined or ''}", flush=True)
+    score_days = [d for d in case.score_days if has_data(partition_dir(ctx.lake.features(case.table.name), dt=d.isoformat()))]
+    out = {}
+    for name in spec.detectors:
+        began = time.monotonic()
+        trained = run_train(ctx.with_new_run(), case.table, name, case.train_days[0], case.train_days[-1], verbose=0,
+                            spec=_spec(name, spec.epochs), entities=case.train_entities)
+        scored = run_score_days(ctx.with_new_run(), case.table, name, score_days)
+        out[name] = _read_scores(ctx, case, name, score_days)
+        print(f"  {name}: {trained.rows_train:,} training windows, threshold {trained.threshold:.2f}; {scored.scored:,} scored, "
+              f"{scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}  ({time.monotonic() - began:.0f}s)", flush=True)
+    if spec.baselines:
+        out.update(_baselines(ctx, case, score_days, spec.detectors[0]))
+    return out
+
+
+def _read_scores(ctx: JobContext, case: Case, detector: str, days: list) -> pd.DataFrame:
+    columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
+    df = read_partitions(ctx.spark, ctx.lake.scores(case.table.name), days, "scores", case.table.name, detector=detector)
+    return df.select(*columns, "raw_score", "score", "threshold", "is_anomaly").toPandas()
+
+
+def _split_groups(case: Case, scored: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The truth of each group joined to its scored rows (unscored rows keep NaN scores and no flag)."""
+    out = {}
+    for group in case.groups:
+        truth = case.truth[case.truth["group"] == group]
+        if case.table.kind == "timeseries":
+            out[group] = br.series_frame(truth, scored, case.table.window.length)
+        else:
+            frame = truth.merge(scored, on="entity_id", how="left")
+            frame["flag"] = frame["is_anomaly"].eq(True).to_numpy()
+            out[group] = frame
+    return out
+
+
+def _features(ctx: JobContext, case: Case, days: list, entities: tuple[str, ...] = ()):
+    """The feature rows of `days` (only `entities` when given) as a Spark DataFrame (entity_id, ts, x)."""
+    root = ctx.lake.features(case.table.name)
+    present = [d for d in days if has_data(partition_dir(root, dt=d.isoformat()))]
+    df = read_partitions(ctx.spark, root, present, "features", case.table.name)
+    if entities:
+        df = df.where(F.col("entity_id").isin(*entities))
+    return df.select("entity_id", "ts", "x")
+
+
+def _pandas(df) -> pd.DataFrame:
+    return df.toPandas().sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> dict[str, pd.DataFrame]:
+    """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split."""
+    spec = load_detector(detector)
+    fraction = float(spec.calibration.get("holdout_fraction", 0.2))
+    calibration = {k: v for k, v in spec.calibration.items() if k in CALIBRATION_KEYS}
+    fit_df, held_df, _ = split_holdout(_features(ctx, case, list(case.train_days), case.train_entities), case.table, fraction)
+    fit_part, held_part, test = _pandas(fit_df), _pandas(held_df), _pandas(_features(ctx, case, score_days))
+    x_fit, x_held, x_test = (_samples(part, case, fit_part) for part in (fit_part, held_part, test))
+    if case.table.kind == "text":
+        scorers = {"isolation_forest": bd.text_isolation_forest_scores, "pca": bd.text_pca_scores}
+    else:
+        scorers = {"isolation_forest": bd.isolation_forest_scores, "pca": bd.pca_scores}
+    out = {}
+    for name, scorer in scorers.items():
+        held, scores = scorer(x_fit, x_held), scorer(x_fit, x_test)
+        out[f"baseline_{name}"] = _calibrated(test, held, scores, calibration, case)
+    if case.table.kind == "timeseries":
+        held = _rolling_z(ctx, case, held_part)
+        out["baseline_rolling_z"] = _calibrated(test, held, _rolling_z(ctx, case, test), calibration, case)
+    return out
+
+
+def _samples(part: pd.DataFrame, case: Case, train: pd.DataFrame) -> np.ndarray:
+    """Model inputs of a baseline: time series in each entity's own units (as the detectors see them)."""
+    if case.table.kind == "text":
+        return part["x"].to_numpy(dtype=object)
+    x = np.stack(part["x"].to_numpy()).astype(np.float64) if len(part) else np.zeros((0, int(np.prod(case.table.sample_shape))))
+    if case.table.kind != "timeseries":
+        return x
+    baseline = _numpy_baseline(train, case).merged(_numpy_baseline(part, case))
+    shape = case.table.sample_shape
+    return baseline.transform(part["entity_id"].tolist(), x.reshape((-1, *shape))).reshape(len(part), -1)
+
+
+def _numpy_baseline(frame: pd.DataFrame, case: Case) -> EntityBaseline:
+    """Per-entity quartiles of the windows' last steps (what pipelines/baselines.py computes in Spark)."""
+    n = len(case.table.features)
+    quartiles = {}
+    for entity, rows in frame.groupby("entity_id"):
+        last = np.stack(rows["x"].to_numpy())[:, -n:]
+        quartiles[entity] = np.percentile(last, [25, 50, 75], axis=0).T
+    return EntityBaseline.from_quartiles(case.table.features, quartiles)
+
+
+def _rolling_z(ctx: JobContext, case: Case, windows: pd.DataFrame) -> np.ndarray:
+    """Rolling z-score of the raw values at each window's end (trailing window = the table's window length)."""
+    raw = pd.concat(case.raw.values(), ignore_index=True).sort_values(["entity_id", "ts"], kind="stable")
+    raw = raw.drop_duplicates(["entity_id", "ts"])  # a duplicate key is quarantined by the windows job
+    features = list(case.table.features)
+    raw["z"] = np.concatenate([bd.rolling_z_scores(rows[features], case.table.window.length) for _, rows in raw.groupby("entity_id", sort=False)])
+    joined = windows[["entity_id", "ts"]].merge(raw[["entity_id", "ts", "z"]], on=["entity_id", "ts"], how="left")
+    return joined["z"].fillna(0.0).to_numpy()
+
+
+def _calibrated(test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case) -> pd.DataFrame:
+    cal = fit_calibration(held, **calibration)
+    columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
+    calibrated = cal.transform(scores)
+    return test[columns].assign(raw_score=scores, score=calibrated, threshold=cal.threshold, is_anomaly=calibrated > cal.threshold)
+
+
+def _plots(spec: EvaluateSpec, frames: dict, values: dict, windows: dict) -> None:
+    """One PNG per detector and series (or class) under out/plots/<detector>/."""
+    for detector, per_group in frames.items():
+        for group, frame in per_group.items():
+            path = spec.out / "plots" / detector / (group.replace("/", "__").removesuffix(".csv") + ".png")
+            title = f"{spec.benchmark} {group}: {detector}"
+            if spec.benchmark in TIME_SERIES:
+                br.plot_series(path, title, frame, values[group], windows.get(group, ()))
+            else:
+                br.plot_class(path, title + " (normal class)", frame)
+
+
+def temporary_lake(keep: bool = False) -> tuple[Path, callable]:
+    """A fresh lake folder and the function that removes it (unless kept)."""
+    root = Path(tempfile.mkdtemp(prefix="anomalake-evaluate-"))
+    return root, (lambda: None) if keep else (lambda: shutil.rmtree(root, ignore_errors=True))

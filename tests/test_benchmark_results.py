@@ -1,0 +1,119 @@
+"""Benchmark results: event merging, hand-computed records, the Markdown table, the dataset readers' errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import benchmark_results as br
+from pipelines.benchmark_cases import load_cases, nab_cases, table_name
+from pipelines.datasets import DatasetError, load_nab, load_skab
+
+T0 = pd.Timestamp("2024-01-01")
+
+
+def stamps(n: int) -> pd.Series:
+    return pd.Series(T0 + pd.Timedelta("5min") * np.arange(n))
+
+
+def test_close_runs_merge_into_one_event_and_far_ones_stay_apart():
+    flags = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 1], dtype=bool)
+    assert br.merge_close_runs(flags, 2).astype(int).tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1]
+    assert br.merge_close_runs(flags, 0).tolist() == flags.tolist()
+    assert br.event_starts(br.merge_close_runs(flags, 2)).astype(int).tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+
+
+def series(n: int, flagged: list[int], labelled: list[int], unscored: int = 0) -> pd.DataFrame:
+    """A scored series: scores 1 where flagged, 0 elsewhere, NaN on the first `unscored` rows."""
+    ts = stamps(n)
+    score = np.zeros(n)
+    score[flagged] = 1.0
+    score[:unscored] = np.nan
+    label = np.zeros(n, dtype=int)
+    label[labelled] = 1
+    truth = pd.DataFrame({"entity_id": "e", "ts": ts, "label": label, "group": "g"})
+    scored = pd.DataFrame({"entity_id": "e", "ts": ts, "raw_score": score, "score": score, "threshold": 0.5, "is_anomaly": score > 0.5})
+    return br.series_frame(truth, scored.iloc[unscored:], event_gap=1)
+
+
+def test_records_sum_segment_and_point_counts_over_a_category():
+    ts = stamps(40)
+    # a: window rows 10-14; detections at 12-13 (hits) and 30 (a false event) -> tp 1, fp 1
+    a = series(40, [12, 13, 30], list(range(10, 15)))
+    # b: window rows 20-24, nothing flagged -> fn 1
+    b = series(40, [], list(range(20, 25)))
+    windows = {"cat/a.csv": ((ts[10], ts[14]),), "cat/b.csv": ((ts[20], ts[24]),)}
+    records = br.timeseries_records("nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows)
+    got = {(r["group"], r["metric"]): r["value"] for r in records}
+    assert got[("cat", "overlap_segment_precision")] == 0.5
+    assert got[("cat", "overlap_segment_recall")] == 0.5
+    assert got[("cat", "overlap_segment_f1")] == 0.5
+    # points: tp 2 (12, 13), fp 1 (30), fn 8 (3 of a's window + 5 of b's) -> F1 = 4 / (4 + 1 + 8)
+    assert got[("cat", "pointwise_precision")] == pytest.approx(2 / 3, abs=1e-6)
+    assert got[("cat", "pointwise_recall")] == pytest.approx(0.2, abs=1e-6)
+    assert got[("cat", "pointwise_f1")] == pytest.approx(4 / 13, abs=1e-6)
+    assert got[("cat/a.csv", "overlap_segment_f1")] == pytest.approx(2 / 3, abs=1e-6)
+    assert got[("cat/b.csv", "overlap_segment_precision")] is None  # 0/0 stays undefined, as Orion reports it
+    assert {m for g, m in got if g == "overall"} == set(br.TIMESERIES_METRICS) | set(br.NAB_METRICS)
+    assert all(set(r) == {"benchmark", "detector", "group", "metric", "value"} for r in records)
+
+
+def test_unscored_rows_count_as_not_flagged_and_stay_out_of_the_aucs():
+    frame = series(20, [5], [5, 6], unscored=3)
+    records = br.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {})
+    got = {(r["group"], r["metric"]): r["value"] for r in records}
+    assert got[("e", "pointwise_recall")] == 0.5
+    # scored rows 3..19: positives score 1 (row 5) and 0 (row 6), 15 negatives score 0 -> (1 + 0.5) / 2
+    assert got[("e", "roc_auc")] == 0.75
+    assert frame["score"].isna().sum() == 3 and not frame.loc[:2, "flag"].any()
+
+
+def test_media_records_give_per_class_and_mean():
+    a = pd.DataFrame({"label": [0, 0, 1, 1], "raw_score": [0.1, 0.2, 0.3, 0.4]})
+    b = pd.DataFrame({"label": [0, 0, 1, 1], "raw_score": [0.4, 0.1, 0.3, 0.2]})
+    got = {(r["group"], r["metric"]): r["value"] for r in br.media_records("mnist", "det", {"0": a, "1": b})}
+    assert got[("0", "roc_auc")] == 1.0 and got[("1", "roc_auc")] == 0.5
+    assert got[("overall", "roc_auc")] == 0.75
+
+
+def test_markdown_table_lists_detectors_before_baselines():
+    records = [br.record("nab", d, "overall", "roc_auc", v) for d, v in (("baseline_pca", 0.6), ("zeta", 0.7), ("alpha", float("nan")))]
+    text = br.markdown_table(records, ["overall"])
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "detector" not in line]
+    assert rows == ["alpha", "zeta", "baseline_pca"]
+    assert "| alpha | – |" in text
+
+
+def write_nab(root, series: dict[str, pd.DataFrame], windows: dict) -> None:
+    for key, frame in series.items():
+        path = root / "data" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+
+
+def test_nab_reader_names_the_file_and_what_it_expected(tmp_path):
+    good = pd.DataFrame({"timestamp": stamps(10).dt.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(10.0)})
+    write_nab(tmp_path, {"cat/a.csv": good, "cat/b.csv": good.rename(columns={"value": "v"})}, {"cat/a.csv": [], "cat/b.csv": []})
+    with pytest.raises(DatasetError, match=r"cat/b.csv: expected a numeric column 'value'"):
+        load_nab(tmp_path)
+    write_nab(tmp_path, {"cat/b.csv": good}, {"cat/a.csv": []})
+    with pytest.raises(DatasetError, match=r"combined_windows.json: no entry for cat/b.csv"):
+        load_nab(tmp_path)
+    with pytest.raises(DatasetError, match=r"anomaly-free.csv does not exist: expected SKAB's anomaly-free run"):
+        load_skab(tmp_path)
+    with pytest.raises(DatasetError, match="unknown benchmark"):
+        load_cases("yahoo", tmp_path)
+
+
+def test_nab_cases_are_one_table_per_series_on_its_own_step(tmp_path):
+    hourly = pd.DataFrame({"timestamp": pd.Series(T0 + pd.Timedelta("1h") * np.arange(60)).dt.strftime("%Y-%m-%d %H:%M:%S"), "value": np.ones(60)})
+    window = [[str(T0 + pd.Timedelta("10h")), str(T0 + pd.Timedelta("12h"))]]
+    write_nab(tmp_path, {"realX/s-1.csv": hourly}, {"realX/s-1.csv": window})
+    (case,) = nab_cases(tmp_path, None)
+    assert case.table.name == table_name("nab", "realX/s-1.csv") == "nab_realx_s_1"
+    assert case.table.step_seconds == 3600 and case.train_days == case.score_days
+    assert case.truth["label"].sum() == 3 and case.category == {"realX/s-1.csv": "realX"}
