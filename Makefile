@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test install airflow clean
+.PHONY: demo test install airflow clean evaluate
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest --durations=10
+
+# The evaluation goals: every public benchmark with the default detector beside its baselines (about 40 minutes
+# on 2 cores). Tables and results.json under benchmarks/results/evaluate/<benchmark>/ (only results.md is kept in git).
+BENCHMARKS ?= nab asd skab mnist sms
+evaluate: $(STAMP)
+	for b in $(BENCHMARKS); do \
+	  $(VENV)/bin/anomalake evaluate --benchmark $$b --detector default --out benchmarks/results/evaluate/$$b || exit 1; \
+	done
 
 # Airflow on 127.0.0.1 with this repository's DAGs, SQLite metadata under .airflow/, the demo lake:
 # run `make demo` first, then trigger anomalake_nightly_telemetry for a date of the demo (2026-01-15 .. 2026-01-18).

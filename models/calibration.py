@@ -12,7 +12,11 @@ where the threshold is put:
 - `quantile`: at the held-out score's `quantile`;
 - `robust_z`: at median + `threshold_z` robust standard deviations (1.4826 MAD) of the log raw scores;
   median and MAD ignore the few anomalies that unlabelled held-out data always contains;
+- `mad`: at median + `threshold_z` robust standard deviations (1.4826 MAD) of the raw scores themselves:
+  for scores whose log spreads widely (a window's peak residual), where `robust_z` lands past the tail;
 - `contamination`: at the (1 - `contamination`) quantile, for a user who knows the anomaly rate.
+A threshold past the end of a bounded tail is put just under the scale's top (MAX_SCORE), so that scores
+the tail calls impossible under normal data are still flagged.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("pot", "quantile", "robust_z", "contamination")
+METHODS = ("pot", "quantile", "robust_z", "mad", "contamination")
 MAX_SCORE = 30.0  # past a bounded tail's end, or rarer than 1 in 10^30: the scale saturates (raw_score still ranks)
 _EPS = 1e-12
 _BODY_KNOTS = 256
@@ -119,7 +123,7 @@ def fit_calibration(
     tail_share = max(excesses.size, 1) / raw.size
     shape, scale = fit_gpd(excesses) if excesses.size >= 10 else (0.0, max(float(np.std(raw)), _EPS))
     partial = Calibration(method, 0.0, tuple(body_raw), tuple(body_score), tail_start, tail_share, shape, scale, raw.size)
-    threshold = _threshold(partial, raw, method, risk, quantile, threshold_z, contamination)
+    threshold = min(_threshold(partial, raw, method, risk, quantile, threshold_z, contamination), MAX_SCORE - 1e-6)
     return replace(partial, threshold=threshold)
 
 
@@ -131,6 +135,10 @@ def _threshold(cal: Calibration, raw: np.ndarray, method: str, risk: float, q: f
         return float(cal.transform(np.quantile(raw, q)))
     if method == "contamination":
         return float(cal.transform(np.quantile(raw, 1.0 - c)))
+    if method == "mad":
+        center = float(np.median(raw))
+        spread = float(1.4826 * np.median(np.abs(raw - center))) or float(np.std(raw)) or _EPS
+        return float(cal.transform(center + z * spread))
     logs = np.log(np.maximum(raw, _EPS))
     center = float(np.median(logs))
     spread = float(1.4826 * np.median(np.abs(logs - center))) or float(np.std(logs)) or 1.0

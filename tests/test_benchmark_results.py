@@ -117,3 +117,22 @@ def test_nab_cases_are_one_table_per_series_on_its_own_step(tmp_path):
     assert case.table.name == table_name("nab", "realX/s-1.csv") == "nab_realx_s_1"
     assert case.table.step_seconds == 3600 and case.train_days == case.score_days
     assert case.truth["label"].sum() == 3 and case.category == {"realX/s-1.csv": "realX"}
+
+
+def test_evaluate_on_a_folder_of_the_wrong_format_exits_2_naming_the_file(tmp_path, capsys):
+    from pipelines.jobs.cli import main
+
+    (tmp_path / "data" / "valve1").mkdir(parents=True)
+    (tmp_path / "data" / "valve1" / "1.csv").write_text("datetime;x\n2020-01-01 00:00:00;1\n")
+    code = main(["evaluate", "--benchmark", "nab", "--data", str(tmp_path), "--detector", "default", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "combined_windows.json does not exist: expected NAB's anomaly windows" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_an_unknown_detector_before_starting_spark(tmp_path, capsys):
+    from pipelines.jobs.cli import main
+
+    code = main(["evaluate", "--benchmark", "sms", "--data", str(tmp_path), "--detector", "nope"])
+    assert code == 2 and "detector nope: no" in capsys.readouterr().err

@@ -79,3 +79,21 @@ def test_bad_input_is_refused():
         fit_calibration(np.array([1.0, np.nan] * 10))
     with pytest.raises(ValueError, match="not one of"):
         fit_calibration(heldout(), "magic")
+
+
+def test_mad_threshold_sits_at_median_plus_z_robust_deviations_of_the_raw_scores():
+    raw = heldout(contamination=0.02)
+    calibration = fit_calibration(raw, "mad", threshold_z=6.0)
+    center = np.median(raw)
+    spread = 1.4826 * np.median(np.abs(raw - center))
+    assert calibration.threshold == pytest.approx(float(calibration.transform(center + 6.0 * spread)))
+    assert not calibration.is_anomaly(np.array([center + 5.5 * spread]))[0]
+    assert calibration.is_anomaly(np.array([center + 6.5 * spread]))[0]
+
+
+def test_a_threshold_past_a_bounded_tail_still_flags_what_the_tail_calls_impossible():
+    # uniform held-out scores: the fitted tail ends near 1; robust_z on logs wants a threshold far past it
+    raw = np.random.default_rng(3).uniform(0.0, 1.0, 5000)
+    calibration = fit_calibration(raw, "robust_z", threshold_z=40.0)
+    assert calibration.threshold < MAX_SCORE
+    assert calibration.is_anomaly(np.array([50.0]))[0] and not calibration.is_anomaly(np.array([0.5]))[0]

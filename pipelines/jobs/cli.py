@@ -161,13 +161,13 @@ def _promote(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _score(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.score import run_score
+    from pipelines.jobs.score import run_score_days
 
     table = load_table(settings.tables_file, args.table)
-    ctx = _session(settings, args)
-    for day in _days(args):
-        r = run_score(ctx.with_new_run(), table, args.detector, day, args.model_version)
-        print(f"scores/{table.name}/detector={args.detector}/dt={day}: {r.rows_in:,} windows in, {r.scored:,} scored, {r.anomalies:,} anomalies, quarantined {r.quarantined or 0}")
+    days = _days(args)
+    r = run_score_days(_session(settings, args).with_new_run(), table, args.detector, days, args.model_version)
+    where = f"dt={days[0]}" + (f"..{days[-1]} ({len(days)} days, one job)" if len(days) > 1 else "")
+    print(f"scores/{table.name}/detector={args.detector}/{where}: {r.rows_in:,} windows in, {r.scored:,} scored, {r.anomalies:,} anomalies, quarantined {r.quarantined or 0}")
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> None:
@@ -242,6 +242,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pipelines.config import load_detector
+    from pipelines.benchmark_cases import load_cases
     from pipelines.jobs.evaluate import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
 
     detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
@@ -250,15 +251,17 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     data = Path(args.data or Path(settings.datasets) / BENCHMARK_FOLDERS[args.benchmark])
     if not data.is_dir():
         raise JobError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
+    groups = tuple(g.strip() for g in (args.groups or "").split(",") if g.strip())
+    cases = load_cases(args.benchmark, data, list(groups) or None)  # a folder in the wrong format fails here, before Spark
     lake, cleanup = temporary_lake(args.keep_lake)
     spec = EvaluateSpec(
         args.benchmark, data, detectors, Path(args.out or f"evaluation/{args.benchmark}"),
-        tuple(g.strip() for g in (args.groups or "").split(",") if g.strip()), args.epochs,
+        groups, args.epochs,
         not args.no_baselines, not args.no_plots, args.keep_lake,
     )
     print(f"anomalake evaluate: {args.benchmark} from {data}; detectors {', '.join(detectors)}; temporary lake {lake}")
     try:
-        run_evaluate(_session(dataclasses.replace(settings, lake=str(lake)), args), spec)
+        run_evaluate(_session(dataclasses.replace(settings, lake=str(lake)), args), spec, cases)
     finally:
         cleanup()
 

@@ -60,9 +60,9 @@ def _spec(name: str, epochs: int | None) -> DetectorSpec:
     return spec if epochs is None else dataclasses.replace(spec, params={**spec.params, "epochs": epochs})
 
 
-def run_evaluate(ctx: JobContext, spec: EvaluateSpec) -> list[dict]:
+def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None = None) -> list[dict]:
     """Run every case of the benchmark; write results.json, results.md and plots under spec.out; return the records."""
-    cases = load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
+    cases = cases if cases is not None else load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
     started = time.monotonic()
     frames: dict[str, dict[str, pd.DataFrame]] = {}
     values: dict[str, pd.DataFrame] = {}
