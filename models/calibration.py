@@ -80,6 +80,19 @@ def _gpd_log_sf(excess: np.ndarray, shape: float, scale: float) -> np.ndarray:
 
 
 def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
+    """Shape and scale of a generalised Pareto fit to positive excesses, never with a bounded tail.
+
+    A negative shape puts an end on the tail; a few hundred held-out excesses cannot locate that end, and a
+    wrong one makes every later score just past it "impossible" (the scale's top), which on NAB flagged
+    ordinary windows by the dozen. Such fits fall back to the exponential tail (shape 0) of the same mean.
+    """
+    shape, scale = _fit_gpd_any(excesses)
+    if shape < 0:
+        return 0.0, max(float(np.mean(excesses)), _EPS)
+    return shape, scale
+
+
+def _fit_gpd_any(excesses: np.ndarray) -> tuple[float, float]:
     """Shape and scale of a generalised Pareto fit to positive excesses (MLE, moments when MLE is unsound)."""
     from scipy import stats
 

@@ -67,6 +67,12 @@ class EntityBaseline:
             raise ValueError(f"baselines of different features: {self.features} and {other.features}")
         return EntityBaseline(other.features, {**other.centers, **self.centers}, {**other.scales, **self.scales})
 
+    def pooled(self, entities: Sequence[str]) -> "EntityBaseline":
+        """A baseline giving each of `entities` the median centre and scale of the known entities."""
+        center = tuple(np.median(np.array(list(self.centers.values())), axis=0).tolist())
+        scale = tuple(np.median(np.array(list(self.scales.values())), axis=0).tolist())
+        return EntityBaseline(self.features, {e: center for e in entities}, {e: scale for e in entities})
+
     def to_json(self) -> str:
         """The baseline as a JSON string (what baseline.json holds)."""
         return json.dumps({"features": list(self.features), "centers": self.centers, "scales": self.scales}, sort_keys=True)

@@ -157,12 +157,12 @@ def markdown_table(records: Iterable[dict], groups: Iterable[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, records: list[dict], summary_groups: list[str]) -> tuple[Path, Path]:
-    """results.json (every record) and results.md (the summary groups' tables)."""
+def write_results(out: Path, records: list[dict], summary_groups: list[str], notes: Iterable[str] = ()) -> tuple[Path, Path]:
+    """results.json (every record) and results.md (the summary groups' tables, then any notes)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"
     json_path.write_text(json.dumps(records, indent=1))
-    md_path.write_text(markdown_table(records, summary_groups))
+    md_path.write_text(markdown_table(records, summary_groups) + "".join(f"\n{note}\n" for note in notes))
     return json_path, md_path
 
 

@@ -50,7 +50,7 @@ class TableConfig:
     resize: bool = False  # images of another size are resized (True) or quarantined (False)
     convert_channels: bool = False  # grey images in a colour table (or the reverse) are converted (True) or quarantined
     max_chars: int = 2000  # texts are cut to this many characters after normalising
-    unseen_entities: str = "quarantine"  # entities the model never saw: quarantined, or scored in their own units ("own_baseline")
+    unseen_entities: str = "quarantine"  # entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline")
 
     @property
     def lookback_steps(self) -> int:
@@ -124,7 +124,7 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
     )
 
 
-UNSEEN_ENTITIES = ("quarantine", "own_baseline")
+UNSEEN_ENTITIES = ("quarantine", "own_baseline", "training_baseline")
 
 
 def _unseen_entities(entry: Mapping[str, Any], where: str) -> str:

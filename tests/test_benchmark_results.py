@@ -136,3 +136,13 @@ def test_evaluate_refuses_an_unknown_detector_before_starting_spark(tmp_path, ca
 
     code = main(["evaluate", "--benchmark", "sms", "--data", str(tmp_path), "--detector", "nope"])
     assert code == 2 and "detector nope: no" in capsys.readouterr().err
+
+
+def test_pooled_baseline_gives_new_entities_the_median_of_the_known_ones():
+    from models.scaling import EntityBaseline
+
+    known = EntityBaseline(("a", "b"), {"h1": (0.0, 10.0), "h2": (2.0, 30.0), "h3": (4.0, 20.0)}, {"h1": (1.0, 1.0), "h2": (3.0, 5.0), "h3": (2.0, 3.0)})
+    merged = known.merged(known.pooled(["new"]))
+    assert merged.centers["new"] == (2.0, 20.0) and merged.scales["new"] == (2.0, 3.0)
+    assert merged.centers["h1"] == (0.0, 10.0) and merged.knows(["new", "h2", "other"]).tolist() == [True, True, False]
+    assert EntityBaseline.from_json(merged.to_json()) == merged

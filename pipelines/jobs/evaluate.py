@@ -24,6 +24,7 @@ from pipelines import baseline_detectors as bd
 from pipelines import benchmark_results as br
 from pipelines.benchmark_cases import TIME_SERIES, Case, load_cases
 from pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
+from pipelines.errors import JobError
 from pipelines.io import has_data, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
 from pipelines.jobs.importing import write_raw_partition
@@ -66,25 +67,36 @@ def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None =
     started = time.monotonic()
     frames: dict[str, dict[str, pd.DataFrame]] = {}
     values: dict[str, pd.DataFrame] = {}
+    failed: dict[str, str] = {}
     for i, case in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  (t+{time.monotonic() - started:.0f}s)", flush=True)
-        for detector, scored in _run_case(ctx, case, spec).items():
+        try:
+            outputs = _run_case(ctx, case, spec)
+        except JobError as error:  # one awkward series must not cost the others' results; the run still fails
+            failed[case.name] = str(error)
+            print(f"  FAILED: {error}", flush=True)
+            continue
+        for detector, scored in outputs.items():
             for group, frame in _split_groups(case, scored).items():
                 frames.setdefault(detector, {})[group] = frame
         if case.table.kind == "timeseries":
             raw = pd.concat(case.raw.values(), ignore_index=True)
             for group in case.groups:
                 values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
+    cases = [c for c in cases if c.name not in failed]
     categories = {g: c for case in cases for g, c in case.category.items()}
     windows = {g: w for case in cases for g, w in case.windows.items()}
     records = _records(spec.benchmark, frames, categories, windows)
     spec.out.mkdir(parents=True, exist_ok=True)
     summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
-    json_path, md_path = br.write_results(spec.out, records, summary)
+    notes = [f"FAILED, not in these figures: {name}: {why}" for name, why in failed.items()]
+    json_path, md_path = br.write_results(spec.out, records, summary, notes)
     if spec.plots:
         _plots(spec, frames, values, windows)
     print(md_path.read_text())
     print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
+    if failed:
+        raise JobError(f"{len(failed)} of {len(failed) + len(cases)} cases failed ({', '.join(failed)}); the others' results are in {spec.out}")
     return records
 
 
@@ -183,7 +195,12 @@ def _samples(part: pd.DataFrame, case: Case, train: pd.DataFrame) -> np.ndarray:
     x = np.stack(part["x"].to_numpy()).astype(np.float64) if len(part) else np.zeros((0, int(np.prod(case.table.sample_shape))))
     if case.table.kind != "timeseries":
         return x
-    baseline = _numpy_baseline(train, case).merged(_numpy_baseline(part, case))
+    known = _numpy_baseline(train, case)
+    unseen = sorted(set(part["entity_id"]) - set(known.centers))
+    if case.table.unseen_entities == "training_baseline":
+        baseline = known.merged(known.pooled(unseen)) if unseen else known
+    else:
+        baseline = known.merged(_numpy_baseline(part[part["entity_id"].isin(unseen)], case))
     shape = case.table.sample_shape
     return baseline.transform(part["entity_id"].tolist(), x.reshape((-1, *shape))).reshape(len(part), -1)
 

@@ -98,15 +98,21 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
 
 
 def _unseen_baselines(features: DataFrame, table: TableConfig, artifact_path: Path) -> str:
-    """With `unseen_entities: own_baseline`, the baselines (JSON) of entities the model never saw, fitted on
-    the windows being scored (no labels: each new entity in its own units, as training put the known ones)."""
-    if table.kind != "timeseries" or table.unseen_entities != "own_baseline":
+    """Baselines (JSON) of the entities the model never saw, as `unseen_entities` says ("" = quarantine them).
+
+    own_baseline: each new entity in its own units (median and IQR of its windows being scored; a new host at
+    another level). training_baseline: the median baseline of the training entities (a new run of the same
+    machine, whose level itself may be the anomaly). No labels either way.
+    """
+    if table.kind != "timeseries" or table.unseen_entities == "quarantine":
         return ""
     known = EntityBaseline.load(artifact_path)
     entities = [r["entity_id"] for r in features.select("entity_id").distinct().collect()]
     new = [e for e in entities if e not in known.centers]
     if not new:
         return ""
+    if table.unseen_entities == "training_baseline":
+        return known.pooled(new).to_json()
     return fit_baseline(features.where(F.col("entity_id").isin(new)), table).to_json()
 
 
