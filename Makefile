@@ -22,7 +22,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/anomalake demo
 
-test: $(STAMP)
+# Headless Chromium renders the HTML report in tests (Debian's package; needs root or sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest --durations=10
 
 # The evaluation goals: every public benchmark with the default detector beside its baselines (about 40 minutes

@@ -105,6 +105,8 @@ def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
     assert "state=success" in log, log[-3000:]
     first = scores(airflow_env, "2026-02-05")
     assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
+    report = Path(airflow_env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / "dt=2026-02-05" / "_report.html"
+    assert "Run health" in report.read_text()
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
     assert "state=success" in log, log[-3000:]
     pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"))

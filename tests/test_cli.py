@@ -55,14 +55,14 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
     part = next((lake / "raw" / "telemetry" / "dt=2026-03-02").glob("*.parquet"))
     pd.read_parquet(part).drop(columns="latency").to_parquet(part, index=False, coerce_timestamps="us")
     result = anomalake(lake, "windows", "--table", "telemetry", "--date", "2026-03-02", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 1  # the job failed (2 is a usage error)
     assert result.stderr.strip().splitlines()[-1] == (
         "anomalake windows: error: table telemetry, partition dt=2026-03-02, column latency: missing "
         "(found columns: entity_id, ts, cpu, memory, requests)"
     )
     assert not (lake / "features" / "telemetry" / "dt=2026-03-02").exists()
     missing = anomalake(lake, "windows", "--table", "telemetry", "--date", "2026-03-09", check=False)
-    assert missing.returncode == 2 and "partition dt=2026-03-09: no raw data" in missing.stderr
+    assert missing.returncode == 1 and "partition dt=2026-03-09: no raw data" in missing.stderr
 
 
 def test_demo_finds_the_injected_anomalies(tmp_path):

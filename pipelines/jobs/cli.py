@@ -36,64 +36,104 @@ def _add_dates(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", type=_date, help="last day of a range (included)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anomalake", description="Deep-learning anomaly detection over a Parquet lake.")
-    sub = parser.add_subparsers(dest="command", required=True)
+EXAMPLES = {
+    "generate": "anomalake generate --table telemetry --start 2026-03-01 --days 3 --entities 5 --seed 1",
+    "windows": "anomalake windows --table telemetry --start 2026-03-01 --end 2026-03-03",
+    "train": "anomalake train --detector dense_autoencoder --table telemetry --start 2026-03-01 --end 2026-03-02",
+    "promote": "anomalake promote --detector dense_autoencoder --table telemetry --version v20260303T010000000000Z",
+    "check": "anomalake check --table telemetry --date 2026-03-03",
+    "score": "anomalake score --detector dense_autoencoder --table telemetry --date 2026-03-03",
+    "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly ORDER BY score DESC LIMIT 10"',
+    "catalog": "anomalake catalog --table telemetry",
+    "detectors": "anomalake detectors",
+    "demo": "anomalake demo --kind image --normal-class 3",
+    "evaluate": "anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
+    "import": "anomalake import images --src ./photos --table digits --date 2026-03-01",
+    "report": "anomalake report --table telemetry --date 2026-01-17 --out report.html",
+    "doctor": "anomalake doctor",
+}
 
-    gen = sub.add_parser("generate", help="write synthetic telemetry with labelled anomalies to raw/<table>")
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2) that says where the help is."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse, but an unknown option is reported against the sub-command it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)\n")
+        return parsed
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command whose --help ends with an example."""
+    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="anomalake", description="Deep-learning anomaly detection over a Parquet lake.",
+                    epilog="example:\n  anomalake demo\n\nexit codes: 0 ok, 1 the job failed, 2 a usage error",
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"anomalake {_version()}")
+    parser.add_argument("--lake", help="the lake folder (default: $ANOMALAKE_LAKE, else ./lake)")
+    parser.add_argument("--master", help="the Spark master (default: $ANOMALAKE_MASTER, else local[*])")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    gen = _command(sub, "generate", "write synthetic telemetry with labelled anomalies to raw/<table>")
     gen.add_argument("--table", required=True)
     gen.add_argument("--start", type=_date, required=True)
     gen.add_argument("--days", type=int, required=True)
     gen.add_argument("--entities", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0)
 
-    win = sub.add_parser("windows", help="raw partitions -> features/<table>/dt=D")
+    win = _command(sub, "windows", "raw partitions -> features/<table>/dt=D")
     win.add_argument("--table", required=True)
     _add_dates(win)
 
-    train = sub.add_parser("train", help="train a detector on a range of features and promote it to CURRENT")
+    train = _command(sub, "train", "train a detector on a range of features and promote it to CURRENT")
     train.add_argument("--detector", required=True)
     train.add_argument("--table", required=True)
     train.add_argument("--start", type=_date, required=True)
     train.add_argument("--end", type=_date, required=True)
     train.add_argument("--candidate", action="store_true", help="do not move CURRENT; print the version for `promote`")
 
-    promote = sub.add_parser("promote", help="quality-gate a candidate model and move CURRENT to it if it passes")
+    promote = _command(sub, "promote", "quality-gate a candidate model and move CURRENT to it if it passes")
     promote.add_argument("--detector", required=True)
     promote.add_argument("--table", required=True)
     promote.add_argument("--version", required=True)
 
-    check = sub.add_parser("check", help="check a day's run records: row accounting, error rate, anomaly-rate jump")
+    check = _command(sub, "check", "check a day's run records: row accounting, error rate, anomaly-rate jump")
     check.add_argument("--table", required=True)
     check.add_argument("--date", type=_date, required=True)
     check.add_argument("--detector", action="append", help="default: every detector of the table's config")
 
-    score = sub.add_parser("score", help="score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
+    score = _command(sub, "score", "score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
     score.add_argument("--detector", required=True)
     score.add_argument("--table", required=True)
     _add_dates(score)
     score.add_argument("--model-version", help="a version folder instead of CURRENT")
 
-    sql = sub.add_parser("sql", help="run Spark SQL over the lake's tables")
+    sql = _command(sub, "sql", "run Spark SQL over the lake's tables")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000)
 
-    catalog = sub.add_parser("catalog", help="register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
+    catalog = _command(sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
     catalog.add_argument("--table", action="append", help="default: every table of the catalog file")
 
-    sub.add_parser("detectors", help="list the detector families, their input kinds, and the configured detectors")
+    _command(sub, "detectors", "list the detector families, their input kinds, and the configured detectors")
 
-    demo = sub.add_parser("demo", help="window, train, score and report on a labelled set (synthetic telemetry, MNIST, SMS)")
+    demo = _command(sub, "demo", "window, train, score and report on a labelled set (synthetic telemetry, MNIST, SMS)")
     demo.add_argument("--kind", choices=("timeseries", "image", "text"), default="timeseries")
     demo.add_argument("--table", default=None, help="the catalog entry the demo fills (default telemetry, digits or messages)")
     demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
 
-    ev = sub.add_parser(
-        "evaluate",
-        help="run a public benchmark through windows/train/score and measure it against its labels, beside baselines",
-        epilog="example: anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
-    )
+    ev = _command(sub, "evaluate", "run a public benchmark through windows/train/score and measure it against its labels, beside baselines")
     ev.add_argument("--benchmark", required=True, choices=("nab", "asd", "skab", "mnist", "sms"))
     ev.add_argument("--data", help="a folder in the benchmark's format (default: <ANOMALAKE_DATASETS>/<its folder>)")
     ev.add_argument("--detector", required=True, help="NAME[,NAME...] from `anomalake detectors`, or default")
@@ -104,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ev.add_argument("--keep-lake", action="store_true", help="keep the temporary lake (its path is printed)")
 
-    imp = sub.add_parser("import", help="a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
+    imp = _command(sub, "import", "a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
     imp.add_argument("what", choices=("images", "text"))
     imp.add_argument("--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header")
     imp.add_argument("--table", required=True)
@@ -112,7 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--text-column", help="text: the column holding the text")
     imp.add_argument("--label-column", help="text: an optional label column")
     imp.add_argument("--id-column", help="text: an optional id column (default: the row number)")
+
+    report = _command(sub, "report", "one self-contained HTML page about a scored partition: health, top anomalies with plots, score distribution")
+    report.add_argument("--table", required=True)
+    report.add_argument("--date", type=_date, required=True)
+    report.add_argument("--detector", help="default: the table's first detector")
+    report.add_argument("--out", help="default: _report.html inside the scored partition")
+
+    _command(sub, "doctor", "check Java, Spark, TensorFlow, Petastorm and the lake folder; say what is missing")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("anomalake")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _session(settings: Settings, args: argparse.Namespace):
@@ -234,6 +291,27 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
     print(f"raw/{table.name}/dt={args.date.isoformat()}: {rows:,} rows from {args.src}")
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.io import Lake
+    from pipelines.report import write_report
+
+    table = load_table(settings.tables_file, args.table)
+    detector = args.detector or table.detectors[0]
+    path = write_report(Lake(settings.lake_path), table, detector, args.date, args.out)
+    print(f"report of {table.name}, dt={args.date}, detector {detector}: {path}")
+
+
+def _doctor(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.doctor import run_checks
+
+    problems = 0
+    for check in run_checks(settings):
+        problems += not check.ok
+        print(f"{'ok     ' if check.ok else 'MISSING'} {check.name:<11} {check.detail}")
+    if problems:
+        raise JobError(f"{problems} check(s) failed; fix the MISSING lines above (`make install` sets up the Python side)")
+
+
 BENCHMARK_FOLDERS = {"nab": "nab", "asd": "asd", "skab": "skab", "mnist": "mnist_mlxtend5k", "sms": "sms_spam"}
 
 
@@ -250,7 +328,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
         load_detector(name)  # an unknown name fails here, before Spark starts
     data = Path(args.data or Path(settings.datasets) / BENCHMARK_FOLDERS[args.benchmark])
     if not data.is_dir():
-        raise JobError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
+        raise DatasetError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
     groups = tuple(g.strip() for g in (args.groups or "").split(",") if g.strip())
     cases = load_cases(args.benchmark, data, list(groups) or None)  # a folder in the wrong format fails here, before Spark
     lake, cleanup = temporary_lake(args.keep_lake)
@@ -292,19 +370,42 @@ COMMANDS = {
     "demo": _demo,
     "import": _import,
     "evaluate": _evaluate,
+    "report": _report,
+    "doctor": _doctor,
 }
 
 
+USAGE_ERRORS = (ConfigError, DatasetError)  # what was asked for does not exist or is not in its format: exit 2, like a bad option
+NEXT_STEP = {
+    ConfigError: "`anomalake detectors` lists the detectors; the table catalog is $ANOMALAKE_TABLES",
+    DatasetError: "point --data at a folder in the benchmark's layout (see the README)",
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with --lake and --master taking precedence."""
+    import dataclasses
+    from pathlib import Path
+
+    settings = load_settings()
+    if args.lake:
+        settings = dataclasses.replace(settings, lake=str(Path(args.lake).resolve()))
+    if args.master:
+        settings = dataclasses.replace(settings, master=args.master)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, and turn expected failures into one line on stderr and exit code 2."""
+    """Parse and run; an expected failure is one line on stderr: exit 1 when a job failed, 2 for a usage error."""
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](load_settings(), args)
+        COMMANDS[args.command](_settings(args), args)
         return 0
     except (JobError, ConfigError, DatasetError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"anomalake {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        hint = next((h for kind, h in NEXT_STEP.items() if isinstance(error, kind)), "")
+        print(f"anomalake {args.command}: error: {message}" + (f" (next: {hint})" if hint else ""), file=sys.stderr)
+        return 2 if isinstance(error, USAGE_ERRORS) else 1
 
 
 if __name__ == "__main__":
