@@ -5,8 +5,12 @@ tf.data.Dataset of batches with a known number of batches per pass (the Petastor
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -53,22 +57,76 @@ def float_batch(shape: tuple[int, ...]) -> Callable[[Any], Any]:
     return lambda x: tf.reshape(tf.cast(x, tf.float32), (-1, *shape))
 
 
+_LOG_DIR: ContextVar[str | None] = ContextVar("training_log_dir", default=None)
+
+
+@contextmanager
+def training_logs(folder: str | Path) -> Iterator[None]:
+    """Within this block every fit writes TensorBoard logs (loss curves per epoch) under `folder`."""
+    token = _LOG_DIR.set(str(folder))
+    try:
+        yield
+    finally:
+        _LOG_DIR.reset(token)
+
+
+def write_calibration_summary(folder: str | Path, raw: np.ndarray, calibrated: np.ndarray, threshold: float) -> None:
+    """TensorBoard histograms of the held-out raw and calibrated scores, and the threshold, under `folder`."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        tf.summary.histogram("holdout/raw_score", np.asarray(raw, dtype=np.float64), step=0)
+        tf.summary.histogram("holdout/score", np.asarray(calibrated, dtype=np.float64), step=0)
+        tf.summary.scalar("calibration/threshold", float(threshold), step=0)
+    writer.close()
+
+
+class EpochProgress:
+    """A Keras callback factory: one line per epoch with the losses, the time spent and the time left."""
+
+    @staticmethod
+    def make(epochs: int) -> Any:
+        import keras
+
+        class _Progress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                spent = time.monotonic() - self.started
+                left = spent / (epoch + 1) * (epochs - epoch - 1)
+                losses = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.endswith("loss"))
+                print(f"epoch {epoch + 1}/{epochs}: {losses}; {spent:.0f}s spent, about {left:.0f}s left at most", flush=True)
+
+        return _Progress()
+
+
 def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_xy: Callable[[Any], Any]) -> dict[str, list[float]]:
-    """Fit a compiled model on (x, y) pairs made by `to_xy` from each batch; early stopping; the history."""
+    """Fit a compiled model on (x, y) pairs made by `to_xy` from each batch; early stopping; the history.
+
+    verbose 1: Keras's progress bar and a line per epoch (a terminal); 2: the line per epoch only (logs,
+    Airflow); 0: silent. Inside `training_logs(folder)` the loss curves also go to TensorBoard.
+    """
     import keras
 
     train_ds = batched(train, config, to_xy)
     val_ds = batched(validation, config, to_xy) if validation is not None else None
     monitor = "val_loss" if val_ds is not None else "loss"
-    stop = keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True)
+    callbacks = [keras.callbacks.EarlyStopping(monitor, patience=config.patience, restore_best_weights=True)]
+    if config.verbose:
+        callbacks.append(EpochProgress.make(config.epochs))
+    if _LOG_DIR.get():
+        callbacks.append(keras.callbacks.TensorBoard(_LOG_DIR.get(), write_graph=False))
     history = model.fit(
         train_ds.repeat(),
         steps_per_epoch=max(steps_per_pass(train, config.batch_size), config.min_steps_per_epoch),
         validation_data=val_ds.repeat() if val_ds is not None else None,
         validation_steps=steps_per_pass(validation, config.batch_size) if val_ds is not None else None,
         epochs=config.epochs,
-        callbacks=[stop],
-        verbose=config.verbose,
+        callbacks=callbacks,
+        verbose=1 if config.verbose == 1 else 0,
         shuffle=False,  # the feed shuffles (Petastorm row groups and queue, or the array dataset)
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -20,6 +20,7 @@ class Settings:
     python: str
     shuffle_partitions: int
     driver_memory: str
+    interactive: bool = False  # a terminal, not Airflow: progress bars; otherwise log lines only
 
     @property
     def lake_path(self) -> Path:
@@ -38,6 +39,8 @@ def load_settings() -> Settings:
         python=env.get("PYSPARK_PYTHON", sys.executable),
         shuffle_partitions=int(env.get("ANOMALAKE_SHUFFLE_PARTITIONS", "8")),
         driver_memory=env.get("ANOMALAKE_DRIVER_MEMORY", "4g"),
+        # Airflow sets AIRFLOW_CTX_DAG_ID in every task; a task's log wants lines, not redrawn bars.
+        interactive=sys.stdout.isatty() and "AIRFLOW_CTX_DAG_ID" not in env,
     )
 
 

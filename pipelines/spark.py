@@ -25,7 +25,8 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
+        # Stage progress bars in a terminal; none under Airflow or in logs.
+        .config("spark.ui.showConsoleProgress", "true" if settings.interactive else "false")
     )
     for key, value in extra.items():
         builder = builder.config(key, value)

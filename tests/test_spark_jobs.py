@@ -193,3 +193,16 @@ def test_sql_sees_every_table_under_its_stable_name(trained):
     assert {"raw_telemetry", "features_telemetry", "scores_telemetry", "quarantine_telemetry", "labels_telemetry"} <= set(tables)
     counts = run_sql(ctx, [table], "SELECT dt, count(*) AS n FROM scores_telemetry GROUP BY dt")
     assert counts["dt"].tolist() == [DAYS[2].isoformat()] and counts["n"].iloc[0] > 0
+
+
+def test_training_leaves_tensorboard_logs_beside_the_artifact(trained):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ctx, table, result = trained
+    logs = ctx.lake.models("dense_autoencoder", "telemetry") / "_tensorboard" / result.version
+    assert list((logs / "train").glob("events.out.tfevents.*")) and list((logs / "validation").glob("events.out.tfevents.*"))
+    calibration = EventAccumulator(str(logs / "calibration")).Reload()
+    assert {"holdout/raw_score", "holdout/score", "calibration/threshold"} <= set(calibration.Tags()["tensors"])
+    (threshold,) = calibration.Tensors("calibration/threshold")
+    assert float(tf.make_ndarray(threshold.tensor_proto)) == pytest.approx(result.threshold)

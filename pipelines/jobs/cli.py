@@ -200,7 +200,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines.jobs.train import run_train
 
     table = load_table(settings.tables_file, args.table)
-    r = run_train(_session(settings, args), table, args.detector, args.start, args.end, promote=not args.candidate)
+    verbose = 1 if settings.interactive else 2  # a progress bar in a terminal, one line per epoch in logs
+    r = run_train(_session(settings, args), table, args.detector, args.start, args.end, verbose=verbose, promote=not args.candidate)
     pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {r.version}"
     print(f"models/{args.detector}/{table.name}/{r.version}: {r.rows_train:,} training windows, {r.rows_holdout:,} held out, threshold {r.threshold:.3f}; {pointer}")
     print(f"candidate version: {r.version}")  # what an orchestrator passes to `promote`

@@ -14,6 +14,7 @@ from models.artifacts import save_artifact, write_current
 from models.calibration import fit_calibration
 from models.registry import get_family
 from models.scaling import EntityBaseline
+from models.training import training_logs, write_calibration_summary
 from pipelines.baselines import apply_baseline, fit_baseline
 from pipelines.config import DetectorSpec, TableConfig, load_detector
 from pipelines.errors import JobError
@@ -21,6 +22,7 @@ from pipelines.feeding import open_feed
 from pipelines.io import day_range, has_data, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
 
+TENSORBOARD_DIR = "_tensorboard"
 CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination")
 
 
@@ -103,16 +105,19 @@ def run_train(
     train_df, holdout_df, cutoff = split_holdout(features.select("entity_id", "ts", "x"), table, holdout_fraction)
     train_df, holdout_df, baseline = standardize(train_df, holdout_df, table)
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
+    version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
+    root = ctx.lake.models(detector_name, table.name)
+    logs = root / TENSORBOARD_DIR / version  # beside the artifacts: tensorboard --logdir <root>/_tensorboard
     with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
-        detector.fit(train_feed.dataset, validation=val_feed.dataset)
+        with training_logs(logs):
+            detector.fit(train_feed.dataset, validation=val_feed.dataset)
         rows_train = train_feed.rows
     with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
         raw = detector.score_samples(holdout.dataset)
     if not np.all(np.isfinite(raw)):
         raise JobError(f"table {table.name}: detector {detector_name} gave non-finite held-out scores; not promoted")
     calibration = fit_calibration(raw, **{k: v for k, v in spec.calibration.items() if k in CALIBRATION_KEYS})
-    version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
-    root = ctx.lake.models(detector_name, table.name)
+    write_calibration_summary(logs / "calibration", raw, calibration.transform(raw), calibration.threshold)
     meta = {
         "detector": detector_name,
         "family": spec.family,
