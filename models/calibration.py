@@ -15,8 +15,7 @@ where the threshold is put:
 - `mad`: at median + `threshold_z` robust standard deviations (1.4826 MAD) of the raw scores themselves:
   for scores whose log spreads widely (a window's peak residual), where `robust_z` lands past the tail;
 - `contamination`: at the (1 - `contamination`) quantile, for a user who knows the anomaly rate.
-A threshold past the end of a bounded tail is put just under the scale's top (MAX_SCORE), so that scores
-the tail calls impossible under normal data are still flagged.
+Every threshold is capped at `max_threshold` (default 6, one in a million held-out samples).
 """
 from __future__ import annotations
 
@@ -118,8 +117,14 @@ def fit_calibration(
     quantile: float = 0.999,
     threshold_z: float = 6.0,
     contamination: float = 0.01,
+    max_threshold: float = 6.0,
 ) -> Calibration:
-    """Fit a calibration to held-out raw scores (no labels)."""
+    """Fit a calibration to held-out raw scores (no labels).
+
+    Whatever the method, the threshold is at most `max_threshold` (default 6: a window rarer than one in a
+    million held-out windows is always flagged). Without the cap, `robust_z` on widely spread log scores put
+    thresholds at 1e-26 and let NAB's plainest anomalies (scores of 5 to 8) pass.
+    """
     if method not in METHODS:
         raise ValueError(f"calibration method '{method}' is not one of {', '.join(METHODS)}")
     raw = np.sort(np.asarray(raw_holdout, dtype=np.float64).ravel())
@@ -136,7 +141,7 @@ def fit_calibration(
     tail_share = max(excesses.size, 1) / raw.size
     shape, scale = fit_gpd(excesses) if excesses.size >= 10 else (0.0, max(float(np.std(raw)), _EPS))
     partial = Calibration(method, 0.0, tuple(body_raw), tuple(body_score), tail_start, tail_share, shape, scale, raw.size)
-    threshold = min(_threshold(partial, raw, method, risk, quantile, threshold_z, contamination), MAX_SCORE - 1e-6)
+    threshold = min(_threshold(partial, raw, method, risk, quantile, threshold_z, contamination), max_threshold, MAX_SCORE - 1e-6)
     return replace(partial, threshold=threshold)
 
 

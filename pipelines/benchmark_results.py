@@ -3,7 +3,8 @@
 A record is {"benchmark", "detector", "group", "metric", "value"}; `group` is a series or class, a category
 (for NAB the category folder's name) or "overall". Time-series detections are anomaly events: runs of
 flagged steps, where runs fewer than `event_gap` unflagged steps apart are one event (an alert that stays
-open while it keeps firing; OrionBench's pipelines pad and merge their anomalies the same way).
+open while it keeps firing; OrionBench's pipelines pad and merge their anomalies the same way; see
+pipelines/events.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import benchmark_metrics as bm
+from pipelines.events import event_starts, merge_close_runs
 
 TIMESERIES_METRICS = (
     "overlap_segment_f1", "overlap_segment_precision", "overlap_segment_recall",
@@ -23,22 +25,6 @@ TIMESERIES_METRICS = (
 NAB_METRICS = ("nab_standard", "nab_low_fp", "nab_low_fn")
 NAB_PROFILE_OF = {"nab_standard": "standard", "nab_low_fp": "reward_low_FP_rate", "nab_low_fn": "reward_low_FN_rate"}
 MEDIA_METRICS = ("roc_auc", "pr_auc")
-
-
-def merge_close_runs(flags: np.ndarray, gap: int) -> np.ndarray:
-    """Flags with every unflagged stretch of at most `gap` steps between two flagged steps filled in."""
-    out = np.asarray(flags, dtype=bool).copy()
-    hits = np.flatnonzero(out)
-    for a, b in zip(hits[:-1], hits[1:]):
-        if 1 < b - a <= gap + 1:
-            out[a:b] = True
-    return out
-
-
-def event_starts(events: np.ndarray) -> np.ndarray:
-    """True on the first step of each event (what an alerting system reports once per event)."""
-    events = np.asarray(events, dtype=bool)
-    return events & ~np.concatenate([[False], events[:-1]])
 
 
 def record(benchmark: str, detector: str, group: str, metric: str, value: float) -> dict:

@@ -182,7 +182,8 @@ def _image_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> 
     right.set_title("error map (share of the error)", fontsize=8)
     for axis in (left, right):
         axis.axis("off")
-    return _png(fig)
+    regions = ", ".join(f"rows {r['row0']}-{r['row1']}, columns {r['col0']}-{r['col1']} ({r['share']:.0%})" for r in (peak["top_regions"] if peak["top_regions"] is not None else []))
+    return f"<p>The image beside its error map; the regions that drove the score: {regions or 'none'}</p>{_png(fig)}"
 
 
 def _text_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> str:

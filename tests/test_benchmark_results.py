@@ -10,6 +10,7 @@ import pytest
 from pipelines import benchmark_results as br
 from pipelines.benchmark_cases import load_cases, nab_cases, table_name
 from pipelines.datasets import DatasetError, load_nab, load_skab
+from pipelines.events import anomaly_events, event_starts, merge_close_runs
 
 T0 = pd.Timestamp("2024-01-01")
 
@@ -20,9 +21,24 @@ def stamps(n: int) -> pd.Series:
 
 def test_close_runs_merge_into_one_event_and_far_ones_stay_apart():
     flags = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 1], dtype=bool)
-    assert br.merge_close_runs(flags, 2).astype(int).tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1]
-    assert br.merge_close_runs(flags, 0).tolist() == flags.tolist()
-    assert br.event_starts(br.merge_close_runs(flags, 2)).astype(int).tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+    assert merge_close_runs(flags, 2).astype(int).tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1]
+    assert merge_close_runs(flags, 0).tolist() == flags.tolist()
+    assert event_starts(merge_close_runs(flags, 2)).astype(int).tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+
+
+def test_anomaly_events_group_each_entitys_close_flags_and_rank_by_peak():
+    ts = stamps(12)
+    scores = pd.DataFrame({
+        "entity_id": ["a"] * 6 + ["b"] * 6,
+        "ts": list(ts[:6]) * 2,
+        "score": [1, 5, 1, 6, 1, 9, 1, 1, 8, 1, 1, 1],
+        "is_anomaly": [0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0],
+    }).astype({"is_anomaly": bool})
+    # a: flags at steps 1, 3, 5 (10 minutes apart) -> one event with a 10-minute gap, three with a 5-minute gap
+    events = anomaly_events(scores, gap_seconds=600)
+    assert events[["entity_id", "windows", "peak_score"]].values.tolist() == [["a", 3, 9.0], ["b", 1, 8.0]]
+    assert scores.loc[events["peak_index"].iloc[0], "score"] == 9
+    assert len(anomaly_events(scores, gap_seconds=300)) == 4
 
 
 def series(n: int, flagged: list[int], labelled: list[int], unscored: int = 0) -> pd.DataFrame:

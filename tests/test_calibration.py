@@ -97,3 +97,12 @@ def test_a_threshold_past_a_bounded_tail_still_flags_what_the_tail_calls_impossi
     calibration = fit_calibration(raw, "robust_z", threshold_z=40.0)
     assert calibration.threshold < MAX_SCORE
     assert calibration.is_anomaly(np.array([50.0]))[0] and not calibration.is_anomaly(np.array([0.5]))[0]
+
+
+def test_no_method_demands_rarer_than_one_in_a_million():
+    # scores spread evenly over decades below a hard top: robust_z on their logs lands far past the largest
+    raw = np.exp(np.random.default_rng(4).uniform(-10.0, 0.0, 5000))
+    capped = fit_calibration(raw, "robust_z", threshold_z=3.0)
+    uncapped = fit_calibration(raw, "robust_z", threshold_z=3.0, max_threshold=MAX_SCORE)
+    assert uncapped.threshold > 6.0 and capped.threshold == 6.0
+    assert fit_calibration(raw, "pot", risk=1e-3).threshold == pytest.approx(3.0)

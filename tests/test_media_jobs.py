@@ -17,6 +17,7 @@ from pipelines.jobs.score import run_score
 from pipelines.jobs.train import run_train
 from pipelines.jobs.windows import run_windows
 from pipelines.media import encode_png
+from pipelines.report import build_report
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.spark
@@ -70,6 +71,9 @@ def test_public_data_scored_through_the_jobs_equals_one_process(ctx, table_name,
     labels = merged["label"] != normal
     spark_auc, local_auc = roc_auc_score(labels, merged["raw_score"]), roc_auc_score(labels, merged["expected"])
     assert abs(spark_auc - local_auc) <= 1e-6 and spark_auc > 0.7, (spark_auc, local_auc)
+    page = build_report(ctx.lake, table, detector, SCORE_DAY)  # the HTML report of this kind's partition
+    assert "Top anomalies (5 strongest events)" in page and page.count("<img") >= 2
+    assert ("error map" in page) if table.kind == "image" else (page.count("<mark>") >= 5)
 
 
 def png_declaring(width: int, height: int) -> bytes:

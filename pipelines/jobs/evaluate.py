@@ -11,7 +11,7 @@ import dataclasses
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,39 +65,51 @@ def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None =
     """Run every case of the benchmark; write results.json, results.md and plots under spec.out; return the records."""
     cases = cases if cases is not None else load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
     started = time.monotonic()
-    frames: dict[str, dict[str, pd.DataFrame]] = {}
-    values: dict[str, pd.DataFrame] = {}
-    failed: dict[str, str] = {}
+    run = _run_cases(ctx, cases, spec, started)
+    done = [c for c in cases if c.name not in run.failed]
+    categories = {g: c for case in done for g, c in case.category.items()}
+    windows = {g: w for case in done for g, w in case.windows.items()}
+    records = _records(spec.benchmark, run.frames, categories, windows)
+    summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
+    notes = [f"FAILED, not in these figures: {name}: {why}" for name, why in run.failed.items()]
+    json_path, md_path = br.write_results(spec.out, records, summary, notes)
+    if spec.plots:
+        _plots(spec, run.frames, run.values, windows)
+    print(md_path.read_text())
+    print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
+    if run.failed:
+        raise JobError(f"{len(run.failed)} of {len(cases)} cases failed ({', '.join(run.failed)}); the others' results are in {spec.out}")
+    return records
+
+
+@dataclass
+class _Run:
+    """What the cases produced: scored frames per detector and group, raw values per series, failures."""
+
+    frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    values: dict[str, pd.DataFrame] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: float) -> _Run:
+    """Each case through the jobs, step i of n printed; a failed case is recorded and the others go on."""
+    run = _Run()
     for i, case in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  (t+{time.monotonic() - started:.0f}s)", flush=True)
         try:
             outputs = _run_case(ctx, case, spec)
         except JobError as error:  # one awkward series must not cost the others' results; the run still fails
-            failed[case.name] = str(error)
+            run.failed[case.name] = str(error)
             print(f"  FAILED: {error}", flush=True)
             continue
         for detector, scored in outputs.items():
             for group, frame in _split_groups(case, scored).items():
-                frames.setdefault(detector, {})[group] = frame
+                run.frames.setdefault(detector, {})[group] = frame
         if case.table.kind == "timeseries":
             raw = pd.concat(case.raw.values(), ignore_index=True)
             for group in case.groups:
-                values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
-    cases = [c for c in cases if c.name not in failed]
-    categories = {g: c for case in cases for g, c in case.category.items()}
-    windows = {g: w for case in cases for g, w in case.windows.items()}
-    records = _records(spec.benchmark, frames, categories, windows)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
-    notes = [f"FAILED, not in these figures: {name}: {why}" for name, why in failed.items()]
-    json_path, md_path = br.write_results(spec.out, records, summary, notes)
-    if spec.plots:
-        _plots(spec, frames, values, windows)
-    print(md_path.read_text())
-    print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
-    if failed:
-        raise JobError(f"{len(failed)} of {len(failed) + len(cases)} cases failed ({', '.join(failed)}); the others' results are in {spec.out}")
-    return records
+                run.values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
+    return run
 
 
 def _records(benchmark: str, frames: dict, categories: dict, windows: dict) -> list[dict]:

@@ -23,7 +23,7 @@ from pipelines.io import day_range, has_data, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
 
 TENSORBOARD_DIR = "_tensorboard"
-CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination")
+CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination", "max_threshold")
 
 
 @dataclass(frozen=True)
