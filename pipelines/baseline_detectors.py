@@ -24,7 +24,11 @@ def isolation_forest_scores(train: np.ndarray, test: np.ndarray, seed: int = 0) 
 
 
 def pca_scores(train: np.ndarray, test: np.ndarray, components: int = 10) -> np.ndarray:
-    """Squared reconstruction error of flattened samples under a PCA (10 components) fitted on `train`."""
+    """Squared reconstruction error of flattened samples under a PCA (10 components) fitted on `train`.
+
+    The samples are used as they come (per-entity units, images in [0, 1]): standardising each element
+    would blow up the noise of near-constant ones and make the baseline weaker than it is.
+    """
     from sklearn.decomposition import PCA
 
     flat_train, flat_test = _flat(train), _flat(test)

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipelines import datasets
+from pipelines.baseline_detectors import pca_scores, text_pca_scores
 from pipelines.config import load_detector
 
 
@@ -26,30 +27,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(labels, scores))
-
-
-def pca_scores(train: np.ndarray, test: np.ndarray, components: int = 10) -> np.ndarray:
-    """Squared reconstruction error of flattened samples under a PCA (10 components) fitted on `train`.
-
-    The samples are used as they are (ASD is scaled to [0, 1], images to [0, 1]): standardising each
-    element would blow up the noise of near-constant ones and make the baseline weaker than it is.
-    """
-    from sklearn.decomposition import PCA
-
-    flat_train, flat_test = train.reshape(len(train), -1), test.reshape(len(test), -1)
-    pca = PCA(n_components=min(components, *flat_train.shape), random_state=0).fit(flat_train)
-    return np.square(pca.inverse_transform(pca.transform(flat_test)) - flat_test).sum(axis=1)
-
-
-def tfidf_svd_scores(train: np.ndarray, test: np.ndarray, components: int = 50) -> np.ndarray:
-    """Text baseline: TF-IDF vectors, reconstruction error under a truncated SVD fitted on `train`."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer().fit(train)
-    svd = TruncatedSVD(n_components=components, random_state=0).fit(vectorizer.transform(train))
-    x = vectorizer.transform(test)
-    return np.asarray(np.square(x.toarray() - svd.inverse_transform(svd.transform(x))).sum(axis=1))
 
 
 def make_detector(name: str, sample_shape: tuple[int, ...], feature_names: tuple[str, ...], epochs: int | None) -> Any:
@@ -87,7 +64,7 @@ def evaluate(dataset: str, names: list[str], root: Path, window: int, epochs: in
     baseline = "baseline_tfidf_svd" if dataset == "sms" else "baseline_pca"
     for split in splits(dataset, root, window, groups):
         if dataset == "sms":
-            results.setdefault(baseline, {})[split.group] = roc_auc(split.test_labels, tfidf_svd_scores(split.train, split.test))
+            results.setdefault(baseline, {})[split.group] = roc_auc(split.test_labels, text_pca_scores(split.train, split.test))
         else:
             results.setdefault(baseline, {})[split.group] = roc_auc(split.test_labels, pca_scores(split.train, split.test))
         shape = () if dataset == "sms" else tuple(split.train.shape[1:])

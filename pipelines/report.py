@@ -143,6 +143,7 @@ def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp
         return pd.DataFrame(columns=["ts", *table.features])
     raw = pd.concat(frames, ignore_index=True).rename(columns={table.time: "ts"})
     raw["ts"] = _utc_naive(raw["ts"])
+    # the entity column may be any type upstream (the jobs cast it to string), so compare as strings
     raw = raw[(raw[table.entity].astype(str) == entity) & (raw["ts"] >= start) & (raw["ts"] <= end)]
     return raw.sort_values("ts")
 
@@ -168,9 +169,14 @@ def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd
     return f"<p>Metrics that drove it: {caption} (grey: the others)</p>{_png(fig)}"
 
 
+def _sample(lake: Lake, table: TableConfig, entity: str, day: date) -> pd.DataFrame:
+    """The features row of one image or text (only that row is read)."""
+    folder = partition_dir(lake.features(table.name), dt=day.isoformat())
+    return pd.read_parquet(folder, engine="pyarrow", filters=[("entity_id", "==", entity)])
+
+
 def _image_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> str:
-    features = pd.read_parquet(partition_dir(lake.features(table.name), dt=day.isoformat()), engine="pyarrow")
-    row = features[features["entity_id"] == peak["entity_id"]]
+    row = _sample(lake, table, peak["entity_id"], day)
     if row.empty:
         return '<p class="muted">(its image is no longer in the features table)</p>'
     image = np.asarray(row["x"].iloc[0], dtype=float).reshape(table.sample_shape)
@@ -187,8 +193,7 @@ def _image_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> 
 
 
 def _text_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> str:
-    features = pd.read_parquet(partition_dir(lake.features(table.name), dt=day.isoformat()), engine="pyarrow")
-    row = features[features["entity_id"] == peak["entity_id"]]
+    row = _sample(lake, table, peak["entity_id"], day)
     text = "" if row.empty else str(row["x"].iloc[0])
     tokens = [t["token"] for t in (peak["top_tokens"] if peak["top_tokens"] is not None else [])]
     marked = html.escape(text)

@@ -195,8 +195,8 @@ def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> 
         held, scores = scorer(x_fit, x_held), scorer(x_fit, x_test)
         out[f"baseline_{name}"] = _calibrated(test, held, scores, calibration, case)
     if case.table.kind == "timeseries":
-        held = _rolling_z(ctx, case, held_part)
-        out["baseline_rolling_z"] = _calibrated(test, held, _rolling_z(ctx, case, test), calibration, case)
+        z = _rolling_z(case)
+        out["baseline_rolling_z"] = _calibrated(test, _at_window_ends(z, held_part), _at_window_ends(z, test), calibration, case)
     return out
 
 
@@ -227,14 +227,18 @@ def _numpy_baseline(frame: pd.DataFrame, case: Case) -> EntityBaseline:
     return EntityBaseline.from_quartiles(case.table.features, quartiles)
 
 
-def _rolling_z(ctx: JobContext, case: Case, windows: pd.DataFrame) -> np.ndarray:
-    """Rolling z-score of the raw values at each window's end (trailing window = the table's window length)."""
+def _rolling_z(case: Case) -> pd.DataFrame:
+    """Rolling z-score of the raw values at every (entity_id, ts) (trailing window = the table's window length)."""
     raw = pd.concat(case.raw.values(), ignore_index=True).sort_values(["entity_id", "ts"], kind="stable")
     raw = raw.drop_duplicates(["entity_id", "ts"])  # a duplicate key is quarantined by the windows job
     features = list(case.table.features)
     raw["z"] = np.concatenate([bd.rolling_z_scores(rows[features], case.table.window.length) for _, rows in raw.groupby("entity_id", sort=False)])
-    joined = windows[["entity_id", "ts"]].merge(raw[["entity_id", "ts", "z"]], on=["entity_id", "ts"], how="left")
-    return joined["z"].fillna(0.0).to_numpy()
+    return raw[["entity_id", "ts", "z"]]
+
+
+def _at_window_ends(z: pd.DataFrame, windows: pd.DataFrame) -> np.ndarray:
+    """The rolling z-score at each window's end."""
+    return windows[["entity_id", "ts"]].merge(z, on=["entity_id", "ts"], how="left")["z"].fillna(0.0).to_numpy()
 
 
 def _calibrated(test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case) -> pd.DataFrame:
