@@ -11,6 +11,7 @@ raw partition; default 6 hours).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +29,20 @@ START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SKIP = 99  # exit code that marks a training task as skipped (not selected by the run's params)
 JOB_ENV = {"ANOMALAKE_LAKE": str(LAKE), "ANOMALAKE_TABLES": str(TABLES_FILE)}
 
-TABLES = yaml.safe_load(TABLES_FILE.read_text()) or {}
+# Names and params reach bash commands and paths: a strict pattern keeps quotes and separators out (as pipelines/config.py).
+NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"
+DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+VERSION = r"v?[0-9A-Za-z][0-9A-Za-z_.-]{0,127}"
+
+
+def checked_tables(path: Path) -> dict:
+    """The catalog's entries, refusing (at parse time, as an import error) a table or detector name out of pattern."""
+    tables = yaml.safe_load(path.read_text()) or {}
+    for table, entry in tables.items():
+        for name in (table, *detectors_of(entry)):
+            if not isinstance(name, str) or not re.fullmatch(NAME, name):
+                raise ValueError(f"{path}: {name!r} is not a valid table or detector name (letters, digits, _)")
+    return tables
 DEFAULT_DETECTORS = {"timeseries": "dense_autoencoder", "image": "conv_autoencoder", "text": "text_transformer"}  # as pipelines/config.py
 
 
@@ -95,11 +109,11 @@ def training_dag(tables: dict) -> DAG:
         catchup=False,
         max_active_runs=1,
         params={
-            "table": Param("all", type="string", description="a table of the catalog, or all"),
-            "detector": Param("all", type="string", description="a detector of that table, or all"),
-            "start": Param("", type="string", description="first training day (default: 28 days before the run)"),
-            "end": Param("", type="string", description="last training day (default: the day before the run)"),
-            "version": Param("", type="string", description="gate this existing candidate instead of training one"),
+            "table": Param("all", type="string", pattern=f"^{NAME}$", description="a table of the catalog, or all"),
+            "detector": Param("all", type="string", pattern=f"^{NAME}$", description="a detector of that table, or all"),
+            "start": Param("", type="string", pattern=f"^({DAY})?$", description="first training day (default: 28 days before the run)"),
+            "end": Param("", type="string", pattern=f"^({DAY})?$", description="last training day (default: the day before the run)"),
+            "version": Param("", type="string", pattern=f"^({VERSION})?$", description="gate this existing candidate instead of training one"),
         },
         tags=["anomalake"],
     ) as dag:
@@ -125,6 +139,7 @@ def training_dag(tables: dict) -> DAG:
     return dag
 
 
+TABLES = checked_tables(TABLES_FILE)
 for _table, _entry in TABLES.items():
     globals()[f"anomalake_nightly_{_table}"] = nightly_dag(_table, _entry)
 anomalake_train = training_dag(TABLES)

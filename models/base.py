@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -166,21 +167,61 @@ class Detector(abc.ABC):
     @classmethod
     def load(cls, folder: str | Path) -> "Detector":
         """Rebuild a fitted detector from `save`'s folder; the family comes from config.json."""
-        from models.registry import get_family
-
         folder = Path(folder)
         payload = json.loads((folder / CONFIG_FILE).read_text())
-        family = get_family(payload["family"])
+        family = registered_family(folder, payload.get("family") if isinstance(payload, dict) else None)
         detector = family(family.config_class.from_dict(payload["config"]))
         detector._load_model(folder)
         return detector
 
 
+def registered_family(folder: Path, name: Any) -> type["Detector"]:
+    """The registry's class for config.json's family `name` (nothing else is imported); else ArtifactError."""
+    from models.artifacts import ArtifactError
+    from models.registry import discover
+
+    families = discover()
+    if not isinstance(name, str) or name not in families:
+        raise ArtifactError(folder, f"{CONFIG_FILE} names family {name!r}, not a registered family ({', '.join(families)})")
+    return families[name]
+
+
 def load_keras_model(path: Path) -> Any:
-    """A saved .keras model, deserialised with safe_mode=True and without its optimizer."""
+    """A saved .keras model, deserialised with safe_mode=True and without its optimizer.
+
+    Only a Keras v3 zip archive is handed to Keras: a pickle or an HDF5 file (which Keras would also read)
+    is refused before Keras sees it, and so is a model that needs unsafe deserialisation (a Lambda layer).
+    """
     import keras
 
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    from models.artifacts import ArtifactError
+
+    path = Path(path)
+    check_keras_archive(path)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "Lambda" in str(error) or "safe_mode" in str(error):
+            raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True") from error
+        raise
+
+
+def check_keras_archive(path: Path) -> None:
+    """Raise ArtifactError unless `path` is a zip archive (a Keras v3 .keras file); name a pickle as one."""
+    from models.artifacts import ArtifactError
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head[:1] == b"\x80":
+        raise ArtifactError(path.parent, f"{path.name} is a pickle file: refused")
+    if head != b"PK\x03\x04" or not zipfile.is_zipfile(path):
+        raise ArtifactError(path.parent, f"{path.name} is not a Keras v3 .keras archive (pickle or HDF5 files are refused)")
+    # Keras's safe_mode refuses Lambda layers at load time; reading the archive's config says so before any
+    # worker tries (a refusal inside a Spark task would surface as a stack trace, not one line).
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8", "replace") if "config.json" in archive.namelist() else ""
+    if '"class_name": "Lambda"' in config or "__lambda__" in config:
+        raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True")
 
 
 def iterate_batches(data: Any) -> Iterable[np.ndarray]:

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import re
+
 import pandas as pd
 import yaml
 
@@ -15,6 +17,34 @@ DEFAULT_DETECTORS = {"timeseries": "dense_autoencoder", "image": "conv_autoencod
 
 class ConfigError(ValueError):
     """A configuration file is missing, malformed or inconsistent."""
+
+
+# Names reach folder paths and SQL statements: letters, digits and underscores only (no quotes, dots or slashes).
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+COLUMN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=.-]{0,127}")
+
+
+def check_name(what: str, value: Any) -> str:
+    """`value` when it is a safe table or detector name; else ConfigError saying what is allowed."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(f"{what} {str(value)[:80]!r} is not a valid name: a letter, then letters, digits or _ (at most 64; no quotes, dots or path separators)")
+    return value
+
+
+def check_column(where: str, value: Any) -> str:
+    """`value` when it is a safe column name; else ConfigError naming where it was configured."""
+    if not isinstance(value, str) or not COLUMN_PATTERN.fullmatch(value):
+        raise ConfigError(f"{where}: column {str(value)[:80]!r} is not a valid column name: letters, digits and _ (rename it upstream or in a view)")
+    return value
+
+
+def check_lake_path(where: str, value: Any) -> str:
+    """`value` when it is a relative path inside the lake (no '..', no absolute path, plain segments)."""
+    segments = str(value).split("/")
+    if not isinstance(value, str) or any(not PATH_SEGMENT.fullmatch(s) or set(s) == {"."} for s in segments):
+        raise ConfigError(f"{where}: path {str(value)[:80]!r} must be a relative folder inside the lake (plain names, no '..')")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,12 +80,20 @@ class TableConfig:
     resize: bool = False  # images of another size are resized (True) or quarantined (False)
     convert_channels: bool = False  # grey images in a colour table (or the reverse) are converted (True) or quarantined
     max_chars: int = 2000  # texts are cut to this many characters after normalising
+    max_record_chars: int = 1_000_000  # a raw text longer than this is quarantined (oversize_record), not cut
+    bounds: tuple[tuple[str, float, float], ...] = ()  # (feature, low, high): values outside are quarantined
     unseen_entities: str = "quarantine"  # entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline")
 
     @property
     def lookback_steps(self) -> int:
         """Grid steps before a window's end that the window, and the gap filling at its start, can need."""
         return self.window.length - 1 + self.fill_limit + 1
+
+    def signature(self) -> dict[str, Any]:
+        """What one model input of this table is (compared with a model's recorded signature before scoring)."""
+        from models.artifacts import input_signature
+
+        return input_signature(self.kind, self.sample_shape, self.features, self.window.length, self.window.stride, self.step_seconds)
 
     @property
     def n_inputs(self) -> int:
@@ -81,6 +119,7 @@ def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
 
 def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
     """Validate one catalog entry and freeze it."""
+    check_name("table", name)
     where = f"table {name}"
     kind = entry.get("kind", "timeseries")
     if kind not in INPUT_KINDS:
@@ -102,7 +141,7 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
     step = pd.Timedelta(str(entry.get("step", "5min")))
     if step.total_seconds() <= 0 or 86400 % int(step.total_seconds()):
         raise ConfigError(f"{where}: step {step} must divide one day")
-    return TableConfig(
+    table = TableConfig(
         name=name,
         kind=kind,
         path=entry.get("path", f"raw/{name}"),
@@ -120,8 +159,36 @@ def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
         resize=bool(media.get("resize", False)),
         convert_channels=bool(media.get("convert_channels", False)),
         max_chars=int(media.get("max_chars", 2000)),
+        max_record_chars=int(media.get("max_record_chars", 1_000_000)),
+        bounds=_bounds(entry, features, where),
         unseen_entities=_unseen_entities(entry, where),
     )
+    _check_names(table, where)
+    return table
+
+
+def _check_names(table: TableConfig, where: str) -> None:
+    """Every name of the table that reaches a path or a statement is a plain name."""
+    check_lake_path(where, table.path)
+    for detector in table.detectors:
+        check_name(f"{where}: detector", detector)
+    for column in (table.entity, table.time, *table.features, table.value_column, table.path_column):
+        if column:
+            check_column(where, column)
+
+
+def _bounds(entry: Mapping[str, Any], features: tuple[str, ...], where: str) -> tuple[tuple[str, float, float], ...]:
+    """`bounds: {feature: [low, high]}`: the physically possible range of a feature (a null end is open)."""
+    bounds = []
+    for feature, pair in dict(entry.get("bounds", {})).items():
+        if feature not in features:
+            raise ConfigError(f"{where}: bounds name {feature!r}, which is not one of the features {list(features)}")
+        low, high = (list(pair) + [None, None])[:2]
+        low, high = float("-inf") if low is None else float(low), float("inf") if high is None else float(high)
+        if not low < high:
+            raise ConfigError(f"{where}: bounds of {feature} must be [low, high] with low < high, got {pair}")
+        bounds.append((feature, low, high))
+    return tuple(bounds)
 
 
 UNSEEN_ENTITIES = ("quarantine", "own_baseline", "training_baseline")
@@ -157,6 +224,7 @@ def load_tables(path: str | Path) -> dict[str, TableConfig]:
 
 def load_table(path: str | Path, name: str) -> TableConfig:
     """One table of the catalog, or an error that lists the known ones."""
+    check_name("table", name)
     tables = load_tables(path)
     if name not in tables:
         raise ConfigError(f"table {name} is not in {path} (known: {', '.join(sorted(tables)) or 'none'})")
@@ -165,6 +233,7 @@ def load_table(path: str | Path, name: str) -> TableConfig:
 
 def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
     """Read conf/detectors/<name>.yml."""
+    check_name("detector", name)
     path = conf_dir / "detectors" / f"{name}.yml"
     if not path.exists():
         known = sorted(p.stem for p in (conf_dir / "detectors").glob("*.yml"))

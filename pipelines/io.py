@@ -1,12 +1,13 @@
 """Lake layout, reading one partition, replacing partitions, and registering tables for Spark SQL."""
 from __future__ import annotations
 
-import shutil
+import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,6 +16,7 @@ from pyspark.sql import types as T
 from pipelines.config import TableConfig
 from pipelines.errors import input_error
 
+LOG = logging.getLogger("anomalake")
 NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 TIME_TYPES = (T.TimestampType, T.TimestampNTZType)
 
@@ -64,11 +66,26 @@ def has_data(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("*.parquet"))
 
 
+def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
+    """Rows in a partition's Parquet files, from their footers; a file that is not Parquet stops the job naming it."""
+    rows = 0
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            rows += pq.read_metadata(path).num_rows
+        except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) for a bad footer
+            problem = str(error).splitlines()[0][:160]
+            raise input_error(table.name, f"dt={day.isoformat()}", None, f"file {path.name} is not readable Parquet ({problem})") from None
+    return rows
+
+
 def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
-    """Stop with one line when a configured column is missing or has the wrong type."""
+    """Stop with one line when a configured column is missing or has the wrong type; log extra columns (safe drift)."""
     fields = {f.name: f.dataType for f in schema.fields}
     partition = f"dt={day.isoformat()}"
     expected = [(table.entity, None), (table.time, TIME_TYPES)] + [(f, NUMERIC_TYPES) for f in table.features]
+    extra = sorted(set(fields) - {column for column, _ in expected})
+    if extra:
+        LOG.warning("table %s, partition %s: columns not in the config are ignored: %s", table.name, partition, ", ".join(extra))
     for column, types in expected:
         if column not in fields:
             raise input_error(table.name, partition, column, f"missing (found columns: {', '.join(fields)})")
@@ -80,6 +97,7 @@ def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> Non
 def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
     """One raw partition, checked against the table config, as (entity_id, ts, features..., dt)."""
     folder = partition_dir(lake.raw(table), dt=day.isoformat())
+    parquet_rows(table, day, folder)
     try:
         df = spark.read.parquet(str(folder))
     except AnalysisException as error:
@@ -94,31 +112,13 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
 
 
 def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> None:
-    """A day with no raw data is an error that says so, not an empty success."""
+    """A day with no raw data, or only empty or unreadable files, is an error that says so, not an empty success."""
     for day in days:
         folder = partition_dir(lake.raw(table), dt=day.isoformat())
         if not has_data(folder):
             raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
-
-
-def replace_partitions(
-    df: DataFrame, schema: T.StructType, root: Path, keys: dict[str, str], days: Iterable[date], written: set[str]
-) -> None:
-    """Write df in the table's schema, partitioned by keys + dt with dynamic overwrite; clear emptied days.
-
-    Dynamic overwrite only touches partitions present in df, so a day whose rows all went elsewhere
-    (for example to quarantine) would otherwise keep a stale partition from an earlier run.
-    """
-    out = df
-    for key, value in keys.items():
-        out = out.withColumn(key, F.lit(value))
-    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
-    out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(root))
-    for day in days:
-        if day.isoformat() not in written:
-            stale = partition_dir(root, **keys, dt=day.isoformat())
-            if stale.exists():
-                shutil.rmtree(stale)
+        if parquet_rows(table, day, folder) == 0:
+            raise input_error(table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)")
 
 
 def read_partitions(spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str) -> DataFrame:

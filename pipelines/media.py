@@ -30,6 +30,7 @@ IMAGE_REASONS: dict[str, str] = {
 TEXT_REASONS: dict[str, str] = {
     "null_text": "no text (null value)",
     "empty_text": "nothing left after normalising (empty, blank or control characters only)",
+    "oversize_record": "the raw text is longer than the table's max_record_chars (not a message; an export gone wrong)",
 }
 
 # Formats Pillow may try: the common raster ones. An allow-list keeps exotic plugins (EPS runs Ghostscript,
@@ -134,12 +135,14 @@ def decode_images(values: Sequence[bytes | None], spec: ImageSpec) -> tuple[np.n
     return out, reasons
 
 
-def normalize_text(text: str | None, max_chars: int) -> tuple[str | None, str | None]:
+def normalize_text(text: str | None, max_chars: int, max_record_chars: int = 1_000_000) -> tuple[str | None, str | None]:
     """(text with Unicode NFC, control characters removed, whitespace runs collapsed to one space, stripped, cut to max_chars, None) or (None, reason)."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
     if _missing(text):
         return None, "null_text"
+    if len(str(text)) > max_record_chars:
+        return None, "oversize_record"
     # Controls go first, so "a \x00 b" collapses to "a b"; NFC neither adds controls nor whitespace.
     cleaned = unicodedata.normalize("NFC", _WHITESPACE.sub(" ", _CONTROL.sub("", str(text))).strip())
     cleaned = cleaned[:max_chars].rstrip()  # a cut may end on the space between two words

@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 
 from pipelines.config import TableConfig
 from pipelines.errors import input_error
-from pipelines.io import Lake, TIME_TYPES, partition_dir
+from pipelines.io import Lake, TIME_TYPES, parquet_rows, partition_dir
 
 SAMPLE, QUARANTINE = "window", "quarantine"  # the windows job's outcome names
 KEY_REASONS = {"null_key": "the id is null", "duplicate_key": "another row of the partition has this id (the first is kept)"}
@@ -58,6 +58,7 @@ def _check_columns(table: TableConfig, day: date, schema: T.StructType) -> None:
 def read_media_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
     """One raw partition as (entity_id, ts, value, dt, duplicate); file paths are read as bytes."""
     folder = partition_dir(lake.raw(table), dt=day.isoformat())
+    parquet_rows(table, day, folder)
     df = spark.read.parquet(str(folder))
     _check_columns(table, day, df.schema)
     ts = F.col(table.time).cast("timestamp") if table.time else F.to_timestamp(F.lit(day.isoformat()))
@@ -102,7 +103,7 @@ def media_outcomes(batches: Iterator[pd.DataFrame], table: TableConfig) -> Itera
             pixels, reasons = media.decode_images(rows["value"].tolist(), spec)
             x = [row for row in pixels]
         else:
-            pairs = [media.normalize_text(v, table.max_chars) for v in rows["value"].tolist()]
+            pairs = [media.normalize_text(v, table.max_chars, table.max_record_chars) for v in rows["value"].tolist()]
             x, reasons = [p[0] for p in pairs], [p[1] for p in pairs]
         reasons = [
             "null_key" if pd.isna(e) else "duplicate_key" if d else r

@@ -1,25 +1,84 @@
-"""Run records: one small JSON per job run under lake/_runs/, read back by `anomalake check`."""
+"""Run records: one small JSON per job run and day under lake/_runs/, read by `anomalake check` and as SQL `runs`.
+
+A record says what a run read and wrote: run id, job, table, day, inputs and outputs with their row counts,
+quarantined rows by reason, model version, code version and timings. A record whose rows do not balance
+(rows_in = rows_out + context + quarantined) is refused, so a job that lost rows fails instead of reporting.
+"""
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from pipelines.errors import JobError
+
+RUNS_DIR = "_runs"
+COUNT = T.StructType([T.StructField("table", T.StringType()), T.StructField("partition", T.StringType()), T.StructField("rows", T.LongType())])
+RUNS = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("job", T.StringType()),
+        T.StructField("table", T.StringType()),
+        T.StructField("dt", T.StringType()),
+        T.StructField("rows_in", T.LongType()),
+        T.StructField("rows_out", T.LongType()),
+        T.StructField("context", T.LongType()),
+        T.StructField("anomalies", T.LongType()),
+        T.StructField("quarantined", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("inputs", T.ArrayType(COUNT)),
+        T.StructField("outputs", T.ArrayType(COUNT)),
+        T.StructField("detector", T.StringType()),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("code_version", T.StringType()),
+        T.StructField("started_at", T.StringType()),
+        T.StructField("finished_at", T.StringType()),
+        T.StructField("seconds", T.DoubleType()),
+    ]
+)
+
+
+def code_version() -> str:
+    """The installed anomalake version (what ran)."""
+    try:
+        return version("anomalake")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 def run_record_dir(lake: Path, table: str, job: str, day: date | str) -> Path:
-    """lake/_runs/<table>/<job>/dt=<day>/ (job is windows, or score_<detector>)."""
-    return lake / "_runs" / table / job / f"dt={day if isinstance(day, str) else day.isoformat()}"
+    """lake/_runs/<table>/<job>/dt=<day>/ (job is windows, train_<detector> or score_<detector>)."""
+    return lake / RUNS_DIR / table / job / f"dt={day if isinstance(day, str) else day.isoformat()}"
 
 
-def write_run_record(lake: Path, table: str, job: str, day: date, record: dict[str, Any]) -> Path:
-    """Write <run_id>.json atomically (temp file, then rename) and return its path."""
+def check_balance(table: str, job: str, day: date, record: dict[str, Any]) -> None:
+    """JobError unless rows_in = rows_out + context + quarantined (records without rows_in are not row jobs)."""
+    if "rows_in" not in record:
+        return
+    accounted = record.get("rows_out", 0) + record.get("context", 0) + sum(record.get("quarantined", {}).values())
+    if accounted != record["rows_in"]:
+        raise JobError(f"table {table}, partition dt={day.isoformat()}: {job} row accounting does not balance: {record['rows_in']} in, {accounted} accounted")
+
+
+def write_run_record(lake: Path, table: str, job: str, day: date, record: dict[str, Any], started_at: datetime | None = None) -> Path:
+    """Check the accounting, then write <run_id>.json atomically (temp file, fsync, rename) and return its path."""
+    check_balance(table, job, day, record)
     folder = run_record_dir(lake, table, job, day)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"table": table, "job": job, "dt": day.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(), **record}
+    finished = datetime.now(timezone.utc)
+    timing = {"started_at": started_at.isoformat(), "seconds": round((finished - started_at).total_seconds(), 3)} if started_at else {}
+    payload = {"table": table, "job": job, "dt": day.isoformat(), "finished_at": finished.isoformat(), "code_version": code_version(), **timing, **record}
     target = folder / f"{record['run_id']}.json"
     tmp = folder / f".{record['run_id']}.json.tmp"
-    tmp.write_text(json.dumps(payload, sort_keys=True, default=str))
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(payload, sort_keys=True, default=str))
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(target)
     return target
 
@@ -28,3 +87,11 @@ def latest_run_record(lake: Path, table: str, job: str, day: date | str) -> dict
     """The most recently finished run record of a job for a day, or None."""
     records = [json.loads(p.read_text()) for p in run_record_dir(lake, table, job, day).glob("*.json")]
     return max(records, key=lambda r: r["finished_at"]) if records else None
+
+
+def read_runs(spark: SparkSession, lake: Path) -> DataFrame | None:
+    """Every run record of the lake as one DataFrame (the `runs` view), or None before the first run."""
+    root = lake / RUNS_DIR
+    if not root.is_dir() or not any(root.rglob("*.json")):
+        return None
+    return spark.read.schema(RUNS).option("recursiveFileLookup", "true").option("pathGlobFilter", "*.json").json(str(root))

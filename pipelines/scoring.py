@@ -150,7 +150,9 @@ def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataF
         out.loc[rows, "threshold"] = artifact.calibration.threshold
         out.loc[rows, "is_anomaly"] = calibrated > artifact.calibration.threshold
         for name, values in _explanation_columns(artifact, kind, samples, contributions).items():
-            out[name] = pd.Series(values, index=rows, dtype=object).reindex(range(n))
+            column = np.full(n, None, dtype=object)  # None, not reindex's NaN: Arrow cannot put a NaN in a map
+            column[rows] = pd.Series(values, dtype=object).to_numpy()
+            out[name] = column
     return out
 
 

@@ -21,6 +21,7 @@ class Settings:
     shuffle_partitions: int
     driver_memory: str
     interactive: bool = False  # a terminal, not Airflow: progress bars; otherwise log lines only
+    crash_at: str = ""  # fault-injection tests only: a publishing point at which the job kills itself
 
     @property
     def lake_path(self) -> Path:
@@ -41,6 +42,7 @@ def load_settings() -> Settings:
         driver_memory=env.get("ANOMALAKE_DRIVER_MEMORY", "4g"),
         # Airflow sets AIRFLOW_CTX_DAG_ID in every task; a task's log wants lines, not redrawn bars.
         interactive=sys.stdout.isatty() and "AIRFLOW_CTX_DAG_ID" not in env,
+        crash_at=env.get("ANOMALAKE_CRASH_AT", ""),
     )
 
 

@@ -21,6 +21,7 @@ WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
 REASONS = {
     "null_key": "entity or time is null",
     "non_finite_value": "a feature is NaN, infinite or null",
+    "out_of_bounds": "a feature is outside the range the table config's bounds allow",
     "outside_partition": "the timestamp (snapped to the grid) is not in the row's dt partition",
     "duplicate_key": "another row of the entity has the same grid timestamp",
     "insufficient_history": "fewer than window-1 earlier grid steps exist in the lake",
@@ -88,6 +89,16 @@ def _result(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, x: list
     )
 
 
+def _out_of_bounds(values: np.ndarray, table: TableConfig) -> np.ndarray:
+    """Rows with a feature outside its configured [low, high]."""
+    low = np.full(values.shape[1], -np.inf)
+    high = np.full(values.shape[1], np.inf)
+    for feature, lo, hi in table.bounds:
+        low[table.features.index(feature)], high[table.features.index(feature)] = lo, hi
+    with np.errstate(invalid="ignore"):
+        return ((values < low) | (values > high)).any(axis=1)
+
+
 def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]) -> pd.DataFrame:
     """One entity's raw rows (target and lookback days) -> one outcome row per target-day raw row."""
     features = list(table.features)
@@ -103,6 +114,9 @@ def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[s
     values = rows[features].to_numpy(dtype=np.float64)
     bad_value = usable & ~np.isfinite(values).all(axis=1)
     reason[bad_value], usable[bad_value] = "non_finite_value", False
+    if table.bounds:
+        outside_bounds = usable & _out_of_bounds(values, table)
+        reason[outside_bounds], usable[outside_bounds] = "out_of_bounds", False
 
     steps = np.zeros(n, dtype=np.int64)
     steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)

@@ -100,6 +100,22 @@ def test_dagbag_parses_fast_without_heavy_imports(airflow_env):
     assert report["seconds"] < 5
 
 
+def test_training_dag_params_refuse_names_that_could_reach_a_shell_or_a_path(airflow_env):
+    probe = (
+        "import sys; from airflow.dag_processing.dagbag import DagBag; from airflow.exceptions import ParamValidationError\n"
+        "params = DagBag(dag_folder=sys.argv[1]).dags['anomalake_train'].params\n"
+        "def ok(key, value):\n"
+        "    try:\n"
+        "        params.get_param(key).resolve(value); return True\n"
+        "    except ParamValidationError:\n"
+        "        return False\n"
+        "print(repr([ok('table', 'telemetry'), ok('table', \"x'; rm -rf ~; '\"), ok('table', '../raw'), ok('detector', 'a b'),"
+        " ok('start', '2026-03-01'), ok('start', '2026-03-01; id'), ok('version', 'v20260301T000000Z'), ok('version', '../v1')]))"
+    )
+    out = run(airflow_env, sys.executable, "-c", probe, str(REPO / "dags")).stdout.strip().splitlines()[-1]
+    assert eval(out) == [True, False, False, False, True, False, True, False]  # noqa: S307 - our probe's repr of booleans
+
+
 def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
     assert "state=success" in log, log[-3000:]
@@ -140,6 +156,7 @@ def test_training_dag_gate_refuses_a_broken_candidate(airflow_env):
         "model = keras.models.load_model(f'{root}/v-broken/model.keras', safe_mode=True, compile=False)\n"
         "[w.assign(np.full(w.shape, np.nan, dtype=w.dtype)) for w in model.weights]\n"
         "model.save(f'{root}/v-broken/model.keras')\n"
+        "from models.artifacts import write_checksums; write_checksums(f'{root}/v-broken')\n"
     )
     run(airflow_env, sys.executable, "-c", breaker, str(models), current)
     conf = json.dumps({"table": "telemetry", "detector": "dense_autoencoder", "version": "v-broken"})

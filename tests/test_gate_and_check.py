@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import START, TINY_DETECTOR
-from models.artifacts import read_current
+from models.artifacts import read_current, write_checksums
 from pipelines.io import day_range
 from pipelines.jobs.check import run_check
 from pipelines.jobs.promote import run_promote
@@ -38,6 +38,7 @@ def broken_copy(root, version: str, name: str) -> str:
     for weight in model.weights:
         weight.assign(np.full(weight.shape, np.nan, dtype=weight.dtype))
     model.save(root / name / "model.keras")
+    write_checksums(root / name)  # a diverged run writes a consistent artifact; only its numbers are wrong
     return name
 
 

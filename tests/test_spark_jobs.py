@@ -129,7 +129,7 @@ def test_train_writes_a_complete_artifact_and_current_last(trained):
     root = ctx.lake.models("dense_autoencoder", "telemetry")
     assert read_current(root) == result.version
     files = {p.name for p in (root / result.version).iterdir()}
-    assert files == {"model.keras", "config.json", "baseline.json", "calibration.json", "meta.json"}
+    assert files == {"model.keras", "config.json", "baseline.json", "calibration.json", "meta.json", "checksums.json"}
     artifact = load_artifact(root / result.version)
     assert set(artifact.baseline.centers) == {"host-000", "host-001", "host-002"}
     assert result.rows_train > 0 and result.rows_holdout > 0

@@ -5,7 +5,8 @@ import argparse
 import sys
 from datetime import date
 
-from pipelines.config import ConfigError, load_table, load_tables
+from models.artifacts import ArtifactError
+from pipelines.config import ConfigError, check_name, load_table, load_tables
 from pipelines.datasets import DatasetError
 from pipelines.errors import JobError
 from pipelines.settings import Settings, load_settings
@@ -69,6 +70,18 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
 
+def _name(what: str):
+    """An argparse type that accepts only a safe table or detector name (a bad one is a usage error, exit 2)."""
+
+    def parse(value: str) -> str:
+        try:
+            return check_name(what, value)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A sub-command whose --help ends with an example."""
     return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
@@ -85,36 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     gen = _command(sub, "generate", "write synthetic telemetry with labelled anomalies to raw/<table>")
-    gen.add_argument("--table", required=True)
+    gen.add_argument("--table", required=True, type=_name("table"))
     gen.add_argument("--start", type=_date, required=True)
     gen.add_argument("--days", type=int, required=True)
     gen.add_argument("--entities", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0)
 
     win = _command(sub, "windows", "raw partitions -> features/<table>/dt=D")
-    win.add_argument("--table", required=True)
+    win.add_argument("--table", required=True, type=_name("table"))
     _add_dates(win)
 
     train = _command(sub, "train", "train a detector on a range of features and promote it to CURRENT")
-    train.add_argument("--detector", required=True)
-    train.add_argument("--table", required=True)
+    train.add_argument("--detector", required=True, type=_name("detector"))
+    train.add_argument("--table", required=True, type=_name("table"))
     train.add_argument("--start", type=_date, required=True)
     train.add_argument("--end", type=_date, required=True)
     train.add_argument("--candidate", action="store_true", help="do not move CURRENT; print the version for `promote`")
 
     promote = _command(sub, "promote", "quality-gate a candidate model and move CURRENT to it if it passes")
-    promote.add_argument("--detector", required=True)
-    promote.add_argument("--table", required=True)
+    promote.add_argument("--detector", required=True, type=_name("detector"))
+    promote.add_argument("--table", required=True, type=_name("table"))
     promote.add_argument("--version", required=True)
 
     check = _command(sub, "check", "check a day's run records: row accounting, error rate, anomaly-rate jump")
-    check.add_argument("--table", required=True)
+    check.add_argument("--table", required=True, type=_name("table"))
     check.add_argument("--date", type=_date, required=True)
-    check.add_argument("--detector", action="append", help="default: every detector of the table's config")
+    check.add_argument("--detector", action="append", type=_name("detector"), help="default: every detector of the table's config")
 
     score = _command(sub, "score", "score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
-    score.add_argument("--detector", required=True)
-    score.add_argument("--table", required=True)
+    score.add_argument("--detector", required=True, type=_name("detector"))
+    score.add_argument("--table", required=True, type=_name("table"))
     _add_dates(score)
     score.add_argument("--model-version", help="a version folder instead of CURRENT")
 
@@ -124,13 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=1000)
 
     catalog = _command(sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
-    catalog.add_argument("--table", action="append", help="default: every table of the catalog file")
+    catalog.add_argument("--table", action="append", type=_name("table"), help="default: every table of the catalog file")
 
     _command(sub, "detectors", "list the detector families, their input kinds, and the configured detectors")
 
     demo = _command(sub, "demo", "window, train, score and report on a labelled set (synthetic telemetry, MNIST, SMS)")
     demo.add_argument("--kind", choices=("timeseries", "image", "text"), default="timeseries")
-    demo.add_argument("--table", default=None, help="the catalog entry the demo fills (default telemetry, digits or messages)")
+    demo.add_argument("--table", default=None, type=_name("table"), help="the catalog entry the demo fills (default telemetry, digits or messages)")
     demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
 
     ev = _command(sub, "evaluate", "run a public benchmark through windows/train/score and measure it against its labels, beside baselines")
@@ -147,16 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp = _command(sub, "import", "a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
     imp.add_argument("what", choices=("images", "text"))
     imp.add_argument("--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header")
-    imp.add_argument("--table", required=True)
+    imp.add_argument("--table", required=True, type=_name("table"))
     imp.add_argument("--date", type=_date, default=date.today(), help="the raw partition to write (default today)")
     imp.add_argument("--text-column", help="text: the column holding the text")
     imp.add_argument("--label-column", help="text: an optional label column")
     imp.add_argument("--id-column", help="text: an optional id column (default: the row number)")
 
     report = _command(sub, "report", "one self-contained HTML page about a scored partition: health, top anomalies with plots, score distribution")
-    report.add_argument("--table", required=True)
+    report.add_argument("--table", required=True, type=_name("table"))
     report.add_argument("--date", type=_date, required=True)
-    report.add_argument("--detector", help="default: the table's first detector")
+    report.add_argument("--detector", type=_name("detector"), help="default: the table's first detector")
     report.add_argument("--out", help="default: _report.html inside the scored partition")
 
     _command(sub, "doctor", "check Java, Spark, TensorFlow, Petastorm and the lake folder; say what is missing")
@@ -402,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](_settings(args), args)
         return 0
-    except (JobError, ConfigError, DatasetError, FileNotFoundError, KeyError) as error:
+    except (JobError, ConfigError, DatasetError, ArtifactError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         hint = next((h for kind, h in NEXT_STEP.items() if isinstance(error, kind)), "")
         print(f"anomalake {args.command}: error: {message}" + (f" (next: {hint})" if hint else ""), file=sys.stderr)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime, timezone
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
 from pipelines.io import Lake
+from pipelines.publish import publish_partitions
+from pipelines.runs import write_run_record
 from pipelines.settings import Settings
 
 
@@ -17,10 +20,19 @@ class JobContext:
     settings: Settings
     spark: SparkSession
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
     def lake(self) -> Lake:
         return Lake(self.settings.lake_path)
+
+    def publish(self, df, schema, root, keys: dict[str, str], days, written: set[str]) -> None:
+        """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see pipelines.publish)."""
+        publish_partitions(df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
+
+    def record(self, table: str, job: str, day: date, record: dict) -> None:
+        """Write this run's record for one day (lake/_runs/...; refused when its rows do not balance)."""
+        write_run_record(self.lake.root, table, job, day, {"run_id": self.run_id, **record}, self.started_at)
 
     def with_new_run(self) -> "JobContext":
         """The same session and settings under a fresh run id (one per job run)."""

@@ -12,7 +12,7 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 
-from models.artifacts import CURRENT_FILE, Artifact, load_artifact, read_current, write_current
+from models.artifacts import CURRENT_FILE, Artifact, ArtifactError, load_artifact, read_current, write_current
 from pipelines.config import TableConfig
 from pipelines.io import day_range, read_partitions
 from pipelines.jobs.context import JobContext
@@ -74,12 +74,16 @@ def _judge(candidate: Artifact, current: Artifact | None, entities: list[str], x
 def run_promote(ctx: JobContext, table: TableConfig, detector: str, version: str) -> GateDecision:
     """Judge candidate `version`; move CURRENT to it only when it passes; record the decision."""
     root = ctx.lake.models(detector, table.name)
-    candidate = load_artifact(root / version)
     current_version = read_current(root) if (root / CURRENT_FILE).exists() else None
-    current = load_artifact(root / current_version) if current_version and current_version != version else None
-    entities, x = _holdout_samples(ctx, table, candidate)
-    reasons, metrics = _judge(candidate, current, entities, x)
-    decision = GateDecision(version, not reasons, tuple(reasons), metrics)
+    try:
+        candidate = load_artifact(root / version)
+    except ArtifactError as error:  # a changed or unsafe artifact is refused like a bad one, and recorded
+        decision = GateDecision(version, False, (str(error),), {})
+    else:
+        current = load_artifact(root / current_version) if current_version and current_version != version else None
+        entities, x = _holdout_samples(ctx, table, candidate)
+        reasons, metrics = _judge(candidate, current, entities, x)
+        decision = GateDecision(version, not reasons, tuple(reasons), metrics)
     decisions = root / "decisions"
     decisions.mkdir(parents=True, exist_ok=True)
     record = {**asdict(decision), "current_before": current_version, "decided_at": datetime.now(timezone.utc).isoformat()}

@@ -10,15 +10,14 @@ from typing import Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from models.artifacts import META_FILE, read_current
+from models.artifacts import META_FILE, ArtifactError, check_signature, read_current, verify_artifact
 from models.scaling import EntityBaseline
 from pipelines.baselines import fit_baseline
 from pipelines import schemas
 from pipelines.config import TableConfig
 from pipelines.errors import JobError
-from pipelines.io import read_partitions, replace_partitions
+from pipelines.io import read_partitions
 from pipelines.jobs.context import JobContext
-from pipelines.runs import write_run_record
 from pipelines.scoring import score_column
 
 @dataclass(frozen=True)
@@ -32,15 +31,13 @@ class ScoreResult:
     model_version: str
 
 
-def _check_model_fits_table(meta: dict, table: TableConfig, detector: str) -> None:
-    kind, shape = meta.get("kind", "timeseries"), tuple(meta.get("sample_shape", (table.window.length, len(table.features))))
-    if kind != table.kind or shape != table.sample_shape:
-        raise JobError(f"table {table.name}: model {detector} was trained on {kind} samples of shape {shape}, the table has {table.kind} samples of shape {table.sample_shape}; retrain it")
-    if meta["features"] != list(table.features) or meta["window"]["length"] != table.window.length:
-        raise JobError(
-            f"table {table.name}: model {detector} was trained on features {meta['features']} with window "
-            f"{meta['window']['length']}, the table config has {list(table.features)} and {table.window.length}; retrain it"
-        )
+def _check_model_fits_table(artifact_path: Path, table: TableConfig, detector: str) -> None:
+    """Refuse a model whose files changed since training or whose inputs are not this table's samples."""
+    try:
+        verify_artifact(artifact_path)
+        check_signature(json.loads((artifact_path / META_FILE).read_text()), table.signature(), artifact_path)
+    except ArtifactError as error:
+        raise JobError(f"table {table.name}, detector {detector}: {error}") from None
 
 
 def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, version: str | None = None) -> ScoreResult:
@@ -56,7 +53,7 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     root = ctx.lake.models(detector, table.name)
     version = version or read_current(root)
     artifact_path = root / version
-    _check_model_fits_table(json.loads((artifact_path / META_FILE).read_text()), table, detector)
+    _check_model_fits_table(artifact_path, table, detector)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
     where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (f"..{days[-1].isoformat()}" if len(days) > 1 else "")
     step = table.step_seconds
@@ -82,18 +79,22 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
         good_days = {r["dt"] for r in tally if r["error"] is None}
         bad_days = {r["dt"] for r in tally if r["error"] is not None}
         ok = scored.where(F.col("error").isNull())
-        replace_partitions(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, days, good_days)
+        ctx.publish(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, days, good_days)
         bad = scored.where(F.col("error").isNotNull()).select(
             "entity_id", "ts", "run_id", "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
         )
-        replace_partitions(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
+        ctx.publish(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
     finally:
         scored.unpersist()
     for day in days:
         of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
-        record = {"run_id": ctx.run_id, "rows_in": of_day.rows_in, "rows_out": of_day.scored, "anomalies": of_day.anomalies,
-                  "quarantined": of_day.quarantined, "model_version": version, "detector": detector}
-        write_run_record(ctx.lake.root, table.name, f"score_{detector}", day, record)
+        partition = f"dt={day.isoformat()}"
+        record = {"rows_in": of_day.rows_in, "rows_out": of_day.scored, "anomalies": of_day.anomalies,
+                  "quarantined": of_day.quarantined, "model_version": version, "detector": detector,
+                  "inputs": [{"table": f"features_{table.name}", "partition": partition, "rows": of_day.rows_in}],
+                  "outputs": [{"table": f"scores_{table.name}", "partition": f"detector={detector}/{partition}", "rows": of_day.scored},
+                              {"table": f"quarantine_{table.name}", "partition": f"job=score_{detector}/{partition}", "rows": sum(of_day.quarantined.values())}]}
+        ctx.record(table.name, f"score_{detector}", day, record)
     return result
 
 

@@ -6,13 +6,17 @@ import pandas as pd
 from pipelines.config import TableConfig
 from pipelines.io import register_tables
 from pipelines.jobs.context import JobContext
+from pipelines.runs import read_runs
 
 FORMATS = ("table", "csv", "json")
 
 
 def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int = 1000) -> pd.DataFrame:
-    """Register every existing table of the catalog, run `query`, return at most `limit` rows."""
+    """Register every existing table of the catalog and `runs`, run `query`, return at most `limit` rows."""
     register_tables(ctx.spark, ctx.lake, tables)
+    runs = read_runs(ctx.spark, ctx.lake.root)
+    if runs is not None:
+        runs.createOrReplaceTempView("runs")
     return ctx.spark.sql(query).limit(limit).toPandas()
 
 

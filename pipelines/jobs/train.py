@@ -127,6 +127,7 @@ def run_train(
         "sample_shape": list(table.sample_shape),
         "window": dataclasses.asdict(table.window),
         "step_seconds": table.step_seconds,
+        "signature": table.signature(),
         "train_range": [start.isoformat(), end.isoformat()],
         "holdout_from": cutoff,
         "holdout_fraction": holdout_fraction,
@@ -141,4 +142,9 @@ def run_train(
     save_artifact(root / version, detector, baseline, calibration, meta)
     if promote:
         write_current(root, version)
+    ctx.record(table.name, f"train_{detector_name}", end, {
+        "detector": detector_name, "model_version": version,
+        "inputs": [{"table": f"features_{table.name}", "partition": f"dt={start.isoformat()}..{end.isoformat()}", "rows": rows_train + int(raw.size)}],
+        "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows_train + int(raw.size)}],
+    })
     return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)

@@ -10,11 +10,10 @@ from pyspark.sql import functions as F
 
 from pipelines import schemas, windowing
 from pipelines.config import TableConfig
-from pipelines.errors import JobError
-from pipelines.io import has_data, partition_dir, read_raw_day, replace_partitions, require_raw_days
+from pipelines.errors import JobError, input_error
+from pipelines.io import has_data, partition_dir, read_raw_day, require_raw_days
 from pipelines.jobs.context import JobContext
 from pipelines.media_features import media_outcomes, output_schema, read_media_day
-from pipelines.runs import write_run_record
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,27 @@ def _outcomes(ctx: JobContext, table: TableConfig, days: list[date]) -> tuple[Da
     return raw, raw.mapInPandas(partial(media_outcomes, table=table), output_schema(table))
 
 
+def _rows_by_day(table: TableConfig, raw: DataFrame) -> dict[str, int]:
+    """Raw rows per target day; a configured column with no value at all in a day stops the job (a broken contract).
+
+    Single nulls are row problems (quarantined); a column that is null throughout means the upstream schema or
+    export broke, and windows of it would all be quarantined under a misleading reason.
+    """
+    configured = {"entity_id": table.entity, "ts": table.time, **{f: f for f in table.features}}
+    if table.kind != "timeseries":
+        configured = {"entity_id": table.entity, "value": table.path_column or table.value_column}
+    counts = raw.groupBy("dt").agg(F.count("*").alias("rows"), *[F.count(c).alias(c) for c in configured]).collect()
+    for r in counts:
+        for column, name in configured.items():
+            if r["rows"] and r[column] == 0:
+                raise input_error(table.name, f"dt={r['dt']}", name, f"all {r['rows']} values are null (expected values)")
+    return {r["dt"]: r["rows"] for r in counts}
+
+
 def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
     """Build the model inputs of `days`: windows of metrics, or decoded images or texts (one run = day by day)."""
     raw, out = _outcomes(ctx, table, days)
-    rows_by_day = {r["dt"]: r["count"] for r in raw.groupBy("dt").count().collect()}
+    rows_by_day = _rows_by_day(table, raw)
     rows_in = sum(rows_by_day.values())
     out = out.persist()
     try:
@@ -78,9 +94,9 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
         features = out.where(F.col("outcome") == windowing.WINDOW)
         schema = schemas.features_schema(table.kind)
-        replace_partitions(features, schema, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        ctx.publish(features, schema, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
-        replace_partitions(
+        ctx.publish(
             quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
         )
         for day in days:
@@ -95,11 +111,16 @@ def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, ta
     rows = [r for r in tally if r["dt"] == day.isoformat()]
     count = lambda o: sum(r["count"] for r in rows if r["outcome"] == o)  # noqa: E731
     quarantined = {r["reason"]: r["count"] for r in rows if r["outcome"] == windowing.QUARANTINE}
+    partition = f"dt={day.isoformat()}"
     record = {
-        "run_id": ctx.run_id,
         "rows_in": rows_in,
         "rows_out": count(windowing.WINDOW),
         "context": count(windowing.CONTEXT),
         "quarantined": quarantined,
+        "inputs": [{"table": f"raw_{table.name}", "partition": partition, "rows": rows_in}],
+        "outputs": [
+            {"table": f"features_{table.name}", "partition": partition, "rows": count(windowing.WINDOW)},
+            {"table": f"quarantine_{table.name}", "partition": f"job=windows/{partition}", "rows": sum(quarantined.values())},
+        ],
     }
-    write_run_record(ctx.lake.root, table.name, "windows", day, record)
+    ctx.record(table.name, "windows", day, record)

@@ -1,0 +1,162 @@
+"""Crash-safe replacement of table partitions: stage the new rows, then swap each partition folder in one step.
+
+Spark's dynamic partition overwrite deletes a partition's old files before it moves the new ones in, so a job
+killed in between leaves a partition empty or half written. Here a job instead:
+
+1. recovers what a crashed run of the same table and keys left (see `recover`);
+2. writes its rows under `<root>/_staging/<keys>/<run_id>/` (Spark's readers skip folders named `_...`);
+3. writes a journal, `_COMMIT.json`, listing each day to replace or remove; from here on the run is committed;
+4. swaps every staged day into place with `renameat2(RENAME_EXCHANGE)`, so readers see the old partition or
+   the new one and never a mix or nothing (each swapped-in folder holds a `_RUN` marker naming its run);
+5. deletes its staging folder.
+
+A crash before the journal exists leaves the old partitions; the next run deletes the staging folder. A crash
+after it leaves every day old or new, each complete; the next run finishes the swaps from the journal (roll
+forward). Where the file system cannot exchange two paths (not Linux, or not a local disk), the swap is two
+renames and a crash between them leaves that day missing until the next run rolls it forward.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+STAGING = "_staging"
+JOURNAL = "_COMMIT.json"
+RUN_MARKER = "_RUN"
+CRASH_POINTS = ("staged", "journaled", "swapping", "swapped")
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def partition_path(root: Path, keys: dict[str, str], day: str) -> Path:
+    """root/k1=v1/.../dt=day."""
+    path = root
+    for key, value in keys.items():
+        path = path / f"{key}={value}"
+    return path / f"dt={day}"
+
+
+def staging_root(root: Path, keys: dict[str, str]) -> Path:
+    """Where runs of this table and these keys stage their rows (one sub-folder per run)."""
+    return partition_path(root / STAGING, keys, "").parent
+
+
+def publish_partitions(
+    df: DataFrame,
+    schema: T.StructType,
+    root: Path,
+    keys: dict[str, str],
+    days: Iterable[str],
+    written: set[str],
+    run_id: str,
+    crash_at: str = "",
+) -> None:
+    """Replace the `days` partitions of root/<keys> with df's rows (a day not in `written` is removed).
+
+    `crash_at` names a point at which the process kills itself (fault-injection tests only).
+    """
+    recover(root, keys)
+    stage = staging_root(root, keys) / run_id
+    out = df
+    for key, value in keys.items():
+        out = out.withColumn(key, F.lit(value))
+    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(stage))
+    _crash_if(crash_at, "staged")
+    plan = [{"dt": day, "action": "replace" if day in written else "remove"} for day in sorted(set(days))]
+    for step in plan:
+        if step["action"] == "replace":
+            (partition_path(stage, keys, step["dt"]) / RUN_MARKER).write_text(run_id + "\n")
+    _write_atomically(stage / JOURNAL, json.dumps({"run_id": run_id, "keys": keys, "plan": plan}))
+    _crash_if(crash_at, "journaled")
+    _apply(root, keys, stage, run_id, plan, crash_at)
+    _crash_if(crash_at, "swapped")
+    shutil.rmtree(stage)
+
+
+def recover(root: Path, keys: dict[str, str]) -> list[str]:
+    """Finish committed runs left by a crash (roll forward) and delete uncommitted ones; return their run ids."""
+    parent = staging_root(root, keys)
+    if not parent.is_dir():
+        return []
+    handled = []
+    for stage in sorted(p for p in parent.iterdir() if p.is_dir()):
+        journal = stage / JOURNAL
+        if journal.exists():
+            entry = json.loads(journal.read_text())
+            _apply(root, keys, stage, entry["run_id"], entry["plan"], "")
+        shutil.rmtree(stage)
+        handled.append(stage.name)
+    return handled
+
+
+def _apply(root: Path, keys: dict[str, str], stage: Path, run_id: str, plan: list[dict], crash_at: str) -> None:
+    """Swap each planned day into place; days already swapped by this run (their marker names it) are skipped."""
+    for number, step in enumerate(plan):
+        if number == 1:
+            _crash_if(crash_at, "swapping")
+        live = partition_path(root, keys, step["dt"])
+        staged = partition_path(stage, keys, step["dt"])
+        if step["action"] == "remove":
+            if live.exists():
+                retired = stage / "_retired" / live.name
+                retired.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(live, retired)
+        elif _marker(live) != run_id and staged.exists():
+            _swap_in(staged, live)
+
+
+def _marker(folder: Path) -> str | None:
+    path = folder / RUN_MARKER
+    return path.read_text().strip() if path.exists() else None
+
+
+def _swap_in(staged: Path, live: Path) -> None:
+    """Make `staged` visible at `live` in one step; the old folder (if any) ends up at `staged`."""
+    live.parent.mkdir(parents=True, exist_ok=True)
+    if not live.exists():
+        os.rename(staged, live)
+    elif not _exchange(staged, live):
+        # No atomic exchange here: two renames; a crash between them is rolled forward by the next run.
+        retired = staged.with_name(staged.name + "._retired")
+        os.rename(live, retired)
+        os.rename(staged, live)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"renameat2 exchange of {a} and {b}: {os.strerror(code)}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a small file so that it exists complete or not at all (temp file, fsync, rename)."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _crash_if(crash_at: str, point: str) -> None:
+    """Kill this process without any clean-up when fault injection asks for this point (tests only)."""
+    if crash_at == point:
+        os._exit(137)
