@@ -70,7 +70,9 @@ def publish_partitions(
     for key, value in keys.items():
         out = out.withColumn(key, F.lit(value))
     out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
-    out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(stage))
+    if written:  # a run that only empties days (no bad rows this time) needs no Spark job
+        out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(stage))
+    stage.mkdir(parents=True, exist_ok=True)
     _crash_if(crash_at, "staged")
     plan = [{"dt": day, "action": "replace" if day in written else "remove"} for day in sorted(set(days))]
     for step in plan:

@@ -1,4 +1,4 @@
-"""Scoring inside Spark: an iterator pandas UDF that loads the model once per Python worker.
+"""Scoring inside Spark: a mapInArrow function that loads the model once per Python worker.
 
 The artifact cache is a module-level dict of this importable module: Python workers are reused across
 tasks, so the model is read from the lake once per worker, never per batch and never shipped in the closure.
@@ -11,9 +11,9 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column
+import pyarrow as pa
 from pyspark.sql import types as T
-from pyspark.sql.functions import pandas_udf
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from models.artifacts import Artifact, load_artifact
 from models.scaling import EntityBaseline
@@ -156,26 +156,111 @@ def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataF
     return out
 
 
-def score_batches(batches: Iterator[tuple[pd.Series, pd.Series]], path: str, unseen: str = "") -> Iterator[pd.DataFrame]:
-    """The UDF body: load once, then score every batch of this task.
+# ---- The score job's path: mapInArrow over (entity_id, ts, x, dt) Arrow batches ----
+# Windows skip pandas entirely: the x column's flat float buffer is reshaped in place, per-entity baselines
+# are looked up once per distinct entity, and the explanation columns are built as Arrow arrays (a map and a
+# list column from offsets), where a pandas UDF converts a Python object per row each way.
 
-    `unseen`: the JSON of baselines for entities the model never saw (each in its own units), or "".
-    """
+
+WINDOW_ARROW = to_arrow_schema(RESULTS["timeseries"])
+
+
+def output_schema(kind: str, key_fields: list[T.StructField]) -> T.StructType:
+    """What `score_arrow_batches` yields: the key columns it passes through, then RESULTS[kind]."""
+    return T.StructType(key_fields + list(RESULTS[kind].fields))
+
+
+def score_arrow_batches(batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str = "") -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: load the artifact once per worker, then score every batch of this task."""
     artifact = cached_artifact(path)
     if unseen:
         artifact = dataclasses.replace(artifact, baseline=artifact.baseline.merged(EntityBaseline.from_json(unseen)))
-    for entity, x in batches:
-        yield score_frame(artifact, entity, x)
+    schema = to_arrow_schema(RESULTS[kind])
+    for batch in batches:
+        keys = [batch.column(name) for name in ("entity_id", "ts", "dt")]
+        results = _score_windows(artifact, batch) if kind == "timeseries" else _score_via_pandas(artifact, batch, schema)
+        yield pa.RecordBatch.from_arrays(keys + results, names=["entity_id", "ts", "dt", *schema.names])
 
 
-def score_column(artifact_path: str, entity: Column, x: Column, kind: str = "timeseries", unseen: str = "") -> Column:
-    """A struct column (RESULTS[kind]) scoring samples `x` of `entity` with the artifact at `artifact_path`.
+def _score_via_pandas(artifact: Artifact, batch: pa.RecordBatch, schema: pa.Schema) -> list[pa.Array]:
+    """Images and texts: the per-sample explanations are Python structures anyway; score_frame builds them."""
+    frame = score_frame(artifact, batch.column("entity_id").to_pandas(), batch.column("x").to_pandas())
+    return [pa.array(frame[field.name].tolist(), type=field.type) for field in schema]
 
-    `unseen`: baselines (JSON) of entities the model never saw, fitted by the score job; "" quarantines them.
-    """
 
-    @pandas_udf(RESULTS[kind])
-    def score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from score_batches(batches, artifact_path, unseen)
+def _score_windows(artifact: Artifact, batch: pa.RecordBatch) -> list[pa.Array]:
+    """Score one batch of windows with vectorised input and output conversion (RESULTS order)."""
+    n, shape = batch.num_rows, tuple(artifact.detector.config.input_shape)
+    codes, names, known = _entity_codes(artifact, batch.column("entity_id"))
+    x = batch.column("x")
+    lengths = np.diff(np.asarray(x.offsets))
+    ok = known & (lengths == int(np.prod(shape))) & ~np.asarray(x.is_null())
+    errors = np.where(ok, None, np.where(known, f"bad_shape: expected {int(np.prod(shape))} values", "unknown_entity")).astype(object)
+    rows = np.flatnonzero(ok)
+    samples = _window_samples(artifact, x, rows, codes[rows], names, shape)
+    raw, contributions = artifact.detector.score_and_explain(samples) if len(rows) else (np.zeros(0), np.zeros((0, *shape)))
+    finite = np.isfinite(raw)
+    errors[rows[~finite]] = "non_finite_score"
+    rows, raw, contributions = rows[finite], raw[finite], contributions[finite]
+    calibrated = artifact.calibration.transform(raw)
+    threshold = np.full(len(rows), artifact.calibration.threshold)
+    scored = [_masked(n, rows, v, t) for v, t in ((raw, pa.float64()), (calibrated, pa.float64()), (threshold, pa.float64()),
+                                                   (calibrated > artifact.calibration.threshold, pa.bool_()))]
+    explanations = _window_explanations(n, rows, contributions, list(artifact.detector.config.feature_names))
+    return scored + explanations + [pa.array(errors, pa.string())]
 
-    return score(entity, x)
+
+def _entity_codes(artifact: Artifact, entity: pa.Array) -> tuple[np.ndarray, list, np.ndarray]:
+    """(index of each row's entity among the batch's distinct ones, those entities, whether the model knows each row's)."""
+    encoded = entity.dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    codes = np.asarray(encoded.indices.fill_null(0), dtype=np.int64)
+    known = artifact.baseline.knows(names)[codes] if names else np.zeros(len(entity), dtype=bool)
+    return codes, names, known & ~np.asarray(entity.is_null())
+
+
+def _window_samples(artifact: Artifact, x: pa.Array, rows: np.ndarray, codes: np.ndarray, names: list, shape: tuple) -> np.ndarray:
+    """The windows of `rows` as (m, *shape), in their entities' own units (the arithmetic of score_frame)."""
+    size = int(np.prod(shape))
+    values = np.asarray(x.values)  # the flat float buffer, no copy
+    starts = np.asarray(x.offsets)[:-1][rows]
+    windows = values[starts[:, None] + np.arange(size)].astype(np.float64).reshape((-1, *shape))
+    baseline = artifact.baseline
+    if baseline.is_identity:
+        return windows
+    n_features = len(baseline.features)
+    center = np.array([baseline.centers.get(e, (0.0,) * n_features) for e in names], dtype=np.float64)[codes]
+    scale = np.array([baseline.scales.get(e, (1.0,) * n_features) for e in names], dtype=np.float64)[codes]
+    per_sample = (len(rows),) + (1,) * (windows.ndim - 2) + (n_features,)
+    return ((windows - center.reshape(per_sample)) / scale.reshape(per_sample)).astype(np.float32)
+
+
+def _masked(n: int, rows: np.ndarray, values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A length-n Arrow array of type `kind` holding `values` at `rows` and nulls elsewhere."""
+    full = np.full(n, "" if kind == pa.string() else 0, dtype=object if kind == pa.string() else values.dtype)
+    full[rows] = values
+    mask = np.ones(n, dtype=bool)
+    mask[rows] = False
+    return pa.array(full, type=kind, mask=mask)
+
+
+def _window_explanations(n: int, rows: np.ndarray, contributions: np.ndarray, features: list[str]) -> list[pa.Array]:
+    """top_feature, feature_contributions (a map) and top_step_offsets as Arrow arrays (empty for unscored rows)."""
+    per_feature = contributions.sum(axis=1)
+    shares = (per_feature / np.maximum(per_feature.sum(axis=1, keepdims=True), 1e-300)).round(6)
+    top_feature = _masked(n, rows, np.array(features, dtype=object)[shares.argmax(axis=1)], pa.string())
+    per_step = contributions.sum(axis=2)
+    top = np.argsort(-per_step, axis=1, kind="stable")[:, :TOP_PARTS]
+    offsets = (per_step.shape[1] - 1 - top).astype(np.int32)
+    width = np.zeros(n, dtype=np.int32)
+    width[rows] = len(features)
+    map_offsets = np.concatenate([[0], np.cumsum(width)]).astype(np.int32)
+    keys = pa.array(np.tile(np.array(features, dtype=object), len(rows)), pa.string())
+    contributions_map = pa.MapArray.from_arrays(map_offsets, keys, pa.array(shares.reshape(-1), pa.float64())).cast(WINDOW_ARROW.field("feature_contributions").type)
+    steps = np.zeros(n, dtype=np.int32)
+    steps[rows] = offsets.shape[1]
+    step_offsets = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)), pa.array(offsets.reshape(-1), pa.int32()),
+        type=WINDOW_ARROW.field("top_step_offsets").type,
+    )
+    return [top_feature, contributions_map, step_offsets]

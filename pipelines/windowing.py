@@ -13,7 +13,9 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from pipelines.config import TableConfig
 
@@ -101,8 +103,37 @@ def _out_of_bounds(values: np.ndarray, table: TableConfig) -> np.ndarray:
 
 def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]) -> pd.DataFrame:
     """One entity's raw rows (target and lookback days) -> one outcome row per target-day raw row."""
+    kept, outcome, reason, has_window, flat = _cut(rows.reset_index(drop=True), table, target_days)
+    x: list = [None] * len(kept)
+    for i, row in zip(np.flatnonzero(has_window), flat):
+        x[i] = row
+    return _result(kept, outcome, reason, x)
+
+
+def cut_windows_arrow(data: pa.Table, table: TableConfig, target_days: frozenset[str]) -> pa.Table:
+    """applyInArrow body: as cut_windows, with the windows built as one Arrow list column (no object per row).
+
+    The keys pass through as Arrow arrays; only the numeric columns and timestamps go through pandas.
+    """
+    columns = ["entity_id", "ts", "dt", *table.features]
+    rows = data.select(columns).to_pandas(coerce_temporal_nanoseconds=True)  # the grid arithmetic is in ns
+    kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
+    keep = pa.array(rows["dt"].isin(target_days).to_numpy())
+    size = table.n_inputs
+    offsets = np.concatenate([[0], np.cumsum(has_window * size)]).astype(np.int32)
+    x_type = to_arrow_schema(OUTPUT).field("x").type
+    x = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1), pa.float32()), type=x_type, mask=pa.array(~has_window))
+    details = [REASONS.get(r) if r else None for r in reason]
+    return pa.table(
+        [data.column("entity_id").filter(keep), data.column("ts").filter(keep), x, pa.array(outcome, pa.string()),
+         pa.array(reason, pa.string()), pa.array(details, pa.string()), data.column("dt").filter(keep)],
+        names=[f.name for f in OUTPUT.fields],
+    )
+
+
+def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
+    """(target-day rows, outcome, reason, which of them got a window, the windows (m, length * features) float32)."""
     features = list(table.features)
-    rows = rows.reset_index(drop=True)
     is_target = rows["dt"].isin(target_days).to_numpy()
     n = len(rows)
     outcome = np.full(n, QUARANTINE, dtype=object)
@@ -130,15 +161,16 @@ def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[s
     duplicate[order[1:][np.diff(steps[order]) == 0]] = True
     reason[duplicate], usable[duplicate] = "duplicate_key", False
 
-    x: list = [None] * n
+    has_window = np.zeros(n, dtype=bool)
+    flat = np.zeros((0, table.n_inputs), dtype=np.float32)
     if usable.any():
-        _cut_usable(steps, values, usable, is_target, table, outcome, reason, x)
+        flat = _cut_usable(steps, values, usable, is_target, table, outcome, reason, has_window)
     keep = is_target
-    return _result(rows[keep], outcome[keep], reason[keep], [x[i] for i in np.flatnonzero(keep)])
+    return rows[keep], outcome[keep], reason[keep], has_window[keep], flat
 
 
-def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, reason, x) -> None:
-    """Place usable rows on the grid, fill short gaps, and cut a window at each aligned target row."""
+def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, reason, has_window) -> np.ndarray:
+    """Place usable rows on the grid, fill short gaps, and cut a window at each aligned target row (in row order)."""
     length = table.window.length
     first = steps[usable].min()
     grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
@@ -154,12 +186,12 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     reason[ends[short]] = "insufficient_history"
     ends, position = ends[~short], position[~short]
     if ends.size == 0:
-        return
+        return np.zeros((0, length * values.shape[1]), dtype=np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
     cut = windows[position - length + 1]
     gap = np.isnan(cut).any(axis=(1, 2))
     reason[ends[gap]] = "gap_exceeds_fill_limit"
     outcome[ends[~gap]] = WINDOW
-    flat = cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32)
-    for i, row in zip(ends[~gap], flat):
-        x[i] = row
+    has_window[ends[~gap]] = True
+    # `ends` ascend, so the windows are in row order, as the rows that own them.
+    return cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32)

@@ -64,7 +64,7 @@ def at(frame: pd.DataFrame, row: int, **values) -> pd.DataFrame:
     frame = frame.copy()
     for column, value in values.items():
         if pd.api.types.is_datetime64_any_dtype(frame[column]) and value is not None:
-            value = pd.Timestamp(value)
+            value = pd.Timestamp(value).tz_localize(frame[column].dt.tz) if pd.Timestamp(value).tz is None else pd.Timestamp(value)
         frame.loc[row, column] = value
     return frame
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from datetime import date
 from pathlib import Path
 from typing import Sequence
@@ -16,9 +17,9 @@ from pipelines.baselines import fit_baseline
 from pipelines import schemas
 from pipelines.config import TableConfig
 from pipelines.errors import JobError
-from pipelines.io import read_partitions
+from pipelines.io import parquet_rows, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
-from pipelines.scoring import score_column
+from pipelines.scoring import output_schema, score_arrow_batches
 
 @dataclass(frozen=True)
 class ScoreResult:
@@ -58,8 +59,9 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (f"..{days[-1].isoformat()}" if len(days) > 1 else "")
     step = table.step_seconds
     unseen = _unseen_baselines(features, table, artifact_path)
-    scored = features.withColumn("s", score_column(str(artifact_path), F.col("entity_id"), F.col("x"), table.kind, unseen))
-    scored = scored.select("entity_id", "ts", "dt", "s.*")
+    keys = [features.schema[name] for name in ("entity_id", "ts", "dt")]
+    score = partial(score_arrow_batches, path=str(artifact_path), kind=table.kind, unseen=unseen)
+    scored = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, output_schema(table.kind, keys))
     if table.kind == "timeseries":
         scored = scored.withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
     scored = (
@@ -70,7 +72,8 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     )
     try:
         tally = scored.groupBy("dt", "error").agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a")).collect()
-        rows_by_day = {r["dt"]: r["count"] for r in features.groupBy("dt").count().collect()}
+        # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
+        rows_by_day = {d.isoformat(): parquet_rows(table, d, partition_dir(ctx.lake.features(table.name), dt=d.isoformat())) for d in days}
         result = _accounting(tally, sum(rows_by_day.values()), version)
         if result.scored + sum(result.quarantined.values()) != result.rows_in:
             raise JobError(f"{where}: row accounting does not balance")
