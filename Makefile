@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test install airflow clean evaluate
+.PHONY: demo test install airflow clean evaluate bench
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -38,6 +38,11 @@ evaluate: $(STAMP)
 	for b in $(BENCHMARKS); do \
 	  $(VENV)/bin/anomalake evaluate --benchmark $$b --detector default --out benchmarks/results/evaluate/$$b || exit 1; \
 	done
+
+# The performance goals: Spark jobs against one-process pyarrow + numpy + Keras baselines on generated data, ratios
+# measured in the same run (about 4 minutes on 2 cores; sizes: `$(PY) -m benchmarks.run_all --help`) -> benchmarks/results/perf.json.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
 
 # Airflow on 127.0.0.1 with this repository's DAGs, SQLite metadata under .airflow/, the demo lake:
 # run `make demo` first, then trigger anomalake_nightly_telemetry for a date of the demo (2026-01-15 .. 2026-01-18).

@@ -1,0 +1,113 @@
+"""Training feed throughput: Keras steps/s through the Petastorm feed beside tf.data over the same array in memory.
+
+    .venv/bin/python -m benchmarks.feed --rows 50000 --out /tmp/feed.json
+
+The same small dense autoencoder (64 -> 64 -> 8 -> 64 -> 64, the dense_autoencoder family's widths) trains
+with the same batch size on the same windows: once from pipelines.feeding.open_feed over the features
+DataFrame (what the train job does), once from tf.data.Dataset.from_tensor_slices of a numpy array of them.
+Each trains one warm-up epoch, then one timed epoch of the same number of steps.
+feed_ratio = Petastorm steps/s over in-memory steps/s.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from benchmarks import common
+
+
+def parse_args(argv: list[str] | None = None):
+    """Command-line options."""
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="training windows")
+    parser.add_argument("--entities", type=int, default=100, help="at least this many entities")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size of both feeds (the configured one)")
+    parser.add_argument("--device", default="cpu", help="label of the device the run used (cpu or gpu)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the windows, train through both feeds, print the JSON."""
+    args = parse_args(argv)
+    entities = common.entities_for(args.rows, args.entities)
+    with common.temporary_lake(args.work) as lake, common.PeakRss() as rss:
+        folder = common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
+        ctx = common.job_context(lake)
+        petastorm = petastorm_feed(ctx, args.batch_size)
+        memory = in_memory_feed(folder, args.batch_size)
+        ctx.spark.stop()
+    common.emit({
+        "feed_ratio": round(petastorm["steps_per_s"] / memory["steps_per_s"], 4),
+        "absolute": {"petastorm": petastorm, "in_memory": memory},
+        "peak_rss_mb": rss.peak_mb,
+        "device": args.device,
+        "sizes": {"rows": args.rows, "entities": entities, "batch_size": args.batch_size},
+    }, args.out)
+
+
+def autoencoder(seed: int = 7):
+    """The dense_autoencoder family's layers on 64 inputs (hidden 64, 8), compiled with Adam and MSE."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape=(common.WINDOW,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(common.WINDOW),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model
+
+
+def epoch_times(dataset, steps: int) -> dict[str, Any]:
+    """Fit a fresh model two epochs of `steps` batches; the second (timed) epoch's steps/s."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        """Each epoch's wall seconds into `seconds`."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    seconds: list[float] = []
+    autoencoder().fit(dataset, steps_per_epoch=steps, epochs=2, verbose=0, callbacks=[Clock()])
+    return {"steps": steps, "warmup_epoch_s": round(seconds[0], 3), "epoch_s": round(seconds[1], 3),
+            "steps_per_s": common.rate(steps, seconds[1])}
+
+
+def petastorm_feed(ctx, batch_size: int) -> dict[str, Any]:
+    """Train from pipelines.feeding.open_feed over the features DataFrame (shuffled, repeating, as the train job)."""
+    from pipelines.feeding import open_feed
+    from pipelines.io import read_partitions
+
+    df = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE).select("x")
+    started = time.perf_counter()
+    with open_feed(df, batch_size=batch_size, seed=0) as feed:
+        setup_s = time.perf_counter() - started
+        result = epoch_times(feed.dataset.map(lambda x: (x, x)).repeat(), feed.steps)
+    return {**result, "setup_s": round(setup_s, 3), "rows": feed.rows}
+
+
+def in_memory_feed(folder: Path, batch_size: int) -> dict[str, Any]:
+    """Train from tf.data.Dataset.from_tensor_slices of the same windows as one numpy array (shuffled, repeating)."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    x = np.stack(pq.read_table(folder).column("x").to_numpy()).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=0).batch(batch_size).map(lambda b: (b, b)).repeat()
+    setup_s = time.perf_counter() - started
+    steps = -(-len(x) // batch_size)
+    return {**epoch_times(dataset, steps), "setup_s": round(setup_s, 3), "rows": len(x)}
+
+
+if __name__ == "__main__":
+    main()
