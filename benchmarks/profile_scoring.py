@@ -104,35 +104,17 @@ def count_arrow_rows(batches):
 
 
 def profile_udf(args, lake: Path) -> dict[str, Any]:
-    """Child: cProfiles of the scoring body over the day in Arrow-batch pieces (pandas UDF path; mapInArrow path if any)."""
+    """Child: a cProfile of the score job's mapInArrow body over the day in Arrow-batch pieces."""
     import pyarrow as pa
 
     import pipelines.scoring as ps
 
     path = str(scoring.artifact_path(lake, args.family))
-    artifact = ps.cached_artifact(path)  # one TensorFlow thread, as in a worker
+    ps.cached_artifact(path)  # one TensorFlow thread, as in a worker
     table = pq.read_table(common.features_folder(lake, common.SCORE_DAY))
     table = table.append_column("dt", pa.array([common.SCORE_DAY.isoformat()] * table.num_rows, pa.string()))
     batches = table.to_batches(max_chunksize=common.ARROW_BATCH)
-    arrow_schema = pa.schema([pa.field(f.name, pa_type(f)) for f in ps.RESULT.fields])
-
-    def pandas_path() -> None:
-        """score_frame on pandas batches, then the result to Arrow, as the pandas UDF's worker does."""
-        for batch in batches:
-            frame = batch.select(["entity_id", "x"]).to_pandas()
-            pa.RecordBatch.from_pandas(ps.score_frame(artifact, frame["entity_id"], frame["x"]), schema=arrow_schema, preserve_index=False)
-
-    result = {"pandas_udf": profiled(pandas_path, args.top)}
-    if hasattr(ps, "score_arrow_batches"):
-        result["map_in_arrow"] = profiled(lambda: list(ps.score_arrow_batches(iter(batches), path, "timeseries")), args.top)
-    return result
-
-
-def pa_type(field):
-    """The Arrow type Spark uses for a field of the UDF's result struct."""
-    from pyspark.sql.pandas.types import to_arrow_type
-
-    return to_arrow_type(field.dataType)
+    return {"map_in_arrow": profiled(lambda: list(ps.score_arrow_batches(iter(batches), path, "timeseries")), args.top)}
 
 
 def profile_baseline(args, lake: Path) -> dict[str, Any]:

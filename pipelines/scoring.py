@@ -57,19 +57,6 @@ def cached_artifact(path: str) -> Artifact:
     return _ARTIFACTS[path]
 
 
-def _explanations(contributions: np.ndarray, features: list[str]) -> tuple[list, list, list]:
-    """Per sample: the top feature, each feature's share of the error, the top steps (0 = window end)."""
-    per_feature = contributions.sum(axis=1)
-    shares = per_feature / np.maximum(per_feature.sum(axis=1, keepdims=True), 1e-300)
-    top_feature = [features[i] for i in shares.argmax(axis=1)]
-    share_maps = [dict(zip(features, row.round(6).tolist())) for row in shares]
-    per_step = contributions.sum(axis=2)
-    length = per_step.shape[1]
-    top = np.argsort(-per_step, axis=1, kind="stable")[:, :TOP_PARTS]
-    offsets = [(length - 1 - row).tolist() for row in top]
-    return top_feature, share_maps, offsets
-
-
 def _grid(size: int, parts: int) -> list[np.ndarray]:
     return [block for block in np.array_split(np.arange(size), min(parts, size)) if len(block)]
 
@@ -125,14 +112,11 @@ def _explanation_columns(artifact: Artifact, kind: str, samples: np.ndarray, con
     if kind == "image":
         regions, maps = _image_explanations(contributions)
         return {"top_regions": regions, "error_map": maps}
-    if kind == "text":
-        return {"top_tokens": _text_explanations(artifact.detector, samples, contributions)}
-    top_feature, shares, offsets = _explanations(contributions, list(artifact.detector.config.feature_names))
-    return {"top_feature": top_feature, "feature_contributions": shares, "top_step_offsets": offsets}
+    return {"top_tokens": _text_explanations(artifact.detector, samples, contributions)}
 
 
 def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataFrame:
-    """Score one Arrow batch of samples (windows, images or texts); unusable rows get an error instead of a score."""
+    """Score one batch of images or texts (windows take `_score_windows`); unusable rows get an error, not a score."""
     n, kind = len(x), artifact.meta.get("kind", "timeseries")
     ok, errors = _valid_rows(artifact, kind, x, artifact.baseline.knows(entity.tolist()))
     out = pd.DataFrame({name: [None] * n for name in RESULTS[kind].fieldNames()})
