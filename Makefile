@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test install airflow clean evaluate bench
+.PHONY: demo test install airflow clean evaluate bench package cluster-start cluster-stop
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -21,6 +21,18 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/anomalake demo
+
+# The project's code for a cluster: dist/anomalake-<version>-py3-none-any.whl and the same archive as a .zip for
+# `spark-submit --py-files` or ANOMALAKE_CODE (infra/package.sh).
+package: $(STAMP)
+	infra/package.sh dist
+
+# A standalone cluster on 127.0.0.1 (one master, two workers; infra/cluster.sh), and how to stop it.
+cluster-start: $(STAMP) package
+	infra/cluster.sh start 2
+
+cluster-stop:
+	infra/cluster.sh stop
 
 # Headless Chromium renders the HTML report in tests (Debian's package; needs root or sudo).
 CHROMIUM := /usr/bin/chromium

@@ -6,6 +6,9 @@ tasks, so the model is read from the lake once per worker, never per batch and n
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -53,7 +56,10 @@ def cached_artifact(path: str) -> Artifact:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             pass  # TensorFlow was already initialised in this process; keep its thread pools.
+        started = time.monotonic()
         _ARTIFACTS[path] = load_artifact(Path(path))
+        # One line per Python worker in the executor's log: the model is loaded once per worker, not per batch.
+        print(f"anomalake: Python worker {os.getpid()} loaded {path} in {time.monotonic() - started:.2f} s", file=sys.stderr, flush=True)
     return _ARTIFACTS[path]
 
 

@@ -14,7 +14,7 @@ class Settings:
     """Where the lake is, which Spark master to use, where the public datasets live."""
 
     lake: str
-    master: str
+    master: str  # empty: the one spark-submit was given
     datasets: str
     tables_file: str
     python: str
@@ -22,6 +22,8 @@ class Settings:
     driver_memory: str
     interactive: bool = False  # a terminal, not Airflow: progress bars; otherwise log lines only
     crash_at: str = ""  # fault-injection tests only: a publishing point at which the job kills itself
+    code: str = ""  # the project's code as a zip (`make package`) shipped to executors; empty: they have it installed
+    train_workers: int = 1  # Spark tasks that train one model together (data parallel); 1: the driver trains alone
 
     @property
     def lake_path(self) -> Path:
@@ -34,7 +36,8 @@ def load_settings() -> Settings:
     env = os.environ
     return Settings(
         lake=str(Path(env.get("ANOMALAKE_LAKE", "lake")).resolve()),
-        master=env.get("ANOMALAKE_MASTER", "local[*]"),
+        # Under spark-submit (it starts the JVM and tells Python its port) the master is spark-submit's --master.
+        master=env.get("ANOMALAKE_MASTER") or ("" if "PYSPARK_GATEWAY_PORT" in env else "local[*]"),
         datasets=env.get("ANOMALAKE_DATASETS", str(REPO_ROOT.parent / "shared" / "datasets")),
         tables_file=env.get("ANOMALAKE_TABLES", str(Path(__file__).parent / "conf" / "tables.yml")),
         python=env.get("PYSPARK_PYTHON", sys.executable),
@@ -43,6 +46,8 @@ def load_settings() -> Settings:
         # Airflow sets AIRFLOW_CTX_DAG_ID in every task; a task's log wants lines, not redrawn bars.
         interactive=sys.stdout.isatty() and "AIRFLOW_CTX_DAG_ID" not in env,
         crash_at=env.get("ANOMALAKE_CRASH_AT", ""),
+        code=str(Path(env["ANOMALAKE_CODE"]).resolve()) if env.get("ANOMALAKE_CODE") else "",
+        train_workers=int(env.get("ANOMALAKE_TRAIN_WORKERS", "1")),
     )
 
 

@@ -1,19 +1,23 @@
 """The SparkSession every job uses, configured once from Settings."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import SparkSession
 
+from pipelines.errors import JobError
 from pipelines.settings import Settings, export_spark_environment
 
 
 def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] | None = None) -> SparkSession:
     """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on (plus `extra`)."""
+    if settings.code and not Path(settings.code).is_file():
+        raise JobError(f"ANOMALAKE_CODE={settings.code}: no such file (build it with `make package`)")
     export_spark_environment(settings)
     extra = dict(extra or {})
     java_options = " ".join(["-Duser.timezone=UTC", extra.pop("spark.driver.extraJavaOptions", "")]).strip()
     builder = (
-        SparkSession.builder.master(settings.master)
-        .appName(app)
+        SparkSession.builder.appName(app)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
@@ -28,9 +32,14 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         # Stage progress bars in a terminal; none under Airflow or in logs.
         .config("spark.ui.showConsoleProgress", "true" if settings.interactive else "false")
     )
+    if settings.master:
+        builder = builder.master(settings.master)
     for key, value in extra.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if settings.code:
+        # The standard way to ship Python code: executors put the zip first on their path (not the driver's cwd).
+        spark.sparkContext.addPyFile(settings.code)
     # A session conf, not a launcher property: Petastorm's converter caches its Parquet copy here.
     spark.conf.set("petastorm.spark.converter.parentCacheDirUrl", f"file://{settings.lake_path / '_petastorm_cache'}")
     spark.sparkContext.setLogLevel("ERROR")
