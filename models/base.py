@@ -51,6 +51,7 @@ class Detector(abc.ABC):
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     input_kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
     tiny_params: ClassVar[dict[str, Any]] = {}  # the smallest sizes that still learn (conformance tests)
+    distributable: ClassVar[bool] = False  # fit can run data-parallel inside models.distributed.distributed_training
 
     def __init__(self, config: DetectorConfig):
         if not isinstance(config, self.config_class):

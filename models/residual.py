@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Detector
+from models.base import Detector, iterate_batches
+from models.distributed import model_scope
 from models.training import adapted_normalizer, fit_keras, float_batch, mean_square, seed_everything, with_fixed_scale
 
 
@@ -57,6 +58,8 @@ def ewma(values: np.ndarray, span: int, axis: int = 1) -> np.ndarray:
 class ResidualDetector(Detector):
     """A detector whose score is built from standardised residuals of a Keras reconstruction or forecast."""
 
+    distributable = True  # one Keras model trained by `fit_keras` on the normalised input: see models/distributed.py
+
     @abc.abstractmethod
     def _predict(self, normalized: Any) -> tuple[Any, Any]:
         """Keras tensors (prediction, target) from the normalised input tensor; the residual is their difference."""
@@ -73,15 +76,26 @@ class ResidualDetector(Detector):
         seed_everything(self.config)
         shape = tuple(self.config.input_shape)
         shaped = float_batch(shape)
-        inputs = keras.Input(shape=shape, name="x")
-        prediction, target = self._predict(adapted_normalizer(train, self.config, shaped)(inputs))
-        model = keras.Model(inputs, keras.layers.Subtract(name="residual")([prediction, target]), name=self.family)
-        model.compile(optimizer=keras.optimizers.Adam(self.config.learning_rate), loss="mse")
+        with model_scope():  # the strategy's scope when training is distributed (models/distributed.py)
+            inputs = keras.Input(shape=shape, name="x")
+            prediction, target = self._predict(adapted_normalizer(train, self.config, shaped)(inputs))
+            model = keras.Model(inputs, keras.layers.Subtract(name="residual")([prediction, target]), name=self.family)
+            model.compile(optimizer=keras.optimizers.Adam(self.config.learning_rate), loss="mse")
         residual_shape = tuple(model.output.shape[1:])
         to_xy = lambda x: (shaped(x), tf.zeros((tf.shape(x)[0], *residual_shape)))  # noqa: E731
         self.history_ = fit_keras(model, train, validation, self.config, to_xy)
         self.model_ = with_fixed_scale(model, mean_square(model, train, self.config, shaped), self.family)
         return self
+
+    def residual_mse(self, data: Any) -> float:
+        """The training loss on `data`: the mean squared residual before standardisation (compares two fits)."""
+        self._check_fitted()
+        variance = np.asarray(self.model_.get_layer("residual_scale").get_config()["variance"], dtype=np.float64)
+        total, count = 0.0, 0
+        for x in iterate_batches(data):
+            residual = np.asarray(self.model_(self.as_batch(x), training=False), dtype=np.float64)
+            total, count = total + float((np.square(residual) * variance).sum()), count + residual.size
+        return total / max(count, 1)
 
     def _score_batch(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared standardised residuals of one forward pass, summarised by the family."""

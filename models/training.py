@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from models.base import DetectorConfig
+from models.distributed import current_distribution, without_autoshard
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_x
     """
     import keras
 
+    distribution = current_distribution()
+    if distribution is not None:  # each worker fits on its own shard; the strategy averages the gradients
+        train, validation = distribution.train_shard, distribution.validation_shard
     train_ds = batched(train, config, to_xy)
     val_ds = batched(validation, config, to_xy) if validation is not None else None
     monitor = "val_loss" if val_ds is not None else "loss"
@@ -119,11 +123,17 @@ def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_x
         callbacks.append(EpochProgress.make(config.epochs))
     if _LOG_DIR.get():
         callbacks.append(keras.callbacks.TensorBoard(_LOG_DIR.get(), write_graph=False))
+    if distribution is None:
+        steps = max(steps_per_pass(train, config.batch_size), config.min_steps_per_epoch)
+        validation_steps = steps_per_pass(validation, config.batch_size) if val_ds is not None else None
+    else:  # every worker must take the same number of steps, whatever the size of its shard
+        steps, validation_steps = max(distribution.steps_per_epoch, config.min_steps_per_epoch), distribution.validation_steps
+        train_ds, val_ds = without_autoshard(train_ds), without_autoshard(val_ds) if val_ds is not None else None
     history = model.fit(
         train_ds.repeat(),
-        steps_per_epoch=max(steps_per_pass(train, config.batch_size), config.min_steps_per_epoch),
+        steps_per_epoch=steps,
         validation_data=val_ds.repeat() if val_ds is not None else None,
-        validation_steps=steps_per_pass(validation, config.batch_size) if val_ds is not None else None,
+        validation_steps=validation_steps,
         epochs=config.epochs,
         callbacks=callbacks,
         verbose=1 if config.verbose == 1 else 0,

@@ -34,6 +34,22 @@ def open_feed(
     """
     import tensorflow as tf
 
+    with cached_column(df, column, shuffle, seed) as converter:
+        steps = math.ceil(len(converter) / batch_size)
+        with converter_dataset(converter, column, batch_size, repeat, shuffle, seed) as batches:
+            if repeat:
+                # Keras needs the pass length up front; a generator-backed dataset cannot report it.
+                batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
+            yield Feed(batches, len(converter), steps)
+
+
+@contextmanager
+def cached_column(df: DataFrame, column: str = "x", shuffle: bool = True, seed: int = 0, files: int = 0) -> Iterator[Any]:
+    """Petastorm's Parquet copy of `df[column]` (a picklable converter that Spark tasks can read); deleted after.
+
+    shuffle=True orders the rows by a seeded random key first. files > 0 writes that many files (one row group
+    each at these sizes), so that as many workers can each read a shard of their own.
+    """
     # Petastorm 0.13.1 uses pyarrow's legacy API (pinned on purpose, see DESIGN.md): its warnings are noise.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")
     logging.getLogger("petastorm").setLevel(logging.ERROR)
@@ -42,27 +58,31 @@ def open_feed(
     rows_in = df.select(column)
     if shuffle:
         rows_in = rows_in.orderBy(F.rand(seed))
+    if files:
+        rows_in = rows_in.repartition(files)
     converter = make_spark_converter(rows_in, dtype="float32")
     try:
-        rows = len(converter)
-        if rows == 0:
+        if len(converter) == 0:
             raise ValueError("the feed has no rows")
-        steps = math.ceil(rows / batch_size)
-        with converter.make_tf_dataset(
-            batch_size=batch_size,
-            num_epochs=None if repeat else 1,
-            workers_count=1,
-            shuffle_row_groups=shuffle,
-            seed=seed,
-        ) as dataset:
-            # Numbers reach the model as float32; strings (text tables) pass as they are, for its own vectoriser.
-            batches = dataset.map(lambda batch: _as_model_input(getattr(batch, column)))
-            if repeat:
-                # Keras needs the pass length up front; a generator-backed dataset cannot report it.
-                batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-            yield Feed(batches, rows, steps)
+        yield converter
     finally:
         converter.delete()
+
+
+@contextmanager
+def converter_dataset(
+    converter: Any, column: str, batch_size: int, repeat: bool, shuffle: bool, seed: int, shard: int | None = None, shards: int | None = None
+) -> Iterator[Any]:
+    """A tf.data.Dataset of `column` batches read from the converter's files (shard `shard` of `shards` if given).
+
+    One reader worker and a seeded row-group order: the same files and seed give the same batches.
+    """
+    sharding = {"cur_shard": shard, "shard_count": shards, "shard_seed": seed} if shards else {}
+    with converter.make_tf_dataset(
+        batch_size=batch_size, num_epochs=None if repeat else 1, workers_count=1, shuffle_row_groups=shuffle, seed=seed, **sharding
+    ) as dataset:
+        # Numbers reach the model as float32; strings (text tables) pass as they are, for its own vectoriser.
+        yield dataset.map(lambda batch: _as_model_input(getattr(batch, column)))
 
 
 def _as_model_input(values):

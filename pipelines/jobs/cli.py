@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--start", type=_date, required=True)
     train.add_argument("--end", type=_date, required=True)
     train.add_argument("--candidate", action="store_true", help="do not move CURRENT; print the version for `promote`")
+    train.add_argument("--workers", type=int, help="Spark tasks that train data-parallel on a cluster (default: ANOMALAKE_TRAIN_WORKERS, else 1)")
 
     promote = _command(sub, "promote", "quality-gate a candidate model and move CURRENT to it if it passes")
     promote.add_argument("--detector", required=True, type=_name("detector"))
@@ -185,12 +186,12 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _session(settings: Settings, args: argparse.Namespace):
-    """A job context on a fresh SparkSession named after the command."""
+def _session(settings: Settings, args: argparse.Namespace, extra: dict[str, str] | None = None):
+    """A job context on a fresh SparkSession named after the command (with `extra` Spark properties)."""
     from pipelines.jobs.context import JobContext
     from pipelines.spark import get_spark
 
-    return JobContext(settings, get_spark(settings, f"anomalake-{args.command}"))
+    return JobContext(settings, get_spark(settings, f"anomalake-{args.command}", extra))
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
@@ -214,7 +215,10 @@ def _train(settings: Settings, args: argparse.Namespace) -> None:
 
     table = load_table(settings.tables_file, args.table)
     verbose = 1 if settings.interactive else 2  # a progress bar in a terminal, one line per epoch in logs
-    r = run_train(_session(settings, args), table, args.detector, args.start, args.end, verbose=verbose, promote=not args.candidate)
+    workers = settings.train_workers if args.workers is None else args.workers
+    # A barrier task forms a TensorFlow cluster once per process: each one gets a fresh Python worker.
+    ctx = _session(settings, args, {"spark.python.worker.reuse": "false"} if workers > 1 else None)
+    r = run_train(ctx, table, args.detector, args.start, args.end, verbose=verbose, promote=not args.candidate, workers=workers)
     pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {r.version}"
     print(f"models/{args.detector}/{table.name}/{r.version}: {r.rows_train:,} training windows, {r.rows_holdout:,} held out, threshold {r.threshold:.3f}; {pointer}")
     print(f"candidate version: {r.version}")  # what an orchestrator passes to `promote`

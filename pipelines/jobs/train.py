@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -13,16 +14,20 @@ import models
 from models.artifacts import save_artifact, write_current
 from models.calibration import fit_calibration
 from models.registry import get_family
+from models.residual import ResidualDetector
 from models.scaling import EntityBaseline
 from models.training import training_logs, write_calibration_summary
 from pipelines.baselines import apply_baseline, fit_baseline
 from pipelines.config import DetectorSpec, TableConfig, load_detector
+from pipelines.distributed import train_distributed
 from pipelines.errors import JobError
 from pipelines.feeding import open_feed
 from pipelines.io import day_range, has_data, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
 
 TENSORBOARD_DIR = "_tensorboard"
+DISTRIBUTED_DIR = "_distributed"  # where the chief task of a distributed fit leaves the model for the driver
+log = logging.getLogger("anomalake")
 CALIBRATION_KEYS = ("method", "threshold_z", "risk", "tail_quantile", "quantile", "contamination", "max_threshold")
 
 
@@ -71,6 +76,37 @@ def standardize(train_df: DataFrame, holdout_df: DataFrame, table: TableConfig) 
     return apply_baseline(train_df, baseline, n_features), apply_baseline(holdout_df, baseline, n_features), baseline
 
 
+def training_workers(master: str, detector: models.base.Detector, name: str, wanted: int) -> int:
+    """How many Spark tasks train: `wanted` on a cluster for a family that supports it, else 1 (and why)."""
+    if wanted <= 1:
+        return 1
+    if master.startswith("local"):
+        reason = f"the master is {master}: on one machine training runs in one process"
+    elif not detector.distributable:
+        reason = f"family {detector.family} trains in one process only (see models/distributed.py)"
+    else:
+        return wanted
+    log.warning("detector %s: %d training workers asked for, using 1: %s", name, wanted, reason)
+    return 1
+
+
+def _fit_here(detector: models.base.Detector, train_df: DataFrame, holdout_df: DataFrame, logs) -> int:
+    """Fit in this process on the Petastorm feeds of both sides; the training rows."""
+    batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
+    with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
+        with training_logs(logs):
+            detector.fit(train_feed.dataset, validation=val_feed.dataset)
+        return train_feed.rows
+
+
+def _holdout_loss(detector: models.base.Detector, holdout_df: DataFrame) -> float | None:
+    """The loss a residual family was trained on, over the held-out windows (compares two fits); else None."""
+    if not isinstance(detector, ResidualDetector):
+        return None
+    with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
+        return detector.residual_mse(holdout.dataset)
+
+
 def _training_features(ctx: JobContext, table: TableConfig, start: date, end: date) -> DataFrame:
     """The feature partitions of [start, end] that hold windows (a day of only context or quarantine has none)."""
     root = ctx.lake.features(table.name)
@@ -90,11 +126,13 @@ def run_train(
     spec: DetectorSpec | None = None,
     promote: bool = True,
     entities: tuple[str, ...] = (),
+    workers: int | None = None,
 ) -> TrainResult:
     """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end].
 
     With promote=False the artifact is a candidate: CURRENT stays where it is (`anomalake promote` judges it).
-    `entities`: train on these entities only (known-good ones), default all.
+    `entities`: train on these entities only (known-good ones), default all. `workers` > 1: data-parallel on
+    that many Spark tasks (default: the ANOMALAKE_TRAIN_WORKERS setting), where the master and family allow.
     """
     spec = spec or load_detector(detector_name)
     detector = build_detector(spec, table, verbose)
@@ -104,14 +142,15 @@ def run_train(
     holdout_fraction = float(spec.calibration.get("holdout_fraction", 0.2))
     train_df, holdout_df, cutoff = split_holdout(features.select("entity_id", "ts", "x"), table, holdout_fraction)
     train_df, holdout_df, baseline = standardize(train_df, holdout_df, table)
-    batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
     version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
     root = ctx.lake.models(detector_name, table.name)
     logs = root / TENSORBOARD_DIR / version  # beside the artifacts: tensorboard --logdir <root>/_tensorboard
-    with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
-        with training_logs(logs):
-            detector.fit(train_feed.dataset, validation=val_feed.dataset)
-        rows_train = train_feed.rows
+    wanted = ctx.settings.train_workers if workers is None else workers
+    workers = training_workers(ctx.spark.sparkContext.master, detector, detector_name, wanted)
+    if workers > 1:
+        detector, rows_train = train_distributed(ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs)
+    else:
+        rows_train = _fit_here(detector, train_df, holdout_df, logs)
     with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
         raw = detector.score_samples(holdout.dataset)
     if not np.all(np.isfinite(raw)):
@@ -136,6 +175,8 @@ def run_train(
         "entities": len(baseline.centers),
         "holdout_raw_score_quantiles": {q: float(np.quantile(raw, float(q))) for q in ("0.5", "0.99", "0.999")},
         "history": getattr(detector, "history_", {}),
+        "holdout_loss": _holdout_loss(detector, holdout_df),
+        "training": {"workers": workers, "mode": "data-parallel barrier stage" if workers > 1 else "one process"},
         "run_id": ctx.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(),
     }
