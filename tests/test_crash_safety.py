@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
 import yaml
 
 from conftest import START, TINY_DETECTOR, TINY_TABLE
+from faults import kill_while_writing
 from models.artifacts import write_current
 from pipelines.generate import GenerateSpec, write_generated
 from pipelines.io import day_range
@@ -63,16 +63,6 @@ def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
         env["ANOMALAKE_CRASH_AT"] = crash_at
     args = ["score", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
     return subprocess.Popen([sys.executable, "-m", "pipelines.jobs.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def kill_while_writing(process: subprocess.Popen, staging) -> None:
-    """SIGKILL the job as soon as Spark has started writing staged files (a _temporary folder appears)."""
-    deadline = time.monotonic() + 600
-    while process.poll() is None and time.monotonic() < deadline:
-        if staging.exists() and any(staging.rglob("_temporary")):
-            process.kill()
-            return
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("crash_at", ["writing", "staged", "journaled", "swapping", "swapped"])
