@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -78,6 +79,45 @@ def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
     return rows
 
 
+def footer_counts(folder: Path, columns: list[str]) -> tuple[int, dict[str, int]] | None:
+    """(rows, values per column) of a partition from its Parquet footers' statistics; None where a file has none.
+
+    Saves a pass over the data for the row accounting and the all-null check (Spark and pyarrow write null counts).
+    """
+    rows, values = 0, dict.fromkeys(columns, 0)
+    try:
+        for path in sorted(folder.glob("*.parquet")):
+            meta = pq.read_metadata(path)
+            names = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+            rows += meta.num_rows
+            for group in (meta.row_group(g) for g in range(meta.num_row_groups)):
+                for column in columns:
+                    stats = group.column(names[column]).statistics if column in names else None
+                    if stats is None or not stats.has_null_count:
+                        return None
+                    values[column] += group.num_rows - stats.null_count
+    except (OSError, ValueError):
+        return None
+    return rows, values
+
+
+def footer_schema(folder: Path) -> T.StructType | None:
+    """The Spark schema of a partition's first file, from its footer (no schema-inference job); None when unsure.
+
+    Timestamps without a time zone (INT96 and local timestamps read differently) and all-null columns (typed by
+    Spark's reader) are left to Spark's own inference.
+    """
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    try:
+        arrow = pq.read_schema(min(folder.glob("*.parquet")))
+        if any((pa.types.is_timestamp(f.type) and f.type.tz is None) or pa.types.is_null(f.type) for f in arrow):
+            return None
+        return from_arrow_schema(arrow)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
     """Stop with one line when a configured column is missing or has the wrong type; log extra columns (safe drift)."""
     fields = {f.name: f.dataType for f in schema.fields}
@@ -99,7 +139,8 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
     folder = partition_dir(lake.raw(table), dt=day.isoformat())
     parquet_rows(table, day, folder)
     try:
-        df = spark.read.parquet(str(folder))
+        schema = footer_schema(folder)
+        df = (spark.read.schema(schema) if schema is not None else spark.read).parquet(str(folder))
     except AnalysisException as error:
         raise input_error(table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}") from None
     check_raw_schema(table, day, df.schema)

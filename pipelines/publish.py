@@ -64,16 +64,29 @@ def publish_partitions(
 
     `crash_at` names a point at which the process kills itself (fault-injection tests only).
     """
-    recover(root, keys)
-    stage = staging_root(root, keys) / run_id
+    stage = begin_staging(root, keys, run_id)
     out = df
     for key, value in keys.items():
         out = out.withColumn(key, F.lit(value))
     out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
     if written:  # a run that only empties days (no bad rows this time) needs no Spark job
         out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(stage))
+    commit_staged(root, keys, days, written, run_id, crash_at)
+
+
+def begin_staging(root: Path, keys: dict[str, str], run_id: str) -> Path:
+    """Recover what crashed runs of root/<keys> left, and return this run's staging folder (its days go in dt=D/)."""
+    recover(root, keys)
+    return staging_root(root, keys) / run_id
+
+
+def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written: set[str], run_id: str, crash_at: str = "") -> None:
+    """Publish what this run staged: `written` days replace the live ones, the other `days` are removed."""
+    stage = staging_root(root, keys) / run_id
     stage.mkdir(parents=True, exist_ok=True)
     _crash_if(crash_at, "staged")
+    for temp in stage.rglob(".*.tmp"):  # what task attempts that failed left unfinished (see windowing.TaskFiles)
+        temp.unlink()
     plan = [{"dt": day, "action": "replace" if day in written else "remove"} for day in sorted(set(days))]
     for step in plan:
         if step["action"] == "replace":

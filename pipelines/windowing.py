@@ -9,13 +9,16 @@ Rows of lookback days only feed the grid; they were accounted for by their own d
 from __future__ import annotations
 
 import math
+import os
 from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import types as T
-from pyspark.sql.pandas.types import to_arrow_schema
 
 from pipelines.config import TableConfig
 
@@ -32,16 +35,30 @@ REASONS = {
 # Expected at the start of every table, so it does not count towards the quarantine limit.
 NOT_A_DATA_PROBLEM = ("insufficient_history",)
 
-OUTPUT = T.StructType(
+# What the windows job's tasks send back to Spark: every raw row that did not become a window (quarantined rows
+# one by one) and, per task, one count per day of the windows it wrote and of its context rows.
+TALLY = T.StructType(
     [
         T.StructField("entity_id", T.StringType(), True),
         T.StructField("ts", T.TimestampType(), True),
-        T.StructField("x", T.ArrayType(T.FloatType(), False), True),
         T.StructField("outcome", T.StringType(), False),
         T.StructField("reason", T.StringType(), True),
         T.StructField("detail", T.StringType(), True),
         T.StructField("dt", T.StringType(), False),
+        T.StructField("rows", T.LongType(), False),
     ]
+)
+# The feature files the tasks write (dt is the folder): the column types Spark reads as schemas.FEATURES.
+FEATURE_FILE = pa.schema(
+    [
+        pa.field("entity_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("x", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
+    ]
+)
+ROW_GROUP_ROWS = 65_536  # windows buffered per day before a row group is written
+TALLY_ARROW = pa.schema(
+    [pa.field(f.name, pa.timestamp("us", tz="UTC") if f.name == "ts" else pa.int64() if f.name == "rows" else pa.string(), f.nullable) for f in TALLY.fields]
 )
 
 
@@ -69,6 +86,13 @@ def fill_short_gaps(grid: np.ndarray, limit: int) -> np.ndarray:
         weights = (np.arange(1, end - start + 2) / (end - start + 2))[:, None]
         grid[start : end + 1] = grid[start - 1] + weights * (grid[end + 1] - grid[start - 1])
     return grid
+
+
+def _epoch_days(dt: pd.Series) -> np.ndarray:
+    """Each 'YYYY-MM-DD' partition value as days since 1970-01-01 (parsed once per distinct value)."""
+    codes, values = pd.factorize(dt)
+    days = np.array([(date.fromisoformat(v) - date(1970, 1, 1)).days for v in values], dtype=np.int64)
+    return days[codes]
 
 
 def _grid_steps(ts: pd.Series, step_seconds: int) -> np.ndarray:
@@ -110,25 +134,118 @@ def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[s
     return _result(kept, outcome, reason, x)
 
 
-def cut_windows_arrow(data: pa.Table, table: TableConfig, target_days: frozenset[str]) -> pa.Table:
-    """applyInArrow body: as cut_windows, with the windows built as one Arrow list column (no object per row).
+def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], stage: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over one task's raw rows, sorted by entity: windows -> Parquet files, the rest -> TALLY rows.
 
-    The keys pass through as Arrow arrays; only the numeric columns and timestamps go through pandas.
+    Each entity's rows (target and lookback days) are cut as `_cut` does; its windows go straight to this task's
+    file of their day under `stage` (written by pyarrow, so the window arrays never pass through the JVM), and
+    out come the quarantined rows one by one and, at the end, this task's windows and context rows counted per day.
     """
-    columns = ["entity_id", "ts", "dt", *table.features]
-    rows = data.select(columns).to_pandas(coerce_temporal_nanoseconds=True)  # the grid arithmetic is in ns
-    kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
-    keep = pa.array(rows["dt"].isin(target_days).to_numpy())
-    size = table.n_inputs
-    offsets = np.concatenate([[0], np.cumsum(has_window * size)]).astype(np.int32)
-    x_type = to_arrow_schema(OUTPUT).field("x").type
-    x = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1), pa.float32()), type=x_type, mask=pa.array(~has_window))
+    counts: dict[tuple[str, str], int] = {}
+    with TaskFiles(Path(stage)) as files:
+        for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
+            kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
+            files.add(kept[has_window], flat)
+            for (day, kind), count in pd.Series(outcome).groupby([kept["dt"].to_numpy(), outcome]).size().items():
+                if kind != QUARANTINE:
+                    counts[(day, kind)] = counts.get((day, kind), 0) + int(count)
+            bad = outcome == QUARANTINE
+            if bad.any():
+                yield _tally(kept[bad], outcome[bad], reason[bad])
+    if counts:
+        (days, kinds), n = zip(*counts.keys()), list(counts.values())
+        keys = pd.DataFrame({"entity_id": [None] * len(n), "ts": pd.NaT, "dt": list(days)})
+        yield _tally(keys, np.array(kinds, dtype=object), np.full(len(n), None, dtype=object), np.array(n, dtype=np.int64))
+
+
+def _entities(batches: Iterator[pa.RecordBatch], columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The rows of each entity in turn (the input is sorted by entity, and an entity may span batches)."""
+    carry = None
+    for batch in batches:
+        rows = batch.select(columns).to_pandas(coerce_temporal_nanoseconds=True)  # the grid arithmetic is in ns
+        rows = rows if carry is None else pd.concat([carry, rows], ignore_index=True)
+        key = rows["entity_id"].fillna("").to_numpy(dtype=object)  # null entities form one group (quarantined)
+        starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1, len(rows)]
+        for start, end in zip(starts[:-2], starts[1:-1]):
+            yield rows.iloc[start:end].reset_index(drop=True)
+        carry = rows.iloc[starts[-2]:].reset_index(drop=True)  # the last entity may go on in the next batch
+    if carry is not None and len(carry):
+        yield carry
+
+
+def _tally(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, counts: np.ndarray | None = None) -> pa.RecordBatch:
+    """TALLY rows: keys, outcome, reason and its text, day, and how many raw rows each stands for."""
     details = [REASONS.get(r) if r else None for r in reason]
-    return pa.table(
-        [data.column("entity_id").filter(keep), data.column("ts").filter(keep), x, pa.array(outcome, pa.string()),
-         pa.array(reason, pa.string()), pa.array(details, pa.string()), data.column("dt").filter(keep)],
-        names=[f.name for f in OUTPUT.fields],
-    )
+    columns = [
+        pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(pd.to_datetime(rows["ts"], utc=True)), pa.array(outcome, pa.string()),
+        pa.array(reason, pa.string()), pa.array(details, pa.string()), pa.array(rows["dt"].to_numpy(dtype=object), pa.string()),
+        pa.array(np.ones(len(rows), dtype=np.int64) if counts is None else counts, pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=TALLY_ARROW)
+
+
+class TaskFiles:
+    """This task's feature files under `stage`, one per day: part-<partition>.parquet, written as a hidden temp file
+    and renamed when the task's input is done, so a retried task replaces its files whole (and only its own)."""
+
+    def __init__(self, stage: Path, part: int | None = None, attempt: int | None = None):
+        from pyspark import TaskContext
+
+        context = TaskContext.get()  # inside a Spark task; tests name the partition and attempt themselves
+        self.stage = stage
+        self.part = context.partitionId() if part is None else part
+        self.attempt = context.attemptNumber() if attempt is None else attempt
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def __enter__(self) -> "TaskFiles":
+        return self
+
+    def add(self, rows: pd.DataFrame, flat: np.ndarray) -> None:
+        """Buffer the windows `flat` of `rows` (entity_id, ts, dt); a day's buffer is written as a row group when full."""
+        days = rows["dt"].to_numpy(dtype=object)
+        for day in np.unique(days) if len(rows) else []:
+            pick = days == day
+            self.buffers.setdefault(day, []).append(_feature_rows(rows[pick], flat[pick]))
+            if sum(len(t) for t in self.buffers[day]) >= ROW_GROUP_ROWS:
+                self._flush(day)
+
+    def _flush(self, day: str) -> None:
+        if day not in self.writers:
+            folder = self.stage / f"dt={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # Dictionaries and min/max statistics of window floats cost time and help no reader.
+            self.writers[day] = pq.ParquetWriter(
+                folder / f".part-{self.part:05d}-{self.attempt}.tmp", FEATURE_FILE,
+                use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"],
+            )
+        self.writers[day].write_table(pa.concat_tables(self.buffers.pop(day)), row_group_size=ROW_GROUP_ROWS)
+
+    def __exit__(self, error_type, error, trace) -> None:
+        for day in list(self.buffers):
+            if error_type is None:
+                self._flush(day)
+        for day, writer in self.writers.items():
+            writer.close()
+            temp = self.stage / f"dt={day}" / f".part-{self.part:05d}-{self.attempt}.tmp"
+            if error_type is None:
+                os.replace(temp, temp.with_name(f"part-{self.part:05d}.parquet"))
+            else:
+                temp.unlink(missing_ok=True)
+
+
+def _feature_rows(rows: pd.DataFrame, flat: np.ndarray) -> pa.Table:
+    """FEATURE_FILE rows of windows `flat` (one row each, row order as `rows`)."""
+    size = flat.shape[1]
+    offsets = pa.array(np.arange(0, (len(rows) + 1) * size, size, dtype=np.int32))
+    x = pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), pa.float32()), type=FEATURE_FILE.field("x").type)
+    return pa.Table.from_arrays([pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x], schema=FEATURE_FILE)
+
+
+def _timestamps(ts: pd.Series) -> pa.Array:
+    """Timestamps (UTC, ns in pandas) as Arrow microseconds, without a Python object per value."""
+    nanoseconds = ts.to_numpy(dtype="datetime64[ns]") if ts.dt.tz is None else ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return pa.array(nanoseconds.astype("datetime64[us]"), pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
 
 
 def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
@@ -151,8 +268,7 @@ def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
 
     steps = np.zeros(n, dtype=np.int64)
     steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)
-    snapped_day = pd.to_datetime(steps * table.step_seconds, unit="s").strftime("%Y-%m-%d").to_numpy()
-    outside = usable & (snapped_day != rows["dt"].to_numpy())
+    outside = usable & (steps * table.step_seconds // 86400 != _epoch_days(rows["dt"]))
     reason[outside], usable[outside] = "outside_partition", False
 
     order = np.lexsort((rows["ts"].astype("int64").to_numpy(), steps))

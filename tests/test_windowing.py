@@ -85,3 +85,55 @@ def test_fill_short_gaps_leaves_open_ends_alone():
     grid = np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]])
     filled = windowing.fill_short_gaps(grid.copy(), 2)
     assert np.isnan(filled[0, 0]) and filled[2, 0] == 2.0 and np.isnan(filled[4, 0])
+
+
+def test_entities_come_whole_across_batch_boundaries_with_nulls_as_one_group():
+    import pyarrow as pa
+
+    entity = [None, None, "a", "a", "a", "b", "c", "c"]
+    frame = pd.DataFrame({"entity_id": entity, "ts": pd.date_range("2026-02-03", periods=8, freq="5min", tz="UTC"), "v": range(8)})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    batches = table.to_batches(max_chunksize=3)  # boundaries inside the null group and inside "a" and "c"
+    groups = [(g["entity_id"].iloc[0], g["v"].tolist()) for g in windowing._entities(iter(batches), ["entity_id", "ts", "v"])]
+    assert groups == [(None, [0, 1]), ("a", [2, 3, 4]), ("b", [5]), ("c", [6, 7])]
+
+
+def feature_rows(n: int, entity: str = "e1", day: str = "2026-02-03"):
+    ts = pd.date_range(day, periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame({"entity_id": entity, "ts": ts, "dt": day}), np.arange(n * 4, dtype=np.float32).reshape(n, 4)
+
+
+def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    rows, flat = feature_rows(10)
+    try:
+        with windowing.TaskFiles(tmp_path, part=3, attempt=0) as files:
+            files.add(rows, flat)
+            files._flush("2026-02-03")  # a row group is on disk when the task dies
+            raise RuntimeError("executor lost")
+    except RuntimeError:
+        pass
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a failed attempt left files behind"
+    for attempt in (1, 2):  # the retry, then a second computation of the same partition
+        with windowing.TaskFiles(tmp_path, part=3, attempt=attempt) as files:
+            files.add(rows, flat)
+    written = [p.name for p in (tmp_path / "dt=2026-02-03").iterdir()]
+    assert written == ["part-00003.parquet"]
+    table = pq.read_table(tmp_path / "dt=2026-02-03" / "part-00003.parquet")
+    assert table.schema.equals(windowing.FEATURE_FILE) and table.num_rows == 10
+    assert np.array_equal(np.stack(table.column("x").to_pylist()), flat)
+
+
+def test_windows_counted_but_not_staged_stop_the_job(tmp_path, tiny_table):
+    import pytest
+
+    from pipelines.errors import JobError
+    from pipelines.jobs.windows import _check_staged
+
+    rows, flat = feature_rows(5)
+    with windowing.TaskFiles(tmp_path, part=0, attempt=0) as files:
+        files.add(rows, flat)
+    _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 5}])
+    with pytest.raises(JobError, match="partition dt=2026-02-03: 6 windows counted but 5 staged"):
+        _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 6}])

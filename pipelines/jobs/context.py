@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from pipelines.io import Lake
-from pipelines.publish import publish_partitions
+from pipelines.publish import begin_staging, commit_staged, publish_partitions
 from pipelines.runs import write_run_record
 from pipelines.settings import Settings
 
@@ -29,6 +29,14 @@ class JobContext:
     def publish(self, df, schema, root, keys: dict[str, str], days, written: set[str]) -> None:
         """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see pipelines.publish)."""
         publish_partitions(df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
+
+    def stage(self, root, keys: dict[str, str]):
+        """This run's staging folder for root/<keys>, for tasks that write their own files (after recovery)."""
+        return begin_staging(root, keys, self.run_id)
+
+    def commit(self, root, keys: dict[str, str], days, written: set[str]) -> None:
+        """Publish the days this run staged itself (see `stage`), as `publish` does after its Spark write."""
+        commit_staged(root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
 
     def record(self, table: str, job: str, day: date, record: dict) -> None:
         """Write this run's record for one day (lake/_runs/...; refused when its rows do not balance)."""

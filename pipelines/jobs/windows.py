@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from functools import partial, reduce
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -12,7 +14,7 @@ from pyspark.sql import functions as F
 from pipelines import schemas, windowing
 from pipelines.config import TableConfig
 from pipelines.errors import JobError, input_error
-from pipelines.io import has_data, parquet_rows, partition_dir, read_raw_day, require_raw_days
+from pipelines.io import footer_counts, has_data, parquet_rows, partition_dir, read_raw_day, require_raw_days
 from pipelines.jobs.context import JobContext
 from pipelines.media_features import media_outcomes, output_schema, read_media_day
 
@@ -44,7 +46,7 @@ def _read_inputs(ctx: JobContext, table: TableConfig, days: list[date]) -> DataF
     rows = sum(parquet_rows(table, d, folders[d]) for d in present)
     tasks = max(ctx.settings.shuffle_partitions, math.ceil(rows / ROWS_PER_TASK))
     raw = reduce(DataFrame.unionByName, [read_raw_day(ctx.spark, ctx.lake, table, d) for d in present])
-    return raw.repartition(tasks, "entity_id")  # the grouping below reuses this partitioning (no second shuffle)
+    return raw.repartition(tasks, "entity_id").sortWithinPartitions("entity_id")  # each entity's rows together
 
 
 def _check_quarantine_share(table: TableConfig, result: WindowsResult) -> None:
@@ -56,28 +58,36 @@ def _check_quarantine_share(table: TableConfig, result: WindowsResult) -> None:
         )
 
 
-def _outcomes(ctx: JobContext, table: TableConfig, days: list[date]) -> tuple[DataFrame, DataFrame]:
-    """(raw rows of the target days, one outcome row per raw row): windows of metrics, or decoded samples."""
+def _outcomes(ctx: JobContext, table: TableConfig, days: list[date], stage: Path | None) -> tuple[DataFrame, DataFrame]:
+    """(raw rows of the target days, outcome rows with the raw rows each stands for).
+
+    Metrics: the tasks write the windows into `stage` themselves (pyarrow, no JVM round trip for the arrays)
+    and return the other rows and their counts (windowing.TALLY). Images and texts: one row per raw row, the
+    decoded sample in x.
+    """
     target = frozenset(d.isoformat() for d in days)
-    if table.kind == "timeseries":
+    if stage is not None:
         raw = _read_inputs(ctx, table, days)
-        cut = partial(windowing.cut_windows_arrow, table=table, target_days=target)
-        return raw.where(F.col("dt").isin(*target)), raw.groupBy("entity_id").applyInArrow(cut, windowing.OUTPUT)
+        write = partial(windowing.write_windows_arrow, table=table, target_days=target, stage=str(stage))
+        return raw.where(F.col("dt").isin(*target)), raw.mapInArrow(write, windowing.TALLY)
     require_raw_days(ctx.lake, table, days)
     raw = reduce(DataFrame.unionByName, [read_media_day(ctx.spark, ctx.lake, table, d) for d in days])
-    return raw, raw.mapInPandas(partial(media_outcomes, table=table), output_schema(table))
+    return raw, raw.mapInPandas(partial(media_outcomes, table=table), output_schema(table)).withColumn("rows", F.lit(1).cast("long"))
 
 
-def _rows_by_day(table: TableConfig, raw: DataFrame) -> dict[str, int]:
+def _rows_by_day(ctx: JobContext, table: TableConfig, raw: DataFrame, days: list[date]) -> dict[str, int]:
     """Raw rows per target day; a configured column with no value at all in a day stops the job (a broken contract).
 
     Single nulls are row problems (quarantined); a column that is null throughout means the upstream schema or
-    export broke, and windows of it would all be quarantined under a misleading reason.
+    export broke, and windows of it would all be quarantined under a misleading reason. The counts come from the
+    Parquet footers where they hold null counts, else from a pass over the rows.
     """
     configured = {"entity_id": table.entity, "ts": table.time, **{f: f for f in table.features}}
     if table.kind != "timeseries":
         configured = {"entity_id": table.entity, "value": table.path_column or table.value_column}
-    counts = raw.groupBy("dt").agg(F.count("*").alias("rows"), *[F.count(c).alias(c) for c in configured]).collect()
+    counts = _footer_counts(ctx, table, days, configured)
+    if counts is None:
+        counts = raw.groupBy("dt").agg(F.count("*").alias("rows"), *[F.count(c).alias(c) for c in configured]).collect()
     for r in counts:
         for column, name in configured.items():
             if r["rows"] and r[column] == 0:
@@ -85,14 +95,36 @@ def _rows_by_day(table: TableConfig, raw: DataFrame) -> dict[str, int]:
     return {r["dt"]: r["rows"] for r in counts}
 
 
+def _footer_counts(ctx: JobContext, table: TableConfig, days: list[date], configured: dict[str, str]) -> list[dict] | None:
+    """Per day: {"dt", "rows", <column>: values} from the raw files' footers, as the aggregation gives; None if unknown."""
+    counts = []
+    for day in days:
+        found = footer_counts(partition_dir(ctx.lake.raw(table), dt=day.isoformat()), list(configured.values()))
+        if found is None:
+            return None
+        rows, values = found
+        counts.append({"dt": day.isoformat(), "rows": rows, **{key: values[name] for key, name in configured.items()}})
+    return [c for c in counts if c["rows"]]
+
+
 def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
     """Build the model inputs of `days`: windows of metrics, or decoded images or texts (one run = day by day)."""
-    raw, out = _outcomes(ctx, table, days)
-    rows_by_day = _rows_by_day(table, raw)
+    root = ctx.lake.features(table.name)
+    stage = ctx.stage(root, {}) if table.kind == "timeseries" else None
+    try:
+        return _run_windows(ctx, table, days, stage)
+    finally:
+        if stage is not None and stage.exists():  # a failed run's files; a committed run has moved them already
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: Path | None) -> WindowsResult:
+    raw, out = _outcomes(ctx, table, days, stage)
+    rows_by_day = _rows_by_day(ctx, table, raw, days)
     rows_in = sum(rows_by_day.values())
     out = out.persist()
     try:
-        tally = out.groupBy("dt", "outcome", "reason").count().collect()
+        tally = out.groupBy("dt", "outcome", "reason").agg(F.sum("rows").alias("count")).collect()
         outcomes = {o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)}
         quarantined: dict[str, int] = {}
         for r in tally:
@@ -103,9 +135,12 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
             raise JobError(f"table {table.name}: row accounting does not balance: {result}")
         _check_quarantine_share(table, result)
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
-        features = out.where(F.col("outcome") == windowing.WINDOW)
-        schema = schemas.features_schema(table.kind)
-        ctx.publish(features, schema, ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        if stage is not None:
+            _check_staged(table, stage, tally)
+            ctx.commit(ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        else:
+            features = out.where(F.col("outcome") == windowing.WINDOW)
+            ctx.publish(features, schemas.features_schema(table.kind), ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
         ctx.publish(
             quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
@@ -115,6 +150,16 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
     finally:
         out.unpersist()
     return result
+
+
+def _check_staged(table: TableConfig, stage: Path, tally: list) -> None:
+    """The windows the tasks counted are the rows in their files, day by day (from the Parquet footers)."""
+    for r in tally:
+        if r["outcome"] == windowing.WINDOW:
+            day = date.fromisoformat(r["dt"])
+            on_disk = parquet_rows(table, day, partition_dir(stage, dt=r["dt"]))
+            if on_disk != r["count"]:
+                raise JobError(f"table {table.name}, partition dt={r['dt']}: {r['count']} windows counted but {on_disk} staged")
 
 
 def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, tally: list) -> None:
