@@ -83,8 +83,6 @@ class Gan(Detector):
 
     def fit(self, train: Any, validation: Any = None) -> "Gan":
         """Alternate discriminator and encoder-generator updates for `epochs` passes; fix the score scales."""
-        import keras
-
         seed_everything(self.config)
         shaped = float_batch(tuple(self.config.input_shape))
         nets = self._networks(adapted_normalizer(train, self.config, shaped))

@@ -1,7 +1,6 @@
 """The jobs on a real local[2] SparkSession and real Parquet under tmp_path (the `spark` tier)."""
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import numpy as np
