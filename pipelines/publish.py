@@ -25,6 +25,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -33,6 +35,7 @@ STAGING = "_staging"
 JOURNAL = "_COMMIT.json"
 RUN_MARKER = "_RUN"
 CRASH_POINTS = ("staged", "journaled", "swapping", "swapped")
+ROW_GROUP_ROWS = 65_536  # rows a task buffers per day before it writes a row group
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -96,6 +99,54 @@ def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written
     _apply(root, keys, stage, run_id, plan, crash_at)
     _crash_if(crash_at, "swapped")
     shutil.rmtree(stage)
+
+
+class TaskFiles:
+    """One Spark task's files in a staging folder (see `begin_staging`), one per day: dt=D/part-<partition>.parquet.
+
+    Tasks that write their output with pyarrow (instead of handing rows back to Spark's writer) use this. Each
+    file is written as a hidden temp file and renamed when the task's input is done, so a retried task replaces
+    its own files whole; what a failed attempt leaves is deleted, or skipped by readers and by `commit_staged`.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, part: int | None = None, attempt: int | None = None, **options):
+        from pyspark import TaskContext
+
+        context = TaskContext.get()  # inside a Spark task; tests name the partition and attempt themselves
+        self.folder, self.schema, self.options = folder, schema, options
+        self.part = context.partitionId() if part is None else part
+        self.attempt = context.attemptNumber() if attempt is None else attempt
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def __enter__(self) -> "TaskFiles":
+        return self
+
+    def add(self, day: str, rows: pa.Table) -> None:
+        """Buffer `rows` for the file of `day`; a full buffer is written as a row group."""
+        self.buffers.setdefault(day, []).append(rows)
+        if sum(len(t) for t in self.buffers[day]) >= ROW_GROUP_ROWS:
+            self._flush(day)
+
+    def _temp(self, day: str) -> Path:
+        return self.folder / f"dt={day}" / f".part-{self.part:05d}-{self.attempt}.tmp"
+
+    def _flush(self, day: str) -> None:
+        if day not in self.writers:
+            self._temp(day).parent.mkdir(parents=True, exist_ok=True)
+            self.writers[day] = pq.ParquetWriter(self._temp(day), self.schema, **self.options)
+        self.writers[day].write_table(pa.concat_tables(self.buffers.pop(day)), row_group_size=ROW_GROUP_ROWS)
+
+    def __exit__(self, error_type, error, trace) -> None:
+        for day in list(self.buffers):
+            if error_type is None:
+                self._flush(day)
+        for day, writer in self.writers.items():
+            writer.close()
+            if error_type is None:
+                os.replace(self._temp(day), self._temp(day).with_name(f"part-{self.part:05d}.parquet"))
+            else:
+                self._temp(day).unlink(missing_ok=True)
 
 
 def recover(root: Path, keys: dict[str, str]) -> list[str]:

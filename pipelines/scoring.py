@@ -6,6 +6,7 @@ tasks, so the model is read from the lake once per worker, never per batch and n
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import sys
 import time
@@ -254,3 +255,101 @@ def _window_explanations(n: int, rows: np.ndarray, contributions: np.ndarray, fe
         type=WINDOW_ARROW.field("top_step_offsets").type,
     )
     return [top_feature, contributions_map, step_offsets]
+
+
+# --- The score job's tasks write their rows themselves ------------------------------------------------------
+# Handing scored rows back to Spark costs a conversion into the JVM, a cache and Spark's Parquet writer, about
+# as much again as the model (benchmarks/profile_scoring.py); a task writes its days' files with pyarrow instead
+# and sends Spark only the rows it could not score and its counts.
+
+TALLY = T.StructType(
+    [
+        T.StructField("entity_id", T.StringType(), True),
+        T.StructField("ts", T.TimestampType(), True),
+        T.StructField("dt", T.StringType(), False),
+        T.StructField("error", T.StringType(), True),
+        T.StructField("rows", T.LongType(), False),
+        T.StructField("anomalies", T.LongType(), False),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreFiles:
+    """Where a score task writes and the columns every row shares (picklable: a path and constants)."""
+
+    folder: str  # the run's staging folder down to the keys: the day folders go under it
+    kind: str
+    model_version: str
+    run_id: str
+    scored_at: datetime.datetime  # one time for the whole run, in UTC
+    step_seconds: int
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns of a scores file: the scores table without its partition columns (detector, dt)."""
+        from pipelines.schemas import scores_schema
+
+        fields = [f for f in scores_schema(self.kind).fields if f.name not in ("detector", "dt")]
+        return to_arrow_schema(T.StructType(fields))
+
+
+def write_scores_arrow(batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str, files: ScoreFiles) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: score as `score_arrow_batches`, write the scored rows to this task's files of their days,
+    yield TALLY rows: each row that could not be scored, then per day the rows written and how many are anomalies."""
+    import pyarrow.compute as pc
+
+    from pipelines.publish import TaskFiles
+
+    schema, counts = files.schema, {}
+    with TaskFiles(Path(files.folder), schema) as out:
+        for scored in score_arrow_batches(batches, path, kind, unseen):
+            failed = scored.column("error").is_valid()
+            if pc.any(failed).as_py():
+                bad = scored.filter(failed)
+                yield _tally(bad.column("entity_id"), bad.column("ts"), bad.column("dt"), bad.column("error"), np.ones(bad.num_rows, np.int64), np.zeros(bad.num_rows, np.int64))
+            good = scored.filter(pc.invert(failed))
+            days = good.column("dt").to_numpy(zero_copy_only=False)
+            anomalous = good.column("is_anomaly").to_numpy(zero_copy_only=False)
+            for day in pd.unique(days):
+                pick = days == day
+                out.add(day, _score_rows(good.filter(pa.array(pick)), files, schema))
+                n, a = counts.get(day, (0, 0))
+                counts[day] = (n + int(pick.sum()), a + int(anomalous[pick].sum()))
+    if counts:
+        days = list(counts)
+        size = len(days)
+        yield _tally(pa.nulls(size, pa.string()), pa.nulls(size, pa.timestamp("us", tz="UTC")), pa.array(days, pa.string()), pa.nulls(size, pa.string()),
+                     np.array([counts[d][0] for d in days], np.int64), np.array([counts[d][1] for d in days], np.int64))
+
+
+def _tally(entity, ts, dt, error, rows: np.ndarray, anomalies: np.ndarray) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([entity, ts, dt, error, pa.array(rows), pa.array(anomalies)], schema=TALLY_ARROW)
+
+
+def _score_rows(scored: pa.RecordBatch, files: ScoreFiles, schema: pa.Schema) -> pa.Table:
+    """The scores-file rows of scored rows: their columns, top_steps as timestamps, the run's constant columns."""
+    n = scored.num_rows
+    constants = {
+        "model_version": pa.array([files.model_version] * n, pa.string()),
+        "run_id": pa.array([files.run_id] * n, pa.string()),
+        "scored_at": pa.array([files.scored_at] * n, pa.timestamp("us", tz="UTC")),
+    }
+    if files.kind == "timeseries":
+        constants["top_steps"] = _top_steps(scored.column("ts"), scored.column("top_step_offsets"), files.step_seconds, schema.field("top_steps").type)
+    columns = [constants[f.name] if f.name in constants else scored.column(f.name) for f in schema]
+    return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
+def _top_steps(ts: pa.Array, offsets: pa.ListArray, step_seconds: int, kind: pa.DataType) -> pa.Array:
+    """Each window's top steps as timestamps: its last step minus each offset times the grid step."""
+    import pyarrow.compute as pc
+
+    parents = pc.list_parent_indices(offsets)
+    steps = np.asarray(pc.list_flatten(offsets), dtype=np.int64) * step_seconds * 1_000_000
+    stamps = pc.subtract(pc.take(ts, parents), pa.array(steps, pa.duration("us")))
+    starts = np.asarray(offsets.offsets, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(starts - starts[0]), stamps, type=kind)
+
+
+TALLY_ARROW = to_arrow_schema(TALLY)

@@ -9,7 +9,6 @@ Rows of lookback days only feed the grid; they were accounted for by their own d
 from __future__ import annotations
 
 import math
-import os
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -17,10 +16,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import types as T
 
 from pipelines.config import TableConfig
+from pipelines.publish import TaskFiles
 
 WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
 REASONS = {
@@ -56,7 +55,6 @@ FEATURE_FILE = pa.schema(
         pa.field("x", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
     ]
 )
-ROW_GROUP_ROWS = 65_536  # windows buffered per day before a row group is written
 TALLY_ARROW = pa.schema(
     [pa.field(f.name, pa.timestamp("us", tz="UTC") if f.name == "ts" else pa.int64() if f.name == "rows" else pa.string(), f.nullable) for f in TALLY.fields]
 )
@@ -142,10 +140,11 @@ def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, t
     out come the quarantined rows one by one and, at the end, this task's windows and context rows counted per day.
     """
     counts: dict[tuple[str, str], int] = {}
-    with TaskFiles(Path(stage)) as files:
+    # Dictionaries and min/max statistics of window floats cost time and help no reader.
+    with TaskFiles(Path(stage), FEATURE_FILE, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]) as files:
         for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
             kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
-            files.add(kept[has_window], flat)
+            _add_windows(files, kept[has_window], flat)
             for (day, kind), count in pd.Series(outcome).groupby([kept["dt"].to_numpy(), outcome]).size().items():
                 if kind != QUARANTINE:
                     counts[(day, kind)] = counts.get((day, kind), 0) + int(count)
@@ -164,7 +163,7 @@ def _entities(batches: Iterator[pa.RecordBatch], columns: list[str]) -> Iterator
     for batch in batches:
         rows = batch.select(columns).to_pandas(coerce_temporal_nanoseconds=True)  # the grid arithmetic is in ns
         rows = rows if carry is None else pd.concat([carry, rows], ignore_index=True)
-        key = rows["entity_id"].fillna("").to_numpy(dtype=object)  # null entities form one group (quarantined)
+        key = rows["entity_id"].fillna("\x00").to_numpy(dtype=object)  # null entities form one group (quarantined)
         starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1, len(rows)]
         for start, end in zip(starts[:-2], starts[1:-1]):
             yield rows.iloc[start:end].reset_index(drop=True)
@@ -184,54 +183,12 @@ def _tally(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, counts: 
     return pa.RecordBatch.from_arrays(columns, schema=TALLY_ARROW)
 
 
-class TaskFiles:
-    """This task's feature files under `stage`, one per day: part-<partition>.parquet, written as a hidden temp file
-    and renamed when the task's input is done, so a retried task replaces its files whole (and only its own)."""
-
-    def __init__(self, stage: Path, part: int | None = None, attempt: int | None = None):
-        from pyspark import TaskContext
-
-        context = TaskContext.get()  # inside a Spark task; tests name the partition and attempt themselves
-        self.stage = stage
-        self.part = context.partitionId() if part is None else part
-        self.attempt = context.attemptNumber() if attempt is None else attempt
-        self.buffers: dict[str, list[pa.Table]] = {}
-        self.writers: dict[str, pq.ParquetWriter] = {}
-
-    def __enter__(self) -> "TaskFiles":
-        return self
-
-    def add(self, rows: pd.DataFrame, flat: np.ndarray) -> None:
-        """Buffer the windows `flat` of `rows` (entity_id, ts, dt); a day's buffer is written as a row group when full."""
-        days = rows["dt"].to_numpy(dtype=object)
-        for day in np.unique(days) if len(rows) else []:
-            pick = days == day
-            self.buffers.setdefault(day, []).append(_feature_rows(rows[pick], flat[pick]))
-            if sum(len(t) for t in self.buffers[day]) >= ROW_GROUP_ROWS:
-                self._flush(day)
-
-    def _flush(self, day: str) -> None:
-        if day not in self.writers:
-            folder = self.stage / f"dt={day}"
-            folder.mkdir(parents=True, exist_ok=True)
-            # Dictionaries and min/max statistics of window floats cost time and help no reader.
-            self.writers[day] = pq.ParquetWriter(
-                folder / f".part-{self.part:05d}-{self.attempt}.tmp", FEATURE_FILE,
-                use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"],
-            )
-        self.writers[day].write_table(pa.concat_tables(self.buffers.pop(day)), row_group_size=ROW_GROUP_ROWS)
-
-    def __exit__(self, error_type, error, trace) -> None:
-        for day in list(self.buffers):
-            if error_type is None:
-                self._flush(day)
-        for day, writer in self.writers.items():
-            writer.close()
-            temp = self.stage / f"dt={day}" / f".part-{self.part:05d}-{self.attempt}.tmp"
-            if error_type is None:
-                os.replace(temp, temp.with_name(f"part-{self.part:05d}.parquet"))
-            else:
-                temp.unlink(missing_ok=True)
+def _add_windows(files: TaskFiles, rows: pd.DataFrame, flat: np.ndarray) -> None:
+    """Hand the windows `flat` of `rows` (entity_id, ts, dt) to this task's file of each one's day."""
+    days = rows["dt"].to_numpy(dtype=object)
+    for day in pd.unique(days):
+        pick = days == day
+        files.add(day, _feature_rows(rows[pick], flat[pick]))
 
 
 def _feature_rows(rows: pd.DataFrame, flat: np.ndarray) -> pa.Table:

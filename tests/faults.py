@@ -7,10 +7,10 @@ from pathlib import Path
 
 
 def kill_while_writing(process: subprocess.Popen, staging: Path, timeout_s: float = 600) -> None:
-    """SIGKILL the job as soon as Spark has started writing staged files (a _temporary folder appears)."""
+    """SIGKILL the job as soon as its tasks have started writing staged files (the first file appears there)."""
     deadline = time.monotonic() + timeout_s
     while process.poll() is None and time.monotonic() < deadline:
-        if staging.exists() and any(staging.rglob("_temporary")):
+        if staging.exists() and any(path.is_file() for path in staging.rglob("*")):
             process.kill()
             return
         time.sleep(0.005)

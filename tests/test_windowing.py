@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import windowing
+from pipelines.publish import TaskFiles
 
 TARGET = frozenset({"2026-02-03"})
 
@@ -108,16 +109,16 @@ def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole
 
     rows, flat = feature_rows(10)
     try:
-        with windowing.TaskFiles(tmp_path, part=3, attempt=0) as files:
-            files.add(rows, flat)
+        with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=3, attempt=0) as files:
+            windowing._add_windows(files, rows, flat)
             files._flush("2026-02-03")  # a row group is on disk when the task dies
             raise RuntimeError("executor lost")
     except RuntimeError:
         pass
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a failed attempt left files behind"
     for attempt in (1, 2):  # the retry, then a second computation of the same partition
-        with windowing.TaskFiles(tmp_path, part=3, attempt=attempt) as files:
-            files.add(rows, flat)
+        with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=3, attempt=attempt) as files:
+            windowing._add_windows(files, rows, flat)
     written = [p.name for p in (tmp_path / "dt=2026-02-03").iterdir()]
     assert written == ["part-00003.parquet"]
     table = pq.read_table(tmp_path / "dt=2026-02-03" / "part-00003.parquet")
@@ -132,8 +133,8 @@ def test_windows_counted_but_not_staged_stop_the_job(tmp_path, tiny_table):
     from pipelines.jobs.windows import _check_staged
 
     rows, flat = feature_rows(5)
-    with windowing.TaskFiles(tmp_path, part=0, attempt=0) as files:
-        files.add(rows, flat)
+    with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=0, attempt=0) as files:
+        windowing._add_windows(files, rows, flat)
     _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 5}])
     with pytest.raises(JobError, match="partition dt=2026-02-03: 6 windows counted but 5 staged"):
         _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 6}])

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from functools import partial
-from datetime import date
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +20,8 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import parquet_rows, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
-from pipelines.scoring import output_schema, score_arrow_batches
+from pipelines.publish import partition_path
+from pipelines.scoring import TALLY, ScoreFiles, write_scores_arrow
 
 @dataclass(frozen=True)
 class ScoreResult:
@@ -57,38 +59,14 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     _check_model_fits_table(artifact_path, table, detector)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
     where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (f"..{days[-1].isoformat()}" if len(days) > 1 else "")
-    step = table.step_seconds
     unseen = _unseen_baselines(features, table, artifact_path)
-    keys = [features.schema[name] for name in ("entity_id", "ts", "dt")]
-    score = partial(score_arrow_batches, path=str(artifact_path), kind=table.kind, unseen=unseen)
-    scored = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, output_schema(table.kind, keys))
-    if table.kind == "timeseries":
-        scored = scored.withColumn("top_steps", F.expr(f"transform(top_step_offsets, o -> ts - make_dt_interval(0, 0, 0, o * {step}))"))
-    scored = (
-        scored.withColumn("model_version", F.lit(version))
-        .withColumn("run_id", F.lit(ctx.run_id))
-        .withColumn("scored_at", F.current_timestamp())
-        .persist()
-    )
+    scores_root, keys = ctx.lake.scores(table.name), {"detector": detector}
+    stage = ctx.stage(scores_root, keys)
     try:
-        tally = scored.groupBy("dt", "error").agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a")).collect()
-        # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
-        rows_by_day = {d.isoformat(): parquet_rows(table, d, partition_dir(ctx.lake.features(table.name), dt=d.isoformat())) for d in days}
-        result = _accounting(tally, sum(rows_by_day.values()), version)
-        if result.scored + sum(result.quarantined.values()) != result.rows_in:
-            raise JobError(f"{where}: row accounting does not balance")
-        if result.rows_in and sum(result.quarantined.values()) / result.rows_in > table.max_quarantine_share:
-            raise JobError(f"{where}: {result.quarantined} of {result.rows_in} windows could not be scored")
-        good_days = {r["dt"] for r in tally if r["error"] is None}
-        bad_days = {r["dt"] for r in tally if r["error"] is not None}
-        ok = scored.where(F.col("error").isNull())
-        ctx.publish(ok, schemas.scores_schema(table.kind), ctx.lake.scores(table.name), {"detector": detector}, days, good_days)
-        bad = scored.where(F.col("error").isNotNull()).select(
-            "entity_id", "ts", "run_id", "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
-        )
-        ctx.publish(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
+        tally, rows_by_day = _score_to_stage(ctx, table, detector, days, features, artifact_path, version, unseen, stage, where)
     finally:
-        scored.unpersist()
+        if stage.exists():  # a failed run's files; a committed run has moved them already
+            shutil.rmtree(stage, ignore_errors=True)
     for day in days:
         of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
         partition = f"dt={day.isoformat()}"
@@ -98,7 +76,39 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
                   "outputs": [{"table": f"scores_{table.name}", "partition": f"detector={detector}/{partition}", "rows": of_day.scored},
                               {"table": f"quarantine_{table.name}", "partition": f"job=score_{detector}/{partition}", "rows": sum(of_day.quarantined.values())}]}
         ctx.record(table.name, f"score_{detector}", day, record)
-    return result
+    return _accounting(tally, sum(rows_by_day.values()), version)
+
+
+def _score_to_stage(ctx: JobContext, table: TableConfig, detector: str, days, features: DataFrame, artifact_path: Path,
+                    version: str, unseen: str, stage: Path, where: str) -> tuple[list, dict[str, int]]:
+    """Score in the tasks, which write the scored rows under `stage`; check the counts; publish; (tally, rows in by day)."""
+    keys = {"detector": detector}
+    files = ScoreFiles(str(partition_path(stage, keys, "").parent), table.kind, version, ctx.run_id, datetime.now(timezone.utc), table.step_seconds)
+    score = partial(write_scores_arrow, path=str(artifact_path), kind=table.kind, unseen=unseen, files=files)
+    outcome = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, TALLY).persist()
+    try:
+        tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()
+        # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
+        rows_by_day = {d.isoformat(): parquet_rows(table, d, partition_dir(ctx.lake.features(table.name), dt=d.isoformat())) for d in days}
+        result = _accounting(tally, sum(rows_by_day.values()), version)
+        if result.scored + sum(result.quarantined.values()) != result.rows_in:
+            raise JobError(f"{where}: row accounting does not balance")
+        if result.rows_in and sum(result.quarantined.values()) / result.rows_in > table.max_quarantine_share:
+            raise JobError(f"{where}: {result.quarantined} of {result.rows_in} windows could not be scored")
+        good_days = {r["dt"] for r in tally if r["error"] is None}
+        for r in (r for r in tally if r["error"] is None):
+            on_disk = parquet_rows(table, date.fromisoformat(r["dt"]), partition_path(stage, keys, r["dt"]))
+            if on_disk != r["n"]:
+                raise JobError(f"table {table.name}, partition dt={r['dt']}: {r['n']} rows scored but {on_disk} staged")
+        ctx.commit(ctx.lake.scores(table.name), keys, days, good_days)
+        bad = outcome.where(F.col("error").isNotNull()).select(
+            "entity_id", "ts", F.lit(ctx.run_id).alias("run_id"), "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
+        )
+        bad_days = {r["dt"] for r in tally if r["error"] is not None}
+        ctx.publish(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
+    finally:
+        outcome.unpersist()
+    return tally, rows_by_day
 
 
 def _unseen_baselines(features: DataFrame, table: TableConfig, artifact_path: Path) -> str:
