@@ -12,6 +12,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
+_AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow here
+
+
 @dataclass(frozen=True)
 class Feed:
     """A batched dataset over one column, with its row count and the batches that make one pass."""
@@ -75,14 +78,25 @@ def converter_dataset(
 ) -> Iterator[Any]:
     """A tf.data.Dataset of `column` batches read from the converter's files (shard `shard` of `shards` if given).
 
-    One reader worker and a seeded row-group order: the same files and seed give the same batches.
+    One reader worker and a seeded row-group order: the same files and seed give the same batches. Petastorm
+    reads a row group at a time; the converter's own `make_tf_dataset` then splits every row group into single
+    rows and batches them again one by one, which cost a quarter of the training speed (benchmarks/feed.py).
+    `rebatch` cuts the same batches out of the row groups in one step, so the model sees the same data.
     """
+    from petastorm import make_batch_reader
+    from petastorm.tf_utils import make_petastorm_dataset
+
     sharding = {"cur_shard": shard, "shard_count": shards, "shard_seed": seed} if shards else {}
-    with converter.make_tf_dataset(
-        batch_size=batch_size, num_epochs=None if repeat else 1, workers_count=1, shuffle_row_groups=shuffle, seed=seed, **sharding
-    ) as dataset:
+    reader = make_batch_reader(
+        converter.file_urls, num_epochs=None if repeat else 1, workers_count=1, shuffle_row_groups=shuffle, seed=seed, **sharding
+    )
+    try:
+        dataset = make_petastorm_dataset(reader).rebatch(batch_size).prefetch(_AUTOTUNE)
         # Numbers reach the model as float32; strings (text tables) pass as they are, for its own vectoriser.
         yield dataset.map(lambda batch: _as_model_input(getattr(batch, column)))
+    finally:
+        reader.stop()
+        reader.join()
 
 
 def _as_model_input(values):
