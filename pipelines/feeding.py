@@ -85,13 +85,16 @@ def converter_dataset(
     """
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
+    from tensorflow.python.util import deprecation
 
     sharding = {"cur_shard": shard, "shard_count": shards, "shard_seed": seed} if shards else {}
     reader = make_batch_reader(
         converter.file_urls, num_epochs=None if repeat else 1, workers_count=1, shuffle_row_groups=shuffle, seed=seed, **sharding
     )
     try:
-        dataset = make_petastorm_dataset(reader).rebatch(batch_size).prefetch(_AUTOTUNE)
+        with deprecation.silence():  # Petastorm 0.13.1 calls from_generator the deprecated way: a warning per train job
+            dataset = make_petastorm_dataset(reader)
+        dataset = dataset.rebatch(batch_size).prefetch(_AUTOTUNE)
         # Numbers reach the model as float32; strings (text tables) pass as they are, for its own vectoriser.
         yield dataset.map(lambda batch: _as_model_input(getattr(batch, column)))
     finally:
