@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -33,9 +34,11 @@ from pyspark.sql import types as T
 
 STAGING = "_staging"
 JOURNAL = "_COMMIT.json"
+OWNER = "_OWNER"  # in a run's staging folder: the file whose lock says that the run is alive
 RUN_MARKER = "_RUN"
 CRASH_POINTS = ("staged", "journaled", "swapping", "swapped")
 ROW_GROUP_ROWS = 65_536  # rows a task buffers per day before it writes a row group
+_HELD: dict[str, int] = {}  # this process's staging folders -> the descriptor that holds each one's lock
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -72,15 +75,48 @@ def publish_partitions(
     for key, value in keys.items():
         out = out.withColumn(key, F.lit(value))
     out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
-    if written:  # a run that only empties days (no bad rows this time) needs no Spark job
-        out.write.mode("overwrite").partitionBy(*keys, "dt").parquet(str(stage))
-    commit_staged(root, keys, days, written, run_id, crash_at)
+    try:
+        if written:  # a run that only empties days (no bad rows this time) needs no Spark job
+            # append: the folder already holds this run's _OWNER lock, which an overwrite would delete
+            out.write.mode("append").partitionBy(*keys, "dt").parquet(str(stage))
+        commit_staged(root, keys, days, written, run_id, crash_at)
+    finally:
+        end_staging(stage)
 
 
 def begin_staging(root: Path, keys: dict[str, str], run_id: str) -> Path:
-    """Recover what crashed runs of root/<keys> left, and return this run's staging folder (its days go in dt=D/)."""
+    """Recover what crashed runs of root/<keys> left; create this run's staging folder (days go in dt=D/) and hold
+    its lock, so that a run of the same table started meanwhile (a backfill's next day) leaves it alone."""
     recover(root, keys)
-    return staging_root(root, keys) / run_id
+    stage = staging_root(root, keys) / run_id
+    stage.mkdir(parents=True, exist_ok=True)
+    lock = os.open(stage / OWNER, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released by end_staging, or by the kernel when this process dies
+    _HELD[str(stage)] = lock
+    return stage
+
+
+def end_staging(stage: Path) -> None:
+    """Delete what is left of this run's staging folder and let go of its lock (after a commit or a failure)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    lock = _HELD.pop(str(stage), None)
+    if lock is not None:
+        os.close(lock)
+
+
+def _owner_alive(stage: Path) -> bool:
+    """Whether the run that staged here still runs: its process holds the _OWNER lock (a flock dies with it)."""
+    path = stage / OWNER
+    if not path.exists():
+        return False
+    probe = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)  # also lets go of the lock if the probe took it
+    return False
 
 
 def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written: set[str], run_id: str, crash_at: str = "") -> None:
@@ -98,7 +134,7 @@ def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written
     _crash_if(crash_at, "journaled")
     _apply(root, keys, stage, run_id, plan, crash_at)
     _crash_if(crash_at, "swapped")
-    shutil.rmtree(stage)
+    end_staging(stage)
 
 
 class TaskFiles:
@@ -156,6 +192,8 @@ def recover(root: Path, keys: dict[str, str]) -> list[str]:
         return []
     handled = []
     for stage in sorted(p for p in parent.iterdir() if p.is_dir()):
+        if _owner_alive(stage):  # another run, still going: its staging is not debris
+            continue
         journal = stage / JOURNAL
         if journal.exists():
             entry = json.loads(journal.read_text())

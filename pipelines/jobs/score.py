@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from functools import partial
@@ -20,7 +19,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import parquet_rows, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
-from pipelines.publish import partition_path
+from pipelines.publish import end_staging, partition_path
 from pipelines.scoring import TALLY, ScoreFiles, write_scores_arrow
 
 @dataclass(frozen=True)
@@ -65,8 +64,8 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     try:
         tally, rows_by_day = _score_to_stage(ctx, table, detector, days, features, artifact_path, version, unseen, stage, where)
     finally:
-        if stage.exists():  # a failed run's files; a committed run has moved them already
-            shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:  # a failed run's files and its lock (a committed run has moved the files)
+            end_staging(stage)
     for day in days:
         of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
         partition = f"dt={day.isoformat()}"

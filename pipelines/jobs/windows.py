@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from functools import partial, reduce
@@ -16,6 +15,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError, input_error
 from pipelines.io import footer_counts, has_data, parquet_rows, partition_dir, read_raw_day, require_raw_days
 from pipelines.jobs.context import JobContext
+from pipelines.publish import end_staging
 from pipelines.media_features import media_outcomes, output_schema, read_media_day
 
 
@@ -114,8 +114,8 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
     try:
         return _run_windows(ctx, table, days, stage)
     finally:
-        if stage is not None and stage.exists():  # a failed run's files; a committed run has moved them already
-            shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:  # a failed run's files and its lock (a committed run has moved the files)
+            end_staging(stage)
 
 
 def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: Path | None) -> WindowsResult:
