@@ -109,7 +109,10 @@ def _owner_alive(stage: Path) -> bool:
     path = stage / OWNER
     if not path.exists():
         return False
-    probe = os.open(path, os.O_RDWR)
+    try:
+        probe = os.open(path, os.O_RDWR)
+    except FileNotFoundError:  # its run finished a moment ago and is deleting the folder itself
+        return True
     try:
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -124,7 +127,7 @@ def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written
     stage = staging_root(root, keys) / run_id
     stage.mkdir(parents=True, exist_ok=True)
     _crash_if(crash_at, "staged")
-    for temp in stage.rglob(".*.tmp"):  # what task attempts that failed left unfinished (see windowing.TaskFiles)
+    for temp in stage.rglob(".*.tmp"):  # what task attempts that failed left unfinished (see TaskFiles)
         temp.unlink()
     plan = [{"dt": day, "action": "replace" if day in written else "remove"} for day in sorted(set(days))]
     for step in plan:
