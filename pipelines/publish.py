@@ -140,6 +140,19 @@ def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written
     end_staging(stage)
 
 
+def check_staged(table, stage: Path, keys: dict[str, str], counts: dict[str, int], noun: str) -> None:
+    """Each day's staged files hold (by their footers) the rows the tasks counted for it; else the job stops."""
+    from datetime import date
+
+    from pipelines.errors import JobError
+    from pipelines.io import parquet_rows
+
+    for day, counted in counts.items():
+        on_disk = parquet_rows(table, date.fromisoformat(day), partition_path(stage, keys, day))
+        if on_disk != counted:
+            raise JobError(f"table {table.name}, partition dt={day}: {counted} {noun} counted but {on_disk} staged")
+
+
 class TaskFiles:
     """One Spark task's files in a staging folder (see `begin_staging`), one per day: dt=D/part-<partition>.parquet.
 

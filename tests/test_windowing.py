@@ -130,11 +130,11 @@ def test_windows_counted_but_not_staged_stop_the_job(tmp_path, tiny_table):
     import pytest
 
     from pipelines.errors import JobError
-    from pipelines.jobs.windows import _check_staged
+    from pipelines.publish import check_staged
 
     rows, flat = feature_rows(5)
     with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=0, attempt=0) as files:
         windowing._add_windows(files, rows, flat)
-    _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 5}])
+    check_staged(tiny_table, tmp_path, {}, {"2026-02-03": 5}, "windows")
     with pytest.raises(JobError, match="partition dt=2026-02-03: 6 windows counted but 5 staged"):
-        _check_staged(tiny_table, tmp_path, [{"dt": "2026-02-03", "outcome": windowing.WINDOW, "count": 6}])
+        check_staged(tiny_table, tmp_path, {}, {"2026-02-03": 6}, "windows")

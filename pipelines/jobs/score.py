@@ -19,7 +19,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError
 from pipelines.io import parquet_rows, partition_dir, read_partitions
 from pipelines.jobs.context import JobContext
-from pipelines.publish import end_staging, partition_path
+from pipelines.publish import check_staged, end_staging, partition_path
 from pipelines.scoring import TALLY, ScoreFiles, write_scores_arrow
 
 @dataclass(frozen=True)
@@ -64,8 +64,7 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     try:
         tally, rows_by_day = _score_to_stage(ctx, table, detector, days, features, artifact_path, version, unseen, stage, where)
     finally:
-        if stage is not None:  # a failed run's files and its lock (a committed run has moved the files)
-            end_staging(stage)
+        end_staging(stage)  # a failed run's files and its lock (a committed run has moved the files)
     for day in days:
         of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
         partition = f"dt={day.isoformat()}"
@@ -95,10 +94,7 @@ def _score_to_stage(ctx: JobContext, table: TableConfig, detector: str, days, fe
         if result.rows_in and sum(result.quarantined.values()) / result.rows_in > table.max_quarantine_share:
             raise JobError(f"{where}: {result.quarantined} of {result.rows_in} windows could not be scored")
         good_days = {r["dt"] for r in tally if r["error"] is None}
-        for r in (r for r in tally if r["error"] is None):
-            on_disk = parquet_rows(table, date.fromisoformat(r["dt"]), partition_path(stage, keys, r["dt"]))
-            if on_disk != r["n"]:
-                raise JobError(f"table {table.name}, partition dt={r['dt']}: {r['n']} rows scored but {on_disk} staged")
+        check_staged(table, stage, keys, {r["dt"]: r["n"] for r in tally if r["error"] is None}, "scored rows")
         ctx.commit(ctx.lake.scores(table.name), keys, days, good_days)
         bad = outcome.where(F.col("error").isNotNull()).select(
             "entity_id", "ts", F.lit(ctx.run_id).alias("run_id"), "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")

@@ -15,7 +15,7 @@ from pipelines.config import TableConfig
 from pipelines.errors import JobError, input_error
 from pipelines.io import footer_counts, has_data, parquet_rows, partition_dir, read_raw_day, require_raw_days
 from pipelines.jobs.context import JobContext
-from pipelines.publish import end_staging
+from pipelines.publish import check_staged, end_staging
 from pipelines.media_features import media_outcomes, output_schema, read_media_day
 
 
@@ -136,7 +136,7 @@ def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: P
         _check_quarantine_share(table, result)
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
         if stage is not None:
-            _check_staged(table, stage, tally)
+            check_staged(table, stage, {}, {r["dt"]: r["count"] for r in tally if r["outcome"] == windowing.WINDOW}, "windows")
             ctx.commit(ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
         else:
             features = out.where(F.col("outcome") == windowing.WINDOW)
@@ -150,16 +150,6 @@ def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: P
     finally:
         out.unpersist()
     return result
-
-
-def _check_staged(table: TableConfig, stage: Path, tally: list) -> None:
-    """The windows the tasks counted are the rows in their files, day by day (from the Parquet footers)."""
-    for r in tally:
-        if r["outcome"] == windowing.WINDOW:
-            day = date.fromisoformat(r["dt"])
-            on_disk = parquet_rows(table, day, partition_dir(stage, dt=r["dt"]))
-            if on_disk != r["count"]:
-                raise JobError(f"table {table.name}, partition dt={r['dt']}: {r['count']} windows counted but {on_disk} staged")
 
 
 def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, tally: list) -> None:
