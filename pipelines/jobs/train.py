@@ -153,6 +153,8 @@ def run_train(
         rows_train = _fit_here(detector, train_df, holdout_df, logs)
     with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
         raw = detector.score_samples(holdout.dataset)
+    if len(raw) != holdout.rows:  # calibrating on part of the held-out rows would go unnoticed
+        raise JobError(f"table {table.name}: detector {detector_name} scored {len(raw)} of {holdout.rows} held-out windows; not promoted")
     if not np.all(np.isfinite(raw)):
         raise JobError(f"table {table.name}: detector {detector_name} gave non-finite held-out scores; not promoted")
     calibration = fit_calibration(raw, **{k: v for k, v in spec.calibration.items() if k in CALIBRATION_KEYS})
