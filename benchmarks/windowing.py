@@ -10,8 +10,8 @@ windows job reads the previous day for the first windows). pipelines.jobs.window
 pyarrow, sorts by entity and time, cuts the same windows with numpy (sliding_window_view, skipping windows
 over gaps, duplicates or non-finite values) and writes the same features Parquet, one file per day.
 windowing_ratio = Spark raw rows/s over baseline raw rows/s. The nightly path is `anomalake windows` then
-`anomalake score` (dense_autoencoder, trained on a small separate day) of the last target day, each in its
-own process as the nightly DAG runs them.
+`anomalake score` (dense_autoencoder, trained on a small separate day) over all the target days' raw rows,
+each in its own process as the nightly DAG runs them.
 """
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         spark = spark_windows(lake, plan, args.epochs, shuffle_partitions(plan.rows_in))
         if spark["windows"] != baseline["windows"]:
             raise RuntimeError(f"Spark wrote {spark['windows']} windows, the baseline {baseline['windows']}")
-        nightly = nightly_path(lake, plan.days[-1])
+        nightly = nightly_path(lake, plan, shuffle_partitions(plan.rows_in))
+        if nightly["scored_windows"] != spark["windows"]:
+            raise RuntimeError(f"the nightly path scored {nightly['scored_windows']} windows, the windows job wrote {spark['windows']}")
     spark_rps, base_rps = common.rate(plan.rows_in, spark["seconds"]), common.rate(plan.rows_in, baseline["total_s"])
     common.emit({
         "windowing_ratio": round(spark_rps / base_rps, 4),
@@ -198,20 +200,24 @@ def spark_windows(lake: Path, plan: RawPlan, epochs: int, partitions: int) -> di
             "quarantined": result.quarantined, "train_s": round(train_s, 3), "shuffle_partitions": partitions, "peak_rss_mb": rss.peak_mb}
 
 
-def nightly_path(lake: Path, day: date) -> dict[str, Any]:
-    """`anomalake windows` then `anomalake score` of one day, each a fresh process (local[2]); wall seconds."""
+def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
+    """`anomalake windows` then `anomalake score` over every target day, each a fresh process (local[2]); wall seconds.
+
+    The issue's nightly goal is features + score over 10,000,000 raw rows: the CLI as the DAG calls it, over the
+    same raw rows the windowing ratio measures, with the windowing job's shuffle partitions.
+    """
     tables = lake.parent / "tables.yml"
     tables.write_text(yaml.safe_dump({common.TABLE: common.table_entry()}))
-    env = {**os.environ, "ANOMALAKE_TABLES": str(tables)}
+    env = {**os.environ, "ANOMALAKE_TABLES": str(tables), "ANOMALAKE_SHUFFLE_PARTITIONS": str(partitions)}
     cli = [sys.executable, "-m", "pipelines.jobs.cli", "--lake", str(lake), "--master", "local[2]"]
+    days = ["--start", plan.days[0].isoformat(), "--end", plan.days[-1].isoformat()]
     seconds = {}
     for job, extra in (("windows", []), ("score", ["--detector", NIGHTLY_DETECTOR])):
-        command = [*cli, job, "--table", common.TABLE, "--date", day.isoformat(), *extra]
+        command = [*cli, job, "--table", common.TABLE, *days, *extra]
         _, seconds[job] = common.timed(subprocess.run, command, cwd=common.REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    rows = pq.ParquetDataset(raw_folder(lake, day)).read(columns=["ts"]).num_rows
-    return {"seconds": round(sum(seconds.values()), 3), "rows": rows, "day": day.isoformat(),
+    scored = pq.ParquetDataset(lake / "scores" / common.TABLE / f"detector={NIGHTLY_DETECTOR}").read(columns=["score"]).num_rows
+    return {"seconds": round(sum(seconds.values()), 3), "rows": plan.rows_in, "scored_windows": scored, "days": len(plan.days),
             "jobs_s": {k: round(v, 3) for k, v in seconds.items()}}
-
 
 if __name__ == "__main__":
     main()
