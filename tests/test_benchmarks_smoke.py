@@ -20,7 +20,7 @@ SMALL = ["--entities", "20", "--train-windows", "1000"]
 TINY = {
     "scoring": ["--rows", "2000", "--families", "dense_autoencoder", *SMALL],
     "windowing": ["--rows", "2000", *SMALL],
-    "feed": ["--rows", "2000", "--entities", "20"],
+    "feed": ["--rows", "2000", "--entities", "20", "--rounds", "2"],
     "scaling": ["--rows", "2000", *SMALL],
 }
 KEYS = {
@@ -77,6 +77,8 @@ def test_benchmark_writes_its_keys(name, results, tmp_path):
         assert result["windowing_ratio"] > 0 and result["nightly_rows"] == result["sizes"]["rows"], "the nightly path covers every raw row"
     if name in ("feed", "scaling"):
         assert result["feed_ratio" if name == "feed" else "scaling_4x"] > 0
+    if name == "feed":
+        assert len(result["absolute"]["petastorm"]["rounds_steps_per_s"]) == 2 and result["absolute"]["feed_ratio_shuffled_once"] > 0
 
 
 def test_run_all_composes_perf_json(results, tmp_path):
@@ -93,3 +95,22 @@ def test_run_all_composes_perf_json(results, tmp_path):
         assert "GPU variant skipped: " in done.stdout
     else:
         assert perf["gpu"]["scoring_ratio"] and perf["gpu"]["feed_ratio"] > 0
+
+
+def test_the_feed_profile_reports_every_dataset(tmp_path):
+    out = tmp_path / "profile_feed.json"
+    run("profile_feed", ["--rows", "2000", "--entities", "20", "--rounds", "1", "--out", str(out)], tmp_path / "work")
+    result = json.loads(out.read_text())
+    datasets = {"petastorm", "in_memory", "in_memory_shuffled_once", "feed_steps_without_petastorm"}
+    assert set(result["steps_per_s"]) == datasets and all(v > 0 for v in result["steps_per_s"].values())
+    assert result["ratio_to_in_memory_shuffled_once"]["in_memory_shuffled_once"] == 1.0
+    assert 0 < result["sizes"]["row_group_rows"] <= 2000
+
+
+def test_the_scoring_profile_reports_every_phase(tmp_path):
+    out = tmp_path / "profile_scoring.json"
+    run("profile_scoring", ["--rows", "2000", "--entities", "20", "--top", "3", "--out", str(out)], tmp_path / "work")
+    result = json.loads(out.read_text())
+    assert set(result) >= {"spark", "udf", "baseline"}
+    assert positive_numbers(result["spark"], "spark") == [] and result["spark"]["whole_job"] > 0
+    assert len(result["udf"]["map_in_arrow"]["top_own"]) == 3 and result["baseline"]["seconds"] > 0
