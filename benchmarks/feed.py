@@ -137,5 +137,6 @@ def in_memory_feed(folder: Path, batch_size: int, reshuffle: bool = True) -> dic
     steps = -(-len(x) // batch_size)
     return {**epoch_times(dataset, steps), "setup_s": round(setup_s, 3), "rows": len(x)}
 
+
 if __name__ == "__main__":
     main()

@@ -219,5 +219,6 @@ def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
     return {"seconds": round(sum(seconds.values()), 3), "rows": plan.rows_in, "scored_windows": scored, "days": len(plan.days),
             "jobs_s": {k: round(v, 3) for k, v in seconds.items()}}
 
+
 if __name__ == "__main__":
     main()

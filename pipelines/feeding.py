@@ -114,8 +114,8 @@ class MatrixResultsReader:
       the ventilator still running in its own thread. When the ventilator hands out the last row groups between
       the two reads, a single pass (num_epochs=1) ends early and those row groups are silently lost: 4 of 8 in
       about a third of the passes over one file (tests/test_feeding.py). It hands out 4 row groups at a time, so
-      a pass over more than 4 can lose some. After the pool says it is empty, this
-      reader checks again that every handed-out row group was read, and reads on if not.
+      a pass over more than 4 can lose some. After the pool says it is empty, this reader checks again that
+      every handed-out row group was read, and reads on if not.
     - It makes a list column a matrix by `np.vstack` over one NumPy array per row, under the GIL that Keras's
       step loop needs on the same cores: training through the feed ran at 0.83 of the in-memory speed
       (benchmarks/feed.py). `arrow_to_numpy` flattens the column instead.
