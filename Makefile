@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test install airflow clean evaluate bench package cluster-start cluster-stop
+.PHONY: demo test lint install airflow clean evaluate bench package cluster-start cluster-stop
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -42,6 +42,12 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest --durations=10
+
+# The tree stays clean (ruff: pyflakes, pycodestyle, import order, 120 columns) and the layering holds
+# (import-linter's contracts in pyproject.toml); .ci/run runs both.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # The evaluation goals: every public benchmark with the default detector beside its baselines (about 40 minutes
 # on 2 cores). Tables and results.json under benchmarks/results/evaluate/<benchmark>/ (only results.md is kept in git).

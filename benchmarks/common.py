@@ -62,14 +62,14 @@ def table_entry() -> dict[str, Any]:
 
 def bench_table():
     """The benchmark table as a TableConfig."""
-    from pipelines.config import parse_table
+    from anomalake.pipelines.config import parse_table
 
     return parse_table(TABLE, table_entry())
 
 
 def detector_spec(family: str, epochs: int):
     """The family's configured detector (conf/detectors/<family>.yml) with its epochs cut to `epochs`."""
-    from pipelines.config import load_detector
+    from anomalake.pipelines.config import load_detector
 
     spec = load_detector(family)
     return dataclasses.replace(spec, params={**spec.params, "epochs": epochs})
@@ -183,15 +183,15 @@ def write_training_day(lake: Path, windows: int, entities: int, seed: int) -> Pa
 
 def bench_settings(lake: Path, **overrides: Any):
     """The environment's settings with the benchmark lake, master local[2], no progress bars (and `overrides`)."""
-    from pipelines.settings import load_settings
+    from anomalake.pipelines.settings import load_settings
 
     return dataclasses.replace(load_settings(), lake=str(lake), master="local[2]", interactive=False, **overrides)
 
 
 def job_context(lake: Path, **overrides: Any):
     """A JobContext on a local[2] SparkSession over `lake` (settings `overrides`, e.g. shuffle_partitions)."""
-    from pipelines.jobs.context import JobContext
-    from pipelines.spark import get_spark
+    from anomalake.pipelines.lake.context import JobContext
+    from anomalake.pipelines.spark import get_spark
 
     settings = bench_settings(lake, **overrides)
     return JobContext(settings, get_spark(settings, "anomalake-bench"))
@@ -199,7 +199,7 @@ def job_context(lake: Path, **overrides: Any):
 
 def train_model(ctx, family: str, epochs: int) -> str:
     """Train `family` on the training day (configured params, `epochs` epochs) and promote it; its folder."""
-    from pipelines.jobs.train import run_train
+    from anomalake.pipelines.training.job import run_train
 
     result = run_train(ctx.with_new_run(), bench_table(), family, TRAIN_DAY, TRAIN_DAY, verbose=0, spec=detector_spec(family, epochs))
     return result.path

@@ -1,24 +1,19 @@
 """Detection quality of detector families on public data, beside a PCA-reconstruction baseline in the same run.
 
-    .venv/bin/python benchmarks/detector_quality.py --dataset asd --detector lstm_forecaster,dense_autoencoder
-    .venv/bin/python benchmarks/detector_quality.py --dataset mnist --detector conv_autoencoder --epochs 5
+    .venv/bin/python -m benchmarks.detector_quality --dataset asd --detector lstm_forecaster,dense_autoencoder
+    .venv/bin/python -m benchmarks.detector_quality --dataset mnist --detector conv_autoencoder --epochs 5
 
-The protocols are those of pipelines/quality.py. Prints the mean ROC-AUC per detector and writes the
+The protocols are those of anomalake.pipelines.evaluation.one_class. Prints the mean ROC-AUC per detector and writes the
 whole report (per entity or class, wall times) as JSON to --out.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pipelines.quality import evaluate  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
+from anomalake.pipelines.evaluation.one_class import evaluate
+from anomalake.pipelines.settings import load_settings
 
 
 def main() -> None:

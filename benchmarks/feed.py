@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.feed --rows 50000 --out /tmp/feed.json
 
 The same small dense autoencoder (64 -> 64 -> 8 -> 64 -> 64, the dense_autoencoder family's widths) trains
-with the same batch size on the same windows: once from pipelines.feeding.open_feed over the features
+with the same batch size on the same windows: once from anomalake.pipelines.training.feed.open_feed over the features
 DataFrame (what the train job does), once from tf.data.Dataset.from_tensor_slices of a numpy array of them.
 Each trains one warm-up epoch, then one timed epoch of the same number of steps, in each of --rounds rounds
 (the feeds take turns, so a slow spell of the machine hits all of them); the medians are reported.
@@ -105,9 +105,9 @@ def epoch_times(dataset, steps: int) -> dict[str, Any]:
 
 
 def petastorm_feed(ctx, batch_size: int) -> dict[str, Any]:
-    """Train from pipelines.feeding.open_feed over the features DataFrame (shuffled, repeating, as the train job)."""
-    from pipelines.feeding import open_feed
-    from pipelines.io import read_partitions
+    """Train from anomalake.pipelines.training.feed.open_feed over the features DataFrame (shuffled, repeating, as the train job)."""
+    from anomalake.pipelines.training.feed import open_feed
+    from anomalake.pipelines.lake.reading import read_partitions
 
     df = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE).select("x")
     started = time.perf_counter()

@@ -4,7 +4,7 @@
 
 Not part of `make bench` (feed.py gives feed_ratio). One process, the same windows and model as feed.py; each
 round trains one warm-up and one timed epoch through each of:
-- `petastorm`: pipelines.feeding.open_feed over the features table, as the train job;
+- `petastorm`: anomalake.pipelines.training.feed.open_feed over the features table, as the train job;
 - `in_memory`: from_tensor_slices, all rows reshuffled every epoch (feed_ratio's baseline);
 - `in_memory_shuffled_once`: from_tensor_slices of rows shuffled once up front, as the feed's cache is;
 - `feed_steps_without_petastorm`: the feed's tf.data steps (rebatch of row-group-sized elements, prefetch,
@@ -67,8 +67,8 @@ def one_round(ctx, folder, windows: np.ndarray, group_rows: int, batch_size: int
 
 def cache_row_group_rows(ctx) -> int:
     """Rows per row group of the Petastorm cache the train job writes for this table (its first row group)."""
-    from pipelines.feeding import cached_column
-    from pipelines.io import read_partitions
+    from anomalake.pipelines.training.feed import cached_column
+    from anomalake.pipelines.lake.reading import read_partitions
 
     df = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE).select("x")
     with cached_column(df) as converter:
@@ -76,7 +76,7 @@ def cache_row_group_rows(ctx) -> int:
 
 
 def feed_steps_in_memory(windows: np.ndarray, group_rows: int, batch_size: int, steps: int) -> Any:
-    """pipelines.feeding's tf.data steps after the reader, over `windows` in elements of `group_rows` rows."""
+    """anomalake.pipelines.training.feed's tf.data steps after the reader, over `windows` in elements of `group_rows` rows."""
     import tensorflow as tf
 
     groups = tf.data.Dataset.from_tensor_slices(windows).batch(group_rows).repeat()

@@ -57,8 +57,8 @@ def spark_phases(lake: Path, family: str) -> dict[str, float]:
     """Seconds of each stage of the warm score job, each measured alone (see the module docstring)."""
     from pyspark.sql import functions as F
 
-    from pipelines.io import read_partitions
-    from pipelines.jobs.score import run_score
+    from anomalake.pipelines.lake.reading import read_partitions
+    from anomalake.pipelines.scoring.job import run_score
 
     ctx = common.job_context(lake)
     common.train_model(ctx, family, 1)
@@ -81,12 +81,13 @@ def spark_phases(lake: Path, family: str) -> dict[str, float]:
 
 def udf_steps(features, path: str) -> dict[str, Callable[[], Any]]:
     """Scoring into a no-op sink through the score job's mapInArrow function (no publish, no tally)."""
-    import pipelines.scoring as ps
+    import anomalake.pipelines.scoring.udf as ps
+    from anomalake.pipelines.lake.schemas import scored_batch_schema
 
     noop = lambda df: df.write.format("noop").mode("overwrite").save()  # noqa: E731
     keys = [features.schema[name] for name in ("entity_id", "ts", "dt")]
     score = partial(ps.score_arrow_batches, path=path, kind="timeseries")
-    return {"map_in_arrow_to_noop": lambda: noop(features.select("entity_id", "ts", "x", "dt").mapInArrow(score, ps.output_schema("timeseries", keys)))}
+    return {"map_in_arrow_to_noop": lambda: noop(features.select("entity_id", "ts", "x", "dt").mapInArrow(score, scored_batch_schema("timeseries", keys)))}
 
 
 def count_rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -107,7 +108,7 @@ def profile_udf(args, lake: Path) -> dict[str, Any]:
     """Child: a cProfile of the score job's mapInArrow body over the day in Arrow-batch pieces."""
     import pyarrow as pa
 
-    import pipelines.scoring as ps
+    import anomalake.pipelines.scoring.udf as ps
 
     path = str(scoring.artifact_path(lake, args.family))
     ps.cached_artifact(path)  # one TensorFlow thread, as in a worker

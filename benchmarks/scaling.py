@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.scaling --rows 50000 --out /tmp/scaling.json
 
 Two features partitions of the same entities, --rows and --factor x --rows windows, are scored by
-pipelines.jobs.score.run_score (dense_autoencoder, local[2]) after a warm-up run of the small day, so
+anomalake.pipelines.scoring.job.run_score (dense_autoencoder, local[2]) after a warm-up run of the small day, so
 both timed runs find the Python workers started and the model loaded. scaling_4x = seconds(4x) / seconds(1x):
 4.0 is linear, less means a fixed cost per job that the larger day spreads thinner.
 """
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def score_runs(lake, epochs: int, factor: int) -> dict[str, Any]:
     """Train, score the small day once to warm up, then time the small and the large day."""
-    from pipelines.jobs.score import run_score
+    from anomalake.pipelines.scoring.job import run_score
 
     ctx = common.job_context(lake)
     common.train_model(ctx, DETECTOR, epochs)

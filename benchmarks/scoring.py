@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.scoring --rows 1000000 --families dense_autoencoder    # the issue's full size
 
 Per family: a features partition of --rows windows (one feature, 64 steps, ~100+ entities) is scored by
-pipelines.jobs.score.run_score_days in a fresh local[2] SparkSession (cold: its own process, timed from process
+anomalake.pipelines.scoring.job.run_score_days in a fresh local[2] SparkSession (cold: its own process, timed from process
 start; warm: a second run in the same session), and by a baseline process that reads the same Parquet with
 pyarrow, scores it with the same artifact (baseline, Keras model, calibration, explanation) and writes the same
 columns with pyarrow (cold: TensorFlow import and model load included; warm: a second run). Ratios are Spark
@@ -104,7 +104,7 @@ def phase_train(args, lake: Path) -> dict[str, Any]:
 
 def phase_spark(args, lake: Path) -> dict[str, Any]:
     """Child: the first score job in a fresh session (cold), a second one (warm), then the workers' model caches."""
-    from pipelines.jobs.score import run_score_days
+    from anomalake.pipelines.scoring.job import run_score_days
 
     family, table = families(args)[0], common.bench_table()
     with common.PeakRss() as rss:
@@ -134,20 +134,20 @@ def check_scored(*results) -> None:
 
 
 def worker_caches(spark, rounds: int = 4) -> list[tuple[int, int]]:
-    """(pid, artifacts cached) of the reused Python workers: -1 where pipelines.scoring was never imported.
+    """(pid, artifacts cached) of the reused Python workers: -1 where anomalake.pipelines.scoring.udf was never imported.
 
     The probe is a mapInPandas task: Spark reuses the SQL Python workers that ran the scoring UDF for it (an
     RDD map runs in a separate pool of workers, which never saw the UDF).
     """
 
     def probe(batches):
-        """In each worker: its pid and the size of pipelines.scoring's artifact cache."""
+        """In each worker: its pid and the size of anomalake.pipelines.scoring.udf's artifact cache."""
         import os as os_
         import sys as sys_
 
         import pandas as pd_
 
-        module = sys_.modules.get("pipelines.scoring")
+        module = sys_.modules.get("anomalake.pipelines.scoring.udf")
         for _ in batches:
             yield pd_.DataFrame({"pid": [os_.getpid()], "cached": [len(module._ARTIFACTS) if module is not None else -1]})
 
@@ -179,15 +179,15 @@ def phase_baseline(args, lake: Path) -> dict[str, Any]:
 
 def artifact_path(lake: Path, family: str) -> Path:
     """The CURRENT artifact folder of `family` on the benchmark table."""
-    from models.artifacts import read_current
+    from anomalake.models.artifacts import read_current
 
     root = lake / "models" / family / common.TABLE
     return root / read_current(root)
 
 
 def load_artifact_of(lake: Path, family: str):
-    """models.artifacts.load_artifact of the CURRENT version (checksums verified, Keras safe_mode)."""
-    from models.artifacts import load_artifact
+    """anomalake.models.artifacts.load_artifact of the CURRENT version (checksums verified, Keras safe_mode)."""
+    from anomalake.models.artifacts import load_artifact
 
     return load_artifact(artifact_path(lake, family))
 
@@ -197,7 +197,7 @@ def read_samples(artifact, folder: Path) -> tuple[pa.Table, np.ndarray]:
     table = pq.read_table(folder)
     shape = tuple(artifact.detector.config.input_shape)
     values = np.stack(table.column("x").to_numpy()).astype(np.float64).reshape((-1, *shape))
-    return table, artifact.baseline.transform(table.column("entity_id").to_pylist(), values)
+    return table, artifact.scaling.transform(table.column("entity_id").to_pylist(), values)
 
 
 def score_model_only(artifact, samples: np.ndarray) -> np.ndarray:
@@ -215,7 +215,7 @@ def score_day(artifact, lake: Path, family: str, run: str) -> dict[str, Any]:
     shape = tuple(artifact.detector.config.input_shape)
     values = np.stack(table.column("x").to_numpy()).astype(np.float64).reshape((-1, *shape))
     clock.lap("to_numpy")
-    samples = artifact.baseline.transform(table.column("entity_id").to_pylist(), values)
+    samples = artifact.scaling.transform(table.column("entity_id").to_pylist(), values)
     clock.lap("standardise")
     raw, contributions = score_and_explain(artifact, samples)
     clock.lap("model")

@@ -5,7 +5,7 @@
 
 --rows raw rows of one feature on a 1-minute grid over --entities entities: each entity's rows are consecutive
 minutes from the first target day on (as many days as the rows need), plus a lookback day before them (the
-windows job reads the previous day for the first windows). pipelines.jobs.windows.run_windows builds windows of
+windows job reads the previous day for the first windows). anomalake.pipelines.features.job.run_windows builds windows of
 64 steps (stride 1) for all target days in one job (local[2]); the baseline reads the same raw Parquet with
 pyarrow, sorts by entity and time, cuts the same windows with numpy (sliding_window_view, skipping windows
 over gaps, duplicates or non-finite values) and writes the same features Parquet, one file per day.
@@ -187,7 +187,7 @@ def shuffle_partitions(rows: int) -> int:
 
 def spark_windows(lake: Path, plan: RawPlan, epochs: int, partitions: int) -> dict[str, Any]:
     """Train the nightly model (untimed), then the windows job over every target day in one run (timed)."""
-    from pipelines.jobs.windows import run_windows
+    from anomalake.pipelines.features.job import run_windows
 
     with common.PeakRss() as rss:
         ctx = common.job_context(lake, shuffle_partitions=partitions)
@@ -209,7 +209,7 @@ def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
     tables = lake.parent / "tables.yml"
     tables.write_text(yaml.safe_dump({common.TABLE: common.table_entry()}))
     env = {**os.environ, "ANOMALAKE_TABLES": str(tables), "ANOMALAKE_SHUFFLE_PARTITIONS": str(partitions)}
-    cli = [sys.executable, "-m", "pipelines.jobs.cli", "--lake", str(lake), "--master", "local[2]"]
+    cli = [sys.executable, "-m", "anomalake.pipelines.jobs.cli", "--lake", str(lake), "--master", "local[2]"]
     days = ["--start", plan.days[0].isoformat(), "--end", plan.days[-1].isoformat()]
     seconds = {}
     for job, extra in (("windows", []), ("score", ["--detector", NIGHTLY_DETECTOR])):

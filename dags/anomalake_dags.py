@@ -5,7 +5,7 @@ needs no Spark or TensorFlow); every task runs one `anomalake` job for exactly t
 date, so retries, re-runs and backfills are idempotent. Environment (read when the file is parsed and passed
 on to the tasks): ANOMALAKE_TABLES (the catalog; default ../pipelines/conf/tables.yml from this file),
 ANOMALAKE_LAKE (default ../lake), ANOMALAKE_MASTER (default local[*]), ANOMALAKE_CLI (how to call the jobs;
-default this interpreter's `-m pipelines.jobs.cli`), ANOMALAKE_RAW_WAIT_SECONDS (how long to wait for the
+default this interpreter's `-m anomalake.pipelines.jobs.cli`), ANOMALAKE_RAW_WAIT_SECONDS (how long to wait for the
 raw partition; default 6 hours).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Asset, Param, task
 REPO = Path(__file__).resolve().parent.parent
 TABLES_FILE = Path(os.environ.get("ANOMALAKE_TABLES", REPO / "pipelines" / "conf" / "tables.yml"))
 LAKE = Path(os.environ.get("ANOMALAKE_LAKE", REPO / "lake")).resolve()
-CLI = os.environ.get("ANOMALAKE_CLI", f"{sys.executable} -m pipelines.jobs.cli")
+CLI = os.environ.get("ANOMALAKE_CLI", f"{sys.executable} -m anomalake.pipelines.jobs.cli")
 RAW_WAIT_SECONDS = int(os.environ.get("ANOMALAKE_RAW_WAIT_SECONDS", 6 * 3600))
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SKIP = 99  # exit code that marks a training task as skipped (not selected by the run's params)

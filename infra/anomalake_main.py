@@ -6,7 +6,7 @@ takes the same arguments as the `anomalake` command; the master is spark-submit'
 """
 import sys
 
-from pipelines.jobs.cli import main
+from anomalake.pipelines.jobs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,48 +1,42 @@
-"""One artifact folder: model.keras + config.json (the detector), baseline.json, calibration.json, meta.json.
+"""One artifact folder: model.keras + config.json (the detector), baseline.json (the per-entity scaling),
+calibration.json, meta.json.
 
 The folder is tamper-evident: `save_artifact` writes checksums.json last (a sha256 per file) and
 `load_artifact` checks it before anything is deserialised; the Keras model is read with safe_mode=True
-and only from a Keras v3 zip archive (see models.base.load_keras_model), so a rewritten checksums.json
+and only from a Keras v3 zip archive (see anomalake.models.keras_archive), so a rewritten checksums.json
 still cannot smuggle in a pickle, an HDF5 file or a Lambda layer.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from models.base import CONFIG_FILE, MODEL_FILE, Detector, check_keras_archive
-from models.calibration import Calibration
-from models.scaling import BASELINE_FILE, EntityBaseline
+from anomalake.models.base import CONFIG_FILE, MODEL_FILE, Detector
+from anomalake.models.calibration import Calibration
+from anomalake.models.files import write_text_atomically
+from anomalake.models.keras_archive import ArtifactError, check_keras_archive
+from anomalake.models.scaling import SCALING_FILE, EntityScaling
 
 CALIBRATION_FILE = "calibration.json"
 META_FILE = "meta.json"
 CHECKSUMS_FILE = "checksums.json"
 CURRENT_FILE = "CURRENT"
 CHECKSUM_ALGORITHM = "sha256"
-REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, BASELINE_FILE, CALIBRATION_FILE, META_FILE)  # what load_artifact reads
+REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALING_FILE, CALIBRATION_FILE, META_FILE)  # what load_artifact reads
 MODEL_SUFFIXES = (".keras", ".h5", ".pkl", ".pickle", ".joblib", ".npy", ".npz")  # files that can carry a model
 VERSION_PATTERN = re.compile(r"v?[0-9A-Za-z][0-9A-Za-z_.-]{0,127}")
 
 
-class ArtifactError(ValueError):
-    """A model artifact that must not be loaded: one line naming the folder and what is wrong with it."""
-
-    def __init__(self, folder: str | Path, problem: str):
-        self.folder, self.problem = str(folder), " ".join(str(problem).split())
-        super().__init__(f"model artifact {self.folder}: {self.problem}")
-
-
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded, fitted detector with its per-entity baseline, calibration and metadata."""
+    """A loaded, fitted detector with its per-entity scaling, calibration and metadata."""
 
     detector: Detector
-    baseline: EntityBaseline
+    scaling: EntityScaling
     calibration: Calibration
     meta: dict[str, Any]
     version: str
@@ -80,12 +74,12 @@ def _plain(value: Any) -> Any:
 
 
 def save_artifact(
-    folder: Path, detector: Detector, baseline: EntityBaseline, calibration: Calibration, meta: dict[str, Any]
+    folder: Path, detector: Detector, scaling: EntityScaling, calibration: Calibration, meta: dict[str, Any]
 ) -> Path:
     """Write a complete artifact folder, checksums.json last (the CURRENT pointer is the caller's, written after this)."""
     folder = Path(folder)
     detector.save(folder)
-    baseline.save(folder)
+    scaling.save(folder)
     (folder / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     write_checksums(folder)
@@ -95,9 +89,8 @@ def save_artifact(
 def write_checksums(folder: Path) -> Path:
     """Write checksums.json: the sha256 of every file in `folder` (recursively), but itself and .hidden/_private ones."""
     files = {name: file_digest(Path(folder) / name) for name in _checksummed_files(Path(folder))}
-    path = Path(folder) / CHECKSUMS_FILE
-    path.write_text(json.dumps({"algorithm": CHECKSUM_ALGORITHM, "files": files}, indent=2, sort_keys=True))
-    return path
+    payload = json.dumps({"algorithm": CHECKSUM_ALGORITHM, "files": files}, indent=2, sort_keys=True)
+    return write_text_atomically(Path(folder) / CHECKSUMS_FILE, payload)
 
 
 def file_digest(path: Path) -> str:
@@ -169,22 +162,17 @@ def load_artifact(folder: Path) -> Artifact:
     folder = Path(folder)
     verify_artifact(folder)
     detector = Detector.load(folder)
-    baseline = EntityBaseline.load(folder)
+    scaling = EntityScaling.load(folder)
     calibration = Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text()))
     meta = json.loads((folder / META_FILE).read_text())
-    return Artifact(detector, baseline, calibration, meta, folder.name)
+    return Artifact(detector, scaling, calibration, meta, folder.name)
 
 
 def write_current(model_root: Path, version: str) -> None:
     """Point CURRENT at `version` atomically (write and fsync a temp file, then rename over the old pointer)."""
     model_root = Path(model_root)
     _check_version(model_root / CURRENT_FILE, version)
-    tmp = model_root / f".{CURRENT_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(version + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, model_root / CURRENT_FILE)
+    write_text_atomically(model_root / CURRENT_FILE, version + "\n")
 
 
 def read_current(model_root: Path) -> str:

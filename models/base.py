@@ -4,15 +4,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
+from anomalake.models import registry
+from anomalake.models.keras_archive import ArtifactError, load_keras_model
+
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
+REGION_PARTS = 4  # an image's explanation names the cells of a REGION_PARTS x REGION_PARTS grid
 
 
 class NotFittedError(RuntimeError):
@@ -33,10 +36,13 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DetectorConfig":
-        """Rebuild from `to_dict`'s output, ignoring keys this class does not know."""
+        """Rebuild from `to_dict`'s output (or a yml's params); a key this class does not know is a ValueError."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
-        return cls(**kept)
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(names))})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class Detector(abc.ABC):
@@ -51,7 +57,7 @@ class Detector(abc.ABC):
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     input_kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
     tiny_params: ClassVar[dict[str, Any]] = {}  # the smallest sizes that still learn (conformance tests)
-    distributable: ClassVar[bool] = False  # fit can run data-parallel inside models.distributed.distributed_training
+    distributable: ClassVar[bool] = False  # fit can run data-parallel inside anomalake.models.distributed.distributed_training
 
     def __init__(self, config: DetectorConfig):
         if not isinstance(config, self.config_class):
@@ -108,8 +114,7 @@ class Detector(abc.ABC):
             names = list(self.config.feature_names) or [f"feature_{i}" for i in range(contributions.shape[2])]
             return [names] * n, contributions.sum(axis=1)
         height, width = contributions.shape[1:3]
-        rows, cols = np.array_split(np.arange(height), 4), np.array_split(np.arange(width), 4)
-        blocks = [(r, c) for r in rows for c in cols if len(r) and len(c)]
+        blocks = region_grid(height, width, REGION_PARTS)
         names = [f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}" for r, c in blocks]
         pixels = contributions.reshape(n, height, width, -1).sum(axis=3)
         return [names] * n, np.stack([pixels[:, r][:, :, c].sum(axis=(1, 2)) for r, c in blocks], axis=1)
@@ -171,58 +176,34 @@ class Detector(abc.ABC):
         folder = Path(folder)
         payload = json.loads((folder / CONFIG_FILE).read_text())
         family = registered_family(folder, payload.get("family") if isinstance(payload, dict) else None)
-        detector = family(family.config_class.from_dict(payload["config"]))
+        try:
+            config = family.config_class.from_dict(payload["config"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise ArtifactError(folder, f"{CONFIG_FILE} does not configure a {family.family}: {error}") from None
+        detector = family(config)
         detector._load_model(folder)
         return detector
 
 
 def registered_family(folder: Path, name: Any) -> type["Detector"]:
     """The registry's class for config.json's family `name` (nothing else is imported); else ArtifactError."""
-    from models.artifacts import ArtifactError
-    from models.registry import discover
-
-    families = discover()
+    families = registry.discover()
     if not isinstance(name, str) or name not in families:
         raise ArtifactError(folder, f"{CONFIG_FILE} names family {name!r}, not a registered family ({', '.join(families)})")
     return families[name]
 
 
-def load_keras_model(path: Path) -> Any:
-    """A saved .keras model, deserialised with safe_mode=True and without its optimizer.
+def grid_blocks(size: int, parts: int) -> list[np.ndarray]:
+    """Indices 0..size-1 cut into at most `parts` near-equal consecutive blocks (the one cut every image grid uses)."""
+    return [block for block in np.array_split(np.arange(size), min(parts, size)) if len(block)]
 
-    Only a Keras v3 zip archive is handed to Keras: a pickle or an HDF5 file (which Keras would also read)
-    is refused before Keras sees it, and so is a model that needs unsafe deserialisation (a Lambda layer).
+
+def region_grid(height: int, width: int, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The cells of an image cut into at most `parts` x `parts` blocks: (rows, cols) index arrays, row-major.
+
+    One grid for the short explanation ("rows a-b, cols c-d"), the score table's top regions and its error map.
     """
-    import keras
-
-    from models.artifacts import ArtifactError
-
-    path = Path(path)
-    check_keras_archive(path)
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
-        if "Lambda" in str(error) or "safe_mode" in str(error):
-            raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True") from error
-        raise
-
-
-def check_keras_archive(path: Path) -> None:
-    """Raise ArtifactError unless `path` is a zip archive (a Keras v3 .keras file); name a pickle as one."""
-    from models.artifacts import ArtifactError
-
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head[:1] == b"\x80":
-        raise ArtifactError(path.parent, f"{path.name} is a pickle file: refused")
-    if head != b"PK\x03\x04" or not zipfile.is_zipfile(path):
-        raise ArtifactError(path.parent, f"{path.name} is not a Keras v3 .keras archive (pickle or HDF5 files are refused)")
-    # Keras's safe_mode refuses Lambda layers at load time; reading the archive's config says so before any
-    # worker tries (a refusal inside a Spark task would surface as a stack trace, not one line).
-    with zipfile.ZipFile(path) as archive:
-        config = archive.read("config.json").decode("utf-8", "replace") if "config.json" in archive.namelist() else ""
-    if '"class_name": "Lambda"' in config or "__lambda__" in config:
-        raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True")
+    return [(r, c) for r in grid_blocks(height, parts) for c in grid_blocks(width, parts)]
 
 
 def iterate_batches(data: Any) -> Iterable[np.ndarray]:

@@ -19,6 +19,7 @@ Every threshold is capped at `max_threshold` (default 6, one in a million held-o
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -161,3 +162,8 @@ def _threshold(cal: Calibration, raw: np.ndarray, method: str, risk: float, q: f
     center = float(np.median(logs))
     spread = float(1.4826 * np.median(np.abs(logs - center))) or float(np.std(logs)) or 1.0
     return float(cal.transform(np.exp(center + z * spread)))
+
+
+# The settings a detector's `calibration:` block may hold (besides holdout_fraction, which the train job reads):
+# fit_calibration's own keyword arguments, so the list cannot drift from what it accepts.
+CALIBRATION_SETTINGS = tuple(inspect.signature(fit_calibration).parameters)[1:]

@@ -1,6 +1,6 @@
 """Data-parallel Keras training across processes: a MultiWorkerMirroredStrategy and the data each worker reads.
 
-Whoever starts the processes (the train job's barrier stage, pipelines/distributed.py) gives each one the
+Whoever starts the processes (the train job's barrier stage, pipelines/training/distributed.py) gives each one the
 addresses of all and its own rank; inside `distributed_training(...)` the Keras families build their model under
 the strategy and `fit_keras` trains on the worker's shard. Each worker reads a different shard with a batch of
 batch_size / workers, so the global batch and the number of updates per epoch are those of one process.

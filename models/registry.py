@@ -1,12 +1,14 @@
-"""The one list of detector families: `@register` on a class, discovery by importing models/*.py."""
+"""The one list of detector families: `@register` on a class, discovery by importing anomalake.models.families.*."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from models.base import Detector
+if TYPE_CHECKING:  # the base module imports this one; a family's class is only annotated here
+    from anomalake.models.base import Detector
 
+FAMILIES_PACKAGE = f"{__name__.rpartition('.')[0]}.families"  # beside this module, wherever the package is imported from
 _FAMILIES: dict[str, type[Detector]] = {}
 
 
@@ -19,13 +21,14 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 
 def discover() -> dict[str, type[Detector]]:
-    """Import every module in models/ so that each family's @register runs; return name -> class.
+    """Import every module of the families package so that each family's @register runs; return name -> class.
 
-    Modules without a family (base, calibration, training, ...) import harmlessly and register nothing.
+    Modules without a family (the shared templates) import harmlessly and register nothing. The package's own
+    __path__ is walked, so discovery works from a folder, the editable install and a zip on executors alike.
     """
-    package = Path(__file__).parent
-    for module in pkgutil.iter_modules([str(package)]):
-        importlib.import_module(f"models.{module.name}")
+    package = importlib.import_module(FAMILIES_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{FAMILIES_PACKAGE}.{module.name}")
     return dict(sorted(_FAMILIES.items()))
 
 

@@ -1,8 +1,9 @@
-"""Per-entity baselines: each entity's features are standardised by its own robust centre and scale.
+"""Per-entity scaling: each entity's features are standardised by its own robust centre and scale.
 
 Entities of one table differ in level and range (one host idles at 10 % cpu, another at 60 %); a shared
 model learns their common shape far better once each is expressed in its own units, and a level shift
-then shows as a shift, not as "looks like another entity". Stored as JSON beside the model.
+then shows as a shift, not as "looks like another entity". Stored as JSON beside the model (baseline.json, the
+name artifacts have always used).
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-BASELINE_FILE = "baseline.json"
+SCALING_FILE = "baseline.json"  # the file name on disk stays, so saved models keep loading
 
 
 @dataclass(frozen=True)
-class EntityBaseline:
+class EntityScaling:
     """Robust centre (median) and scale (IQR / 1.349) per entity and feature."""
 
     features: tuple[str, ...]
@@ -25,7 +26,7 @@ class EntityBaseline:
     scales: Mapping[str, tuple[float, ...]]
 
     @classmethod
-    def from_quartiles(cls, features: Sequence[str], quartiles: Mapping[str, np.ndarray]) -> "EntityBaseline":
+    def from_quartiles(cls, features: Sequence[str], quartiles: Mapping[str, np.ndarray]) -> "EntityScaling":
         """Build from entity -> array (n_features, 3) of the 25th, 50th and 75th percentiles."""
         centers, scales = {}, {}
         for entity, q in quartiles.items():
@@ -37,7 +38,7 @@ class EntityBaseline:
         return cls(tuple(features), centers, scales)
 
     @classmethod
-    def identity(cls) -> "EntityBaseline":
+    def identity(cls) -> "EntityScaling":
         """No per-entity scaling (images and texts: the sample is its own unit)."""
         return cls((), {}, {})
 
@@ -47,11 +48,11 @@ class EntityBaseline:
         return not self.features
 
     def knows(self, entities: Sequence[str]) -> np.ndarray:
-        """Which of `entities` have a baseline."""
+        """Which of `entities` have a scale."""
         return np.array([self.is_identity or e in self.centers for e in entities], dtype=bool)
 
     def transform(self, entities: Sequence[str], x: np.ndarray) -> np.ndarray:
-        """Standardise samples (n, ..., n_features) of known entities by their own baseline."""
+        """Standardise samples (n, ..., n_features) of known entities by their own centre and scale."""
         if self.is_identity:
             return x
         center = np.array([self.centers[e] for e in entities], dtype=np.float64)
@@ -59,26 +60,26 @@ class EntityBaseline:
         shape = (len(entities),) + (1,) * (x.ndim - 2) + (len(self.features),)
         return ((x - center.reshape(shape)) / scale.reshape(shape)).astype(np.float32)
 
-    def merged(self, other: "EntityBaseline") -> "EntityBaseline":
-        """This baseline plus the entities of `other` that it does not know (same features)."""
+    def merged(self, other: "EntityScaling") -> "EntityScaling":
+        """This scaling plus the entities of `other` that it does not know (same features)."""
         if other.is_identity:
             return self
         if not self.is_identity and other.features != self.features:
-            raise ValueError(f"baselines of different features: {self.features} and {other.features}")
-        return EntityBaseline(other.features, {**other.centers, **self.centers}, {**other.scales, **self.scales})
+            raise ValueError(f"scalings of different features: {self.features} and {other.features}")
+        return EntityScaling(other.features, {**other.centers, **self.centers}, {**other.scales, **self.scales})
 
-    def pooled(self, entities: Sequence[str]) -> "EntityBaseline":
-        """A baseline giving each of `entities` the median centre and scale of the known entities."""
+    def pooled(self, entities: Sequence[str]) -> "EntityScaling":
+        """A scaling giving each of `entities` the median centre and scale of the known entities."""
         center = tuple(np.median(np.array(list(self.centers.values())), axis=0).tolist())
         scale = tuple(np.median(np.array(list(self.scales.values())), axis=0).tolist())
-        return EntityBaseline(self.features, {e: center for e in entities}, {e: scale for e in entities})
+        return EntityScaling(self.features, {e: center for e in entities}, {e: scale for e in entities})
 
     def to_json(self) -> str:
-        """The baseline as a JSON string (what baseline.json holds)."""
+        """The scaling as a JSON string (what baseline.json holds)."""
         return json.dumps({"features": list(self.features), "centers": self.centers, "scales": self.scales}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "EntityBaseline":
+    def from_json(cls, text: str) -> "EntityScaling":
         """Inverse of to_json."""
         raw = json.loads(text)
         as_tuples = lambda m: {k: tuple(v) for k, v in m.items()}  # noqa: E731
@@ -86,9 +87,9 @@ class EntityBaseline:
 
     def save(self, folder: Path) -> None:
         """Write baseline.json."""
-        (folder / BASELINE_FILE).write_text(self.to_json())
+        (folder / SCALING_FILE).write_text(self.to_json())
 
     @classmethod
-    def load(cls, folder: Path) -> "EntityBaseline":
+    def load(cls, folder: Path) -> "EntityScaling":
         """Read baseline.json."""
-        return cls.from_json((folder / BASELINE_FILE).read_text())
+        return cls.from_json((folder / SCALING_FILE).read_text())

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from models.base import DetectorConfig
-from models.distributed import current_distribution, without_autoshard
+from anomalake.models.base import DetectorConfig
+from anomalake.models.distributed import current_distribution, without_autoshard
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
 """Table and detector configuration: YAML read once at job start into frozen, validated objects."""
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import re
-
 import pandas as pd
 import yaml
+
+from anomalake.models.artifacts import input_signature
+from anomalake.models.calibration import CALIBRATION_SETTINGS
 
 CONF_DIR = Path(__file__).parent / "conf"
 INPUT_KINDS = ("timeseries", "image", "text")
@@ -91,8 +94,6 @@ class TableConfig:
 
     def signature(self) -> dict[str, Any]:
         """What one model input of this table is (compared with a model's recorded signature before scoring)."""
-        from models.artifacts import input_signature
-
         return input_signature(self.kind, self.sample_shape, self.features, self.window.length, self.window.stride, self.step_seconds)
 
     @property
@@ -109,6 +110,44 @@ class DetectorSpec:
     family: str
     params: Mapping[str, Any] = field(default_factory=dict)
     calibration: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""  # the yml it was read from (named in errors)
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The share of the training range held out for calibration (the latest part of a time series)."""
+        return float(self.calibration.get("holdout_fraction", 0.2))
+
+    @property
+    def calibration_options(self) -> dict[str, Any]:
+        """fit_calibration's keyword arguments (the calibration block without holdout_fraction)."""
+        return {k: v for k, v in self.calibration.items() if k != "holdout_fraction"}
+
+    def with_params(self, **params: Any) -> "DetectorSpec":
+        """The same detector with some parameters replaced (quick checks cut `epochs`)."""
+        return dataclasses.replace(self, params={**self.params, **params})
+
+
+# The keys a table entry may hold, per level; anything else is a ConfigError naming the file and the key.
+TABLE_KEYS = ("kind", "path", "entity", "time", "features", "step", "fill_limit", "window", "detectors",
+              "max_quarantine_share", "bounds", "unseen_entities", "image", "text")
+SECTION_KEYS = {
+    "window": ("length", "stride"),
+    "image": ("column", "path_column", "height", "width", "channels", "resize", "convert_channels"),
+    "text": ("column", "max_chars", "max_record_chars"),
+}
+DETECTOR_KEYS = ("family", "params", "calibration")
+CALIBRATION_KEYS = ("holdout_fraction", *CALIBRATION_SETTINGS)
+
+
+def check_keys(where: str, entry: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    """`entry` when it is a mapping whose keys are all in `allowed`; else ConfigError naming `where` and the key."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(entry).__name__}")
+    unknown = [str(k) for k in entry if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(allowed)})")
+    return entry
 
 
 def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
@@ -117,10 +156,14 @@ def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
     return entry[key]
 
 
-def parse_table(name: str, entry: Mapping[str, Any]) -> TableConfig:
-    """Validate one catalog entry and freeze it."""
+def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableConfig:
+    """Validate one catalog entry and freeze it (`source`: the file it came from, named in errors)."""
     check_name("table", name)
-    where = f"table {name}"
+    where = f"{source}: table {name}" if source else f"table {name}"
+    check_keys(where, entry, TABLE_KEYS)
+    for section, allowed in SECTION_KEYS.items():
+        if section in entry:
+            check_keys(f"{where}: {section}", entry[section], allowed)
     kind = entry.get("kind", "timeseries")
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{where}: kind '{kind}' is not one of {', '.join(INPUT_KINDS)}")
@@ -219,7 +262,9 @@ def load_tables(path: str | Path) -> dict[str, TableConfig]:
     if not path.exists():
         raise ConfigError(f"table catalog {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
-    return {name: parse_table(name, entry) for name, entry in raw.items()}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"table catalog {path}: expected a mapping of table name -> settings")
+    return {name: parse_table(name, entry, str(path)) for name, entry in raw.items()}
 
 
 def load_table(path: str | Path, name: str) -> TableConfig:
@@ -238,13 +283,12 @@ def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
     if not path.exists():
         known = sorted(p.stem for p in (conf_dir / "detectors").glob("*.yml"))
         raise ConfigError(f"detector {name}: no {path} (known: {', '.join(known)})")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return DetectorSpec(
-        name=name,
-        family=raw.get("family", name),
-        params=dict(raw.get("params", {})),
-        calibration=dict(raw.get("calibration", {})),
-    )
+    raw = check_keys(str(path), yaml.safe_load(path.read_text()) or {}, DETECTOR_KEYS)
+    params = raw.get("params") or {}  # the names are the family's: build_detector checks them against its config
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{path}: params: expected a mapping of settings, got {type(params).__name__}")
+    calibration = check_keys(f"{path}: calibration", raw.get("calibration") or {}, CALIBRATION_KEYS)
+    return DetectorSpec(name=name, family=raw.get("family", name), params=dict(params), calibration=dict(calibration), source=str(path))
 
 
 def configured_detectors(conf_dir: Path = CONF_DIR) -> list[DetectorSpec]:

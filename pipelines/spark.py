@@ -5,8 +5,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines.errors import JobError
-from pipelines.settings import Settings, export_spark_environment
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.settings import Settings, export_spark_environment
 
 
 def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] | None = None) -> SparkSession:

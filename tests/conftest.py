@@ -11,8 +11,8 @@ from datetime import date
 
 import pytest
 
-from pipelines.config import DetectorSpec, parse_table
-from pipelines.settings import load_settings
+from anomalake.pipelines.config import DetectorSpec, parse_table
+from anomalake.pipelines.settings import load_settings
 
 TIERS = ("unit", "spark", "slow", "airflow", "cluster")
 
@@ -53,7 +53,7 @@ def tiny_table():
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """The one SparkSession of the test run (local[2])."""
-    from pipelines.spark import get_spark
+    from anomalake.pipelines.spark import get_spark
 
     lake = tmp_path_factory.mktemp("session-lake")
     settings = dataclasses.replace(load_settings(), lake=str(lake), master="local[2]", shuffle_partitions=2, driver_memory="2g")
@@ -65,7 +65,7 @@ def spark(tmp_path_factory):
 @pytest.fixture
 def ctx(spark, tmp_path):
     """A job context whose lake is this test's own folder."""
-    from pipelines.jobs.context import JobContext
+    from anomalake.pipelines.lake.context import JobContext
 
     settings = dataclasses.replace(load_settings(), lake=str(tmp_path / "lake"), master="local[2]")
     return JobContext(settings, spark)

@@ -48,7 +48,7 @@ def run_beside_scheduler(env, *args, attempts: int = 5):
 
 
 def anomalake(env, *args):
-    return run(env, sys.executable, "-m", "pipelines.jobs.cli", *args)
+    return run(env, sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args)
 
 
 def dags_test(env, dag_id, day, *extra):
@@ -169,7 +169,7 @@ def test_training_dag_gate_refuses_a_broken_candidate(airflow_env):
         "model = keras.models.load_model(f'{root}/v-broken/model.keras', safe_mode=True, compile=False)\n"
         "[w.assign(np.full(w.shape, np.nan, dtype=w.dtype)) for w in model.weights]\n"
         "model.save(f'{root}/v-broken/model.keras')\n"
-        "from models.artifacts import write_checksums; write_checksums(f'{root}/v-broken')\n"
+        "from anomalake.models.artifacts import write_checksums; write_checksums(f'{root}/v-broken')\n"
     )
     run(airflow_env, sys.executable, "-c", breaker, str(models), current)
     conf = json.dumps({"table": "telemetry", "detector": "dense_autoencoder", "version": "v-broken"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifacts import (
+from anomalake.models.artifacts import (
     CHECKSUMS_FILE,
     CURRENT_FILE,
     ArtifactError,
@@ -21,10 +21,10 @@ from models.artifacts import (
     verify_artifact,
     write_current,
 )
-from models.base import CONFIG_FILE, MODEL_FILE
-from models.calibration import fit_calibration
-from models.registry import get_family
-from models.scaling import EntityBaseline
+from anomalake.models.base import CONFIG_FILE, MODEL_FILE
+from anomalake.models.calibration import fit_calibration
+from anomalake.models.registry import get_family
+from anomalake.models.scaling import EntityScaling
 
 FEATURES = ("cpu", "memory", "latency", "requests")
 SIGNATURE = input_signature("timeseries", (8, 4), FEATURES, 8, 1, 300)
@@ -52,7 +52,7 @@ def saved(tmp_path_factory):
     detector = family(config).fit(x)
     calibration = fit_calibration(detector.score_samples(x), method="robust_z")
     meta = {"detector": "dense_autoencoder", "table": "telemetry", "signature": SIGNATURE}
-    folder = save_artifact(tmp_path_factory.mktemp("artifacts") / "v1", detector, EntityBaseline.identity(), calibration, meta)
+    folder = save_artifact(tmp_path_factory.mktemp("artifacts") / "v1", detector, EntityScaling.identity(), calibration, meta)
     return folder, detector, x[:5]
 
 

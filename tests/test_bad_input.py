@@ -20,18 +20,18 @@ import pandas as pd
 import pytest
 
 from conftest import START, TINY_DETECTOR, TINY_TABLE
-from models.artifacts import ArtifactError, read_current, write_checksums
-from pipelines.config import ConfigError, load_table, parse_table
-from pipelines.errors import JobError
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import partition_dir
-from pipelines.jobs.context import JobContext
-from pipelines.jobs.importing import write_raw_partition
-from pipelines.jobs.score import run_score
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.media import encode_png
-from pipelines.settings import load_settings
+from anomalake.models.artifacts import ArtifactError, read_current, write_checksums
+from anomalake.pipelines.config import ConfigError, load_table, parse_table
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import partition_path
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.ingest.files import write_raw_partition
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.features.decoding import encode_png
+from anomalake.pipelines.settings import load_settings
 
 pytestmark = pytest.mark.spark
 DAY = START + timedelta(days=1)  # the day each windows case runs (START is its lookback)
@@ -53,7 +53,7 @@ class Case:
 
 
 def raw_day(ctx, table, day=DAY) -> pd.DataFrame:
-    return pd.read_parquet(partition_dir(ctx.lake.raw(table), dt=day.isoformat()))
+    return pd.read_parquet(partition_path(ctx.lake.raw(table), dt=day.isoformat()))
 
 
 def rewrite(ctx, table, change: Callable[[pd.DataFrame], pd.DataFrame], day=DAY) -> None:
@@ -76,11 +76,11 @@ def gap(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def corrupt_file(ctx, table) -> None:
-    next(partition_dir(ctx.lake.raw(table), dt=DAY.isoformat()).glob("*.parquet")).write_bytes(b"PAR1 this is not parquet" * 40)
+    next(partition_path(ctx.lake.raw(table), dt=DAY.isoformat()).glob("*.parquet")).write_bytes(b"PAR1 this is not parquet" * 40)
 
 
 def one_row_without_history(ctx, table) -> None:
-    shutil.rmtree(partition_dir(ctx.lake.raw(table), dt=START.isoformat()))
+    shutil.rmtree(partition_path(ctx.lake.raw(table), dt=START.isoformat()))
     rewrite(ctx, table, lambda f: f.iloc[[0]])
 
 
@@ -228,7 +228,7 @@ def trained_lake(spark, tmp_path_factory):
 
 
 def rows(ctx, root, **keys) -> pd.DataFrame:
-    folder = partition_dir(root, **keys)
+    folder = partition_path(root, **keys)
     return pd.read_parquet(folder) if folder.is_dir() and any(folder.glob("*.parquet")) else pd.DataFrame()
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.benchmark_metrics import (
+from anomalake.pipelines.evaluation.metrics import (
     NAB_PROFILES,
     SegmentCounts,
     flags_to_intervals,

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import benchmark_results as br
-from pipelines.benchmark_cases import load_cases, nab_cases, table_name
-from pipelines.datasets import DatasetError, load_nab, load_skab
-from pipelines.events import anomaly_events, event_starts, merge_close_runs
+from anomalake.pipelines.evaluation import results
+from anomalake.pipelines.evaluation.cases import load_cases, nab_cases, table_name
+from anomalake.pipelines.evaluation.datasets import DatasetError, load_nab, load_skab
+from anomalake.pipelines.events.grouping import anomaly_events, event_starts, merge_close_runs
 
 T0 = pd.Timestamp("2024-01-01")
 
@@ -51,7 +51,7 @@ def series(n: int, flagged: list[int], labelled: list[int], unscored: int = 0) -
     label[labelled] = 1
     truth = pd.DataFrame({"entity_id": "e", "ts": ts, "label": label, "group": "g"})
     scored = pd.DataFrame({"entity_id": "e", "ts": ts, "raw_score": score, "score": score, "threshold": 0.5, "is_anomaly": score > 0.5})
-    return br.series_frame(truth, scored.iloc[unscored:], event_gap=1)
+    return results.series_frame(truth, scored.iloc[unscored:], event_gap=1)
 
 
 def test_records_sum_segment_and_point_counts_over_a_category():
@@ -61,7 +61,7 @@ def test_records_sum_segment_and_point_counts_over_a_category():
     # b: window rows 20-24, nothing flagged -> fn 1
     b = series(40, [], list(range(20, 25)))
     windows = {"cat/a.csv": ((ts[10], ts[14]),), "cat/b.csv": ((ts[20], ts[24]),)}
-    records = br.timeseries_records("nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows)
+    records = results.timeseries_records("nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows)
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("cat", "overlap_segment_precision")] == 0.5
     assert got[("cat", "overlap_segment_recall")] == 0.5
@@ -72,13 +72,13 @@ def test_records_sum_segment_and_point_counts_over_a_category():
     assert got[("cat", "pointwise_f1")] == pytest.approx(4 / 13, abs=1e-6)
     assert got[("cat/a.csv", "overlap_segment_f1")] == pytest.approx(2 / 3, abs=1e-6)
     assert got[("cat/b.csv", "overlap_segment_precision")] is None  # 0/0 stays undefined, as Orion reports it
-    assert {m for g, m in got if g == "overall"} == set(br.TIMESERIES_METRICS) | set(br.NAB_METRICS)
+    assert {m for g, m in got if g == "overall"} == set(results.TIMESERIES_METRICS) | set(results.NAB_METRICS)
     assert all(set(r) == {"benchmark", "detector", "group", "metric", "value"} for r in records)
 
 
 def test_unscored_rows_count_as_not_flagged_and_stay_out_of_the_aucs():
     frame = series(20, [5], [5, 6], unscored=3)
-    records = br.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {})
+    records = results.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {})
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("e", "pointwise_recall")] == 0.5
     # scored rows 3..19: positives score 1 (row 5) and 0 (row 6), 15 negatives score 0 -> (1 + 0.5) / 2
@@ -89,14 +89,14 @@ def test_unscored_rows_count_as_not_flagged_and_stay_out_of_the_aucs():
 def test_media_records_give_per_class_and_mean():
     a = pd.DataFrame({"label": [0, 0, 1, 1], "raw_score": [0.1, 0.2, 0.3, 0.4]})
     b = pd.DataFrame({"label": [0, 0, 1, 1], "raw_score": [0.4, 0.1, 0.3, 0.2]})
-    got = {(r["group"], r["metric"]): r["value"] for r in br.media_records("mnist", "det", {"0": a, "1": b})}
+    got = {(r["group"], r["metric"]): r["value"] for r in results.media_records("mnist", "det", {"0": a, "1": b})}
     assert got[("0", "roc_auc")] == 1.0 and got[("1", "roc_auc")] == 0.5
     assert got[("overall", "roc_auc")] == 0.75
 
 
 def test_markdown_table_lists_detectors_before_baselines():
-    records = [br.record("nab", d, "overall", "roc_auc", v) for d, v in (("baseline_pca", 0.6), ("zeta", 0.7), ("alpha", float("nan")))]
-    text = br.markdown_table(records, ["overall"])
+    records = [results.record("nab", d, "overall", "roc_auc", v) for d, v in (("baseline_pca", 0.6), ("zeta", 0.7), ("alpha", float("nan")))]
+    text = results.markdown_table(records, ["overall"])
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "detector" not in line]
     assert rows == ["alpha", "zeta", "baseline_pca"]
     assert "| alpha | – |" in text
@@ -136,7 +136,7 @@ def test_nab_cases_are_one_table_per_series_on_its_own_step(tmp_path):
 
 
 def test_evaluate_on_a_folder_of_the_wrong_format_exits_2_naming_the_file(tmp_path, capsys):
-    from pipelines.jobs.cli import main
+    from anomalake.pipelines.jobs.cli import main
 
     (tmp_path / "data" / "valve1").mkdir(parents=True)
     (tmp_path / "data" / "valve1" / "1.csv").write_text("datetime;x\n2020-01-01 00:00:00;1\n")
@@ -148,17 +148,17 @@ def test_evaluate_on_a_folder_of_the_wrong_format_exits_2_naming_the_file(tmp_pa
 
 
 def test_evaluate_refuses_an_unknown_detector_before_starting_spark(tmp_path, capsys):
-    from pipelines.jobs.cli import main
+    from anomalake.pipelines.jobs.cli import main
 
     code = main(["evaluate", "--benchmark", "sms", "--data", str(tmp_path), "--detector", "nope"])
     assert code == 2 and "detector nope: no" in capsys.readouterr().err
 
 
 def test_pooled_baseline_gives_new_entities_the_median_of_the_known_ones():
-    from models.scaling import EntityBaseline
+    from anomalake.models.scaling import EntityScaling
 
-    known = EntityBaseline(("a", "b"), {"h1": (0.0, 10.0), "h2": (2.0, 30.0), "h3": (4.0, 20.0)}, {"h1": (1.0, 1.0), "h2": (3.0, 5.0), "h3": (2.0, 3.0)})
+    known = EntityScaling(("a", "b"), {"h1": (0.0, 10.0), "h2": (2.0, 30.0), "h3": (4.0, 20.0)}, {"h1": (1.0, 1.0), "h2": (3.0, 5.0), "h3": (2.0, 3.0)})
     merged = known.merged(known.pooled(["new"]))
     assert merged.centers["new"] == (2.0, 20.0) and merged.scales["new"] == (2.0, 3.0)
     assert merged.centers["h1"] == (0.0, 10.0) and merged.knows(["new", "h2", "other"]).tolist() == [True, True, False]
-    assert EntityBaseline.from_json(merged.to_json()) == merged
+    assert EntityScaling.from_json(merged.to_json()) == merged

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import MAX_SCORE, METHODS, Calibration, fit_calibration
+from anomalake.models.calibration import MAX_SCORE, METHODS, Calibration, fit_calibration
 
 
 def heldout(seed: int = 0, contamination: float = 0.0, n: int = 5000) -> np.ndarray:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pipelines.io import Lake
-from pipelines.jobs.check import run_check
-from pipelines.runs import write_run_record
+from anomalake.pipelines.lake.layout import Lake
+from anomalake.pipelines.lake.checks import run_check
+from anomalake.pipelines.lake.runs import write_run_record
 
 DAY = date(2026, 3, 20)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def anomalake(lake, *args, check=True):
     env = {**os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": "local[2]"}
-    result = subprocess.run([sys.executable, "-m", "pipelines.jobs.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args], env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"anomalake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.jobs.cli import COMMANDS, build_parser, main
+from anomalake.pipelines.jobs.cli import COMMANDS, build_parser, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -24,17 +24,17 @@ import yaml
 
 from conftest import START, TINY_TABLE
 from faults import kill_while_writing
-from models.artifacts import read_current
-from pipelines.config import parse_table
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.context import JobContext
-from pipelines.jobs.promote import run_promote
-from pipelines.jobs.score import run_score_days
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.publish import STAGING
-from pipelines.settings import REPO_ROOT, load_settings
+from anomalake.models.artifacts import read_current
+from anomalake.pipelines.config import parse_table
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.training.promotion import run_promote
+from anomalake.pipelines.scoring.job import run_score_days
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.lake.publishing import STAGING
+from anomalake.pipelines.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.cluster
 DAYS = day_range(START, START + timedelta(days=3))
@@ -134,7 +134,7 @@ def job(cluster: Cluster, lake: Path, *args: str, conf_dir: Path | None = None, 
         **os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": cluster.url, "ANOMALAKE_TABLES": str(tables),
         "ANOMALAKE_CODE": str(cluster.code), "SPARK_CONF_DIR": str(conf_dir or REPO_ROOT / "infra"), **env,
     }
-    command = [sys.executable, "-m", "pipelines.jobs.cli", *args]
+    command = [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args]
     # The driver's folder is not the repository: nothing may be found there by accident.
     return subprocess.Popen(command, env=environment, cwd=lake.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -1,7 +1,7 @@
 """Fault injection: the score job killed at each point of its write leaves every partition old or new, complete.
 
 The killed job is a real `anomalake score` process that ends itself with os._exit (no clean-up code runs, as
-with `kill -9`) at a named point of pipelines/publish.py, or is SIGKILLed by a watcher while Spark is still
+with `kill -9`) at a named point of pipelines/lake/publishing.py, or is SIGKILLed by a watcher while Spark is still
 writing its staged files. After each kill a reader (Spark, as `anomalake sql` reads) must see each day with
 all its rows from one run, and the next run must complete the job and leave no staging folder behind.
 """
@@ -18,13 +18,13 @@ import yaml
 
 from conftest import START, TINY_DETECTOR, TINY_TABLE
 from faults import kill_while_writing
-from models.artifacts import write_current
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.score import run_score_days
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.publish import STAGING
+from anomalake.models.artifacts import write_current
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score_days
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.lake.publishing import STAGING
 
 pytestmark = pytest.mark.slow
 DAYS = day_range(START, START + timedelta(days=3))
@@ -62,7 +62,7 @@ def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     if crash_at != "writing":
         env["ANOMALAKE_CRASH_AT"] = crash_at
     args = ["score", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
-    return subprocess.Popen([sys.executable, "-m", "pipelines.jobs.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.parametrize("crash_at", ["writing", "staged", "journaled", "swapping", "swapped"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.base import Detector, NotFittedError
-from models.registry import discover
+from anomalake.models.base import Detector, NotFittedError
+from anomalake.models.registry import discover
 from samples import KINDS, Kind
 
 FAMILIES = discover()

@@ -7,10 +7,11 @@ import logging
 import pytest
 
 from conftest import TINY_DETECTOR
-from pipelines.config import DetectorSpec
-from pipelines.errors import JobError
-from pipelines.jobs.train import build_detector, training_workers
-from pipelines.settings import load_settings
+from anomalake.pipelines.config import DetectorSpec
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.training.detectors import build_detector
+from anomalake.pipelines.training.job import training_workers
+from anomalake.pipelines.settings import load_settings
 
 
 def test_settings_read_the_code_zip_and_the_training_workers(monkeypatch, tmp_path):
@@ -31,7 +32,7 @@ def test_without_a_master_setting_spark_submit_chooses_it_and_a_plain_run_is_loc
 
 
 def test_a_missing_code_zip_is_one_clear_error_before_spark_starts(tmp_path):
-    from pipelines.spark import get_spark
+    from anomalake.pipelines.spark import get_spark
 
     settings = dataclasses.replace(load_settings(), code=str(tmp_path / "missing.zip"))
     with pytest.raises(JobError, match="missing.zip: no such file.*make package"):
@@ -46,15 +47,15 @@ def test_a_missing_code_zip_is_one_clear_error_before_spark_starts(tmp_path):
 ])
 def test_training_runs_data_parallel_only_on_a_cluster_and_for_families_that_support_it(tiny_table, caplog, master, family, wanted, expected, why):
     spec = DetectorSpec(name=family, family=family, params={"epochs": 1, "seed": 3}, calibration=TINY_DETECTOR.calibration)
-    detector = build_detector(spec, tiny_table, verbose=0)
+    detector = build_detector(spec, tiny_table.kind, tiny_table.sample_shape, tiny_table.features, verbose=0)
     with caplog.at_level(logging.WARNING, logger="anomalake"):
         assert training_workers(master, detector, family, wanted) == expected
     assert (why in caplog.text) if why else not caplog.text
 
 
 def test_every_residual_family_is_distributable_and_no_other():
-    from models.registry import discover
-    from models.residual import ResidualDetector
+    from anomalake.models.registry import discover
+    from anomalake.models.families.residual import ResidualDetector
 
     for family in discover().values():
         assert family.distributable == issubclass(family, ResidualDetector), family.family

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.datasets import SKAB_FEATURES
-from pipelines.jobs.evaluate import EvaluateSpec, resolve_detectors, run_evaluate
+from anomalake.pipelines.evaluation.datasets import SKAB_FEATURES
+from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, run_evaluate
 
 pytestmark = pytest.mark.spark
 

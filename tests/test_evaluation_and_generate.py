@@ -6,10 +6,10 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines import evaluation
-from pipelines.config import ConfigError, load_detector, load_tables, parse_table
-from pipelines.generate import ANOMALY_KINDS, GenerateSpec, generate_frames, write_generated
-from pipelines.settings import load_settings
+from anomalake.pipelines.evaluation import event_matching
+from anomalake.pipelines.config import ConfigError, load_detector, load_tables, parse_table
+from anomalake.pipelines.ingest.generate import ANOMALY_KINDS, GenerateSpec, generate_frames, write_generated
+from anomalake.pipelines.settings import load_settings
 
 
 def flagged(entity: str, times: list[str], flags: list[bool]) -> pd.DataFrame:
@@ -19,7 +19,7 @@ def flagged(entity: str, times: list[str], flags: list[bool]) -> pd.DataFrame:
 def test_runs_of_flagged_windows_are_one_detection_each():
     times = [f"2026-01-01 00:{m:02d}" for m in range(0, 40, 5)]
     scores = flagged("a", times, [True, True, False, False, True, True, True, False])
-    found = evaluation.detections(scores, window_seconds=600, stride_seconds=300)
+    found = event_matching.detections(scores, window_seconds=600, stride_seconds=300)
     assert len(found) == 2
     assert found.iloc[0]["start"] == pd.Timestamp("2025-12-31 23:50") and found.iloc[1]["end"] == pd.Timestamp("2026-01-01 00:30")
 
@@ -29,7 +29,7 @@ def test_event_score_counts_found_anomalies_and_false_detections():
                           "end": pd.to_datetime(["2026-01-01 02:00", "2026-01-01 06:00", "2026-01-01 02:00"])})
     labels = pd.DataFrame({"entity_id": ["a", "a"], "start": pd.to_datetime(["2026-01-01 01:30", "2026-01-01 09:00"]),
                            "end": pd.to_datetime(["2026-01-01 01:40", "2026-01-01 09:10"]), "kind": ["spike", "spike"]})
-    result = evaluation.event_score(found, labels)
+    result = event_matching.event_score(found, labels)
     assert (result.found, result.detections, result.true_detections) == (1, 3, 1)
     assert result.precision == pytest.approx(1 / 3) and result.recall == 0.5 and result.f1 == pytest.approx(0.4)
 

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from conftest import START, TINY_TABLE
-from models.artifacts import load_artifact, read_current
-from models.registry import discover
-from pipelines.config import DetectorSpec, parse_table
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.context import JobContext
-from pipelines.jobs.score import run_score
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.settings import load_settings
+from anomalake.models.artifacts import load_artifact, read_current
+from anomalake.models.registry import discover
+from anomalake.pipelines.config import DetectorSpec, parse_table
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.settings import load_settings
 from samples import KINDS
 
 pytestmark = pytest.mark.spark

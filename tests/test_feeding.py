@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.feeding import MatrixResultsReader, arrow_to_numpy, open_feed
+from anomalake.pipelines.training.feed import MatrixResultsReader, arrow_to_numpy, open_feed
 
 
 def _write_rows(folder, rows: int = 1000, width: int = 8):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from conftest import START, TINY_DETECTOR
-from models.artifacts import read_current, write_checksums
-from pipelines.io import day_range
-from pipelines.jobs.check import run_check
-from pipelines.jobs.promote import run_promote
-from pipelines.jobs.score import run_score
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.generate import GenerateSpec, write_generated
+from anomalake.models.artifacts import read_current, write_checksums
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.checks import run_check
+from anomalake.pipelines.training.promotion import run_promote
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 
 pytestmark = pytest.mark.spark
 DAYS = day_range(START, START + timedelta(days=2))

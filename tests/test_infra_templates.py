@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 import yaml
 
-from pipelines.config import CONF_DIR, load_tables
-from pipelines.jobs.cli import build_parser
+from anomalake.pipelines.config import CONF_DIR, load_tables
+from anomalake.pipelines.jobs.cli import build_parser
 
 pytestmark = pytest.mark.unit
 
@@ -383,7 +383,7 @@ def test_every_copied_file_exists_and_passes_the_dockerignore():
 def test_the_entry_point_the_image_copies_runs_the_cli():
     missing = [f for f in BUILT_ELSEWHERE if not (REPO / f).is_file()]
     assert not missing, f"the Dockerfile copies files that do not exist: {missing}"
-    assert "pipelines.jobs.cli" in (REPO / "infra/anomalake_main.py").read_text()
+    assert "anomalake.pipelines.jobs.cli" in (REPO / "infra/anomalake_main.py").read_text()
 
 
 # ---------------------------------------------------------------- the jobs

@@ -1,4 +1,4 @@
-"""pipelines.media: image decoding and validation, text normalising, folder and CSV/TSV readers."""
+"""anomalake.pipelines.features.decoding: image decoding and validation, text normalising, folder and CSV/TSV readers."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.media import (
+from anomalake.pipelines.features.decoding import (
     IMAGE_REASONS,
     TEXT_REASONS,
     ImageSpec,

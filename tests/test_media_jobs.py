@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.artifacts import load_artifact, read_current
-from pipelines.config import DetectorSpec, load_tables
-from pipelines.jobs.importing import import_images, import_text, write_raw_partition
-from pipelines.jobs.media_demo import SCORE_DAY, TRAIN_DAY, load_images, load_texts, raw_frames, scored_with_labels
-from pipelines.jobs.score import run_score
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.media import encode_png
-from pipelines.report import build_report
-from pipelines.settings import load_settings
+from anomalake.models.artifacts import load_artifact, read_current
+from anomalake.pipelines.config import DetectorSpec, load_tables
+from anomalake.pipelines.ingest.files import import_images, import_text, write_raw_partition
+from anomalake.pipelines.demo.media import SCORE_DAY, TRAIN_DAY, load_images, load_texts, raw_frames, scored_with_labels
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.features.decoding import encode_png
+from anomalake.pipelines.reporting.report import build_report
+from anomalake.pipelines.settings import load_settings
 
 pytestmark = pytest.mark.spark
 TABLES = load_tables(load_settings().tables_file)
@@ -111,7 +111,7 @@ def test_bad_images_and_texts_are_quarantined_with_reasons(ctx):
 
 
 def test_too_many_bad_rows_fail_the_job_with_the_table_named(ctx):
-    from pipelines.errors import JobError
+    from anomalake.pipelines.errors import JobError
 
     broken = pd.DataFrame({"image_id": [f"i{i}" for i in range(5)], "image": [b"junk"] * 5})
     write_raw_partition(ctx.lake, TABLES["digits"], TRAIN_DAY, broken)

@@ -7,11 +7,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.score import run_score_days
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score_days
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
 from tests.conftest import START, TINY_DETECTOR
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import discover
-from pipelines.config import configured_detectors
-from pipelines.quality import evaluate
-from pipelines.settings import load_settings
+from anomalake.models.registry import discover
+from anomalake.pipelines.config import configured_detectors
+from anomalake.pipelines.evaluation.one_class import evaluate
+from anomalake.pipelines.settings import load_settings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(load_settings().datasets)

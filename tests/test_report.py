@@ -8,13 +8,13 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from pipelines.events import anomaly_events
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.score import run_score
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
-from pipelines.report import scores_dir, write_report
+from anomalake.pipelines.events.grouping import anomaly_events
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.reporting.report import scores_dir, write_report
 from tests.conftest import START, TINY_DETECTOR
 
 pytestmark = pytest.mark.spark

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import START, TINY_DETECTOR
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range
-from pipelines.jobs.score import run_score_days
-from pipelines.jobs.sql import run_sql
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score_days
+from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
 
 pytestmark = pytest.mark.spark
 DAYS = day_range(START, START + timedelta(days=2))

@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import START, TINY_DETECTOR
-from models.artifacts import load_artifact, read_current
-from pipelines.errors import JobError
-from pipelines.generate import GenerateSpec, write_generated
-from pipelines.io import day_range, partition_dir
-from pipelines.jobs.score import run_score
-from pipelines.jobs.sql import run_sql
-from pipelines.jobs.train import run_train
-from pipelines.jobs.windows import run_windows
+from anomalake.models.artifacts import load_artifact, read_current
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.layout import day_range, partition_path
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
 
 pytestmark = pytest.mark.spark
 DAYS = day_range(START, START + timedelta(days=2))
@@ -29,16 +29,16 @@ def generate(ctx, days: int = 3, entities: int = 2, seed: int = 5) -> None:
 
 def features(ctx, day=None) -> pd.DataFrame:
     root = ctx.lake.features("telemetry")
-    frame = ctx.spark.read.parquet(str(partition_dir(root, dt=day.isoformat()) if day else root)).toPandas()
+    frame = ctx.spark.read.parquet(str(partition_path(root, dt=day.isoformat()) if day else root)).toPandas()
     return frame.sort_values(["entity_id", "ts"], ignore_index=True)
 
 
 def raw_partition(ctx, table, day) -> pd.DataFrame:
-    return pd.read_parquet(partition_dir(ctx.lake.raw(table), dt=day.isoformat()))
+    return pd.read_parquet(partition_path(ctx.lake.raw(table), dt=day.isoformat()))
 
 
 def write_raw_partition(ctx, table, day, frame: pd.DataFrame) -> None:
-    folder = partition_dir(ctx.lake.raw(table), dt=day.isoformat())
+    folder = partition_path(ctx.lake.raw(table), dt=day.isoformat())
     for old in folder.glob("*.parquet"):
         old.unlink()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet", coerce_timestamps="us")
@@ -60,11 +60,11 @@ def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):
     generate(ctx)
     run_windows(ctx, tiny_table, DAYS)
     before = features(ctx)
-    other_files = sorted(p.name for p in partition_dir(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
+    other_files = sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
     run_windows(ctx.with_new_run(), tiny_table, [DAYS[1]])
     after = features(ctx)
     assert len(after) == len(before) and not after.duplicated(["entity_id", "ts"]).any()
-    assert sorted(p.name for p in partition_dir(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()) == other_files
+    assert sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()) == other_files
 
 
 def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
@@ -77,7 +77,7 @@ def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
     frame = frame.drop(index=range(100, 104))  # a gap of 4 steps > fill_limit 2
     write_raw_partition(ctx, tiny_table, day, frame)
     result = run_windows(ctx, tiny_table, [day])
-    quarantine = ctx.spark.read.parquet(str(partition_dir(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))).toPandas()
+    quarantine = ctx.spark.read.parquet(str(partition_path(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))).toPandas()
     written = len(features(ctx, day))
     assert result.rows_in == len(frame) == written + result.context + len(quarantine)
     # Single bad points are interpolated inside windows; the 4-step gap breaks the 7 windows reaching over it.
@@ -94,7 +94,7 @@ def test_missing_column_stops_with_one_line_and_no_partition(ctx, tiny_table):
     message = str(error.value)
     assert "table telemetry" in message and f"partition dt={day}" in message and "column memory" in message
     assert "\n" not in message
-    assert not partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+    assert not partition_path(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
 
 
 def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
@@ -104,7 +104,7 @@ def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
     write_raw_partition(ctx, tiny_table, day, frame.assign(cpu=frame["cpu"].round(1).astype(str)))
     with pytest.raises(JobError, match=rf"table telemetry, partition dt={day}, column cpu: expected a numeric type, found string"):
         run_windows(ctx, tiny_table, [day])
-    assert not partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+    assert not partition_path(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
 
 
 def test_a_date_without_raw_data_is_an_error(ctx, tiny_table):
@@ -130,7 +130,7 @@ def test_train_writes_a_complete_artifact_and_current_last(trained):
     files = {p.name for p in (root / result.version).iterdir()}
     assert files == {"model.keras", "config.json", "baseline.json", "calibration.json", "meta.json", "checksums.json"}
     artifact = load_artifact(root / result.version)
-    assert set(artifact.baseline.centers) == {"host-000", "host-001", "host-002"}
+    assert set(artifact.scaling.centers) == {"host-000", "host-001", "host-002"}
     assert result.rows_train > 0 and result.rows_holdout > 0
 
 
@@ -144,7 +144,7 @@ def test_spark_scores_equal_one_process_scores(trained):
     merged = windows.merge(scores, on=["entity_id", "ts"]).sort_values(["entity_id", "ts"])
     artifact = load_artifact(ctx.lake.models("dense_autoencoder", "telemetry") / result.version)
     x = np.stack(merged["x"]).astype(np.float64).reshape(-1, table.window.length, len(table.features))
-    expected = artifact.detector.score_samples(artifact.baseline.transform(merged["entity_id"].tolist(), x))
+    expected = artifact.detector.score_samples(artifact.scaling.transform(merged["entity_id"].tolist(), x))
     np.testing.assert_allclose(merged["raw_score"].to_numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(merged["score"], artifact.calibration.transform(expected), rtol=1e-5, atol=1e-9)
     assert (merged["is_anomaly"] == (merged["score"] > merged["threshold"])).all()
@@ -170,9 +170,9 @@ def test_score_rerun_replaces_the_partition(trained):
 def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
     ctx, table, _ = trained
     day = DAYS[2]
-    windows = ctx.spark.read.parquet(str(partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat())))
+    windows = ctx.spark.read.parquet(str(partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())))
     stranger = windows.limit(5).selectExpr("'host-new' AS entity_id", "ts", "x")
-    stranger.write.mode("append").parquet(str(partition_dir(ctx.lake.features("telemetry"), dt=day.isoformat())))
+    stranger.write.mode("append").parquet(str(partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())))
     outcome = run_score(ctx, table, "dense_autoencoder", day)
     assert outcome.quarantined == {"unknown_entity": 5}
     scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pipelines.publish import JOURNAL, OWNER, begin_staging, end_staging, recover, staging_root
+from anomalake.pipelines.lake.publishing import JOURNAL, OWNER, begin_staging, end_staging, recover, staging_root
 
 KEYS = {"detector": "dense_autoencoder"}
 
@@ -24,7 +24,7 @@ def test_a_run_started_meanwhile_leaves_a_live_runs_staging_alone(tmp_path):
 def test_the_staging_of_a_run_whose_process_died_is_recovered(tmp_path):
     # A child process stages, holds the lock and dies without cleaning up (as a killed job does).
     code = (
-        "import sys, os; from pathlib import Path; from pipelines.publish import begin_staging;"
+        "import sys, os; from pathlib import Path; from anomalake.pipelines.lake.publishing import begin_staging;"
         f"stage = begin_staging(Path({str(tmp_path)!r}), {KEYS!r}, 'dead'); (stage / 'x.parquet').write_text('x'); os._exit(137)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 137

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.dense_autoencoder import DenseAutoencoder, DenseAutoencoderConfig
+from anomalake.models.families.dense_autoencoder import DenseAutoencoder, DenseAutoencoderConfig
 
 
 def test_each_epoch_prints_its_losses_and_the_time_left(capsys):

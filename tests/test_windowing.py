@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import windowing
-from pipelines.publish import TaskFiles
+from anomalake.pipelines.features import windowing
+from anomalake.pipelines.lake.publishing import TaskFiles
+from anomalake.pipelines.lake.schemas import FEATURE_FILE
 
 TARGET = frozenset({"2026-02-03"})
 
@@ -109,7 +110,7 @@ def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole
 
     rows, flat = feature_rows(10)
     try:
-        with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=3, attempt=0) as files:
+        with TaskFiles(tmp_path, FEATURE_FILE, part=3, attempt=0) as files:
             windowing._add_windows(files, rows, flat)
             files._flush("2026-02-03")  # a row group is on disk when the task dies
             raise RuntimeError("executor lost")
@@ -117,23 +118,23 @@ def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole
         pass
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a failed attempt left files behind"
     for attempt in (1, 2):  # the retry, then a second computation of the same partition
-        with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=3, attempt=attempt) as files:
+        with TaskFiles(tmp_path, FEATURE_FILE, part=3, attempt=attempt) as files:
             windowing._add_windows(files, rows, flat)
     written = [p.name for p in (tmp_path / "dt=2026-02-03").iterdir()]
     assert written == ["part-00003.parquet"]
     table = pq.read_table(tmp_path / "dt=2026-02-03" / "part-00003.parquet")
-    assert table.schema.equals(windowing.FEATURE_FILE) and table.num_rows == 10
+    assert table.schema.equals(FEATURE_FILE) and table.num_rows == 10
     assert np.array_equal(np.stack(table.column("x").to_pylist()), flat)
 
 
 def test_windows_counted_but_not_staged_stop_the_job(tmp_path, tiny_table):
     import pytest
 
-    from pipelines.errors import JobError
-    from pipelines.publish import check_staged
+    from anomalake.pipelines.errors import JobError
+    from anomalake.pipelines.lake.publishing import check_staged
 
     rows, flat = feature_rows(5)
-    with TaskFiles(tmp_path, windowing.FEATURE_FILE, part=0, attempt=0) as files:
+    with TaskFiles(tmp_path, FEATURE_FILE, part=0, attempt=0) as files:
         windowing._add_windows(files, rows, flat)
     check_staged(tiny_table, tmp_path, {}, {"2026-02-03": 5}, "windows")
     with pytest.raises(JobError, match="partition dt=2026-02-03: 6 windows counted but 5 staged"):

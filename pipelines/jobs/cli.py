@@ -5,11 +5,11 @@ import argparse
 import sys
 from datetime import date
 
-from models.artifacts import ArtifactError
-from pipelines.config import ConfigError, check_name, load_table, load_tables
-from pipelines.datasets import DatasetError
-from pipelines.errors import JobError
-from pipelines.settings import Settings, load_settings
+from anomalake.models.artifacts import ArtifactError
+from anomalake.pipelines.config import ConfigError, check_name, load_table, load_tables
+from anomalake.pipelines.evaluation.datasets import DatasetError
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.settings import Settings, load_settings
 
 
 def _date(text: str) -> date:
@@ -20,7 +20,7 @@ def _date(text: str) -> date:
 
 
 def _days(args: argparse.Namespace) -> list[date]:
-    from pipelines.io import day_range
+    from anomalake.pipelines.lake.layout import day_range
 
     if args.date and (args.start or args.end):
         raise JobError("give either --date or --start/--end, not both")
@@ -188,14 +188,14 @@ def _version() -> str:
 
 def _session(settings: Settings, args: argparse.Namespace, extra: dict[str, str] | None = None):
     """A job context on a fresh SparkSession named after the command (with `extra` Spark properties)."""
-    from pipelines.jobs.context import JobContext
-    from pipelines.spark import get_spark
+    from anomalake.pipelines.lake.context import JobContext
+    from anomalake.pipelines.spark import get_spark
 
     return JobContext(settings, get_spark(settings, f"anomalake-{args.command}", extra))
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.generate import GenerateSpec, write_generated
+    from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 
     counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
     rows = sum(v for k, v in counts.items() if k != "labels")
@@ -203,7 +203,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _windows(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.windows import run_windows
+    from anomalake.pipelines.features.job import run_windows
 
     table = load_table(settings.tables_file, args.table)
     r = run_windows(_session(settings, args), table, _days(args))
@@ -211,7 +211,7 @@ def _windows(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.train import run_train
+    from anomalake.pipelines.training.job import run_train
 
     table = load_table(settings.tables_file, args.table)
     verbose = 1 if settings.interactive else 2  # a progress bar in a terminal, one line per epoch in logs
@@ -225,7 +225,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _promote(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.promote import run_promote
+    from anomalake.pipelines.training.promotion import run_promote
 
     table = load_table(settings.tables_file, args.table)
     decision = run_promote(_session(settings, args), table, args.detector, args.version)
@@ -236,7 +236,7 @@ def _promote(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _score(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.score import run_score_days
+    from anomalake.pipelines.scoring.job import run_score_days
 
     table = load_table(settings.tables_file, args.table)
     days = _days(args)
@@ -246,16 +246,16 @@ def _score(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.jobs.sql import render, run_sql
+    from anomalake.pipelines.lake.query import render, run_sql
 
     tables = list(load_tables(settings.tables_file).values())
     print(render(run_sql(_session(settings, args), tables, args.query, args.limit), args.format), end="")
 
 
 def _catalog(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines import catalog
-    from pipelines.io import Lake
-    from pipelines.spark import get_spark
+    from anomalake.pipelines.lake import catalog
+    from anomalake.pipelines.lake.layout import Lake
+    from anomalake.pipelines.spark import get_spark
 
     lake = Lake(settings.lake_path)
     chosen = [load_table(settings.tables_file, name) for name in (args.table or load_tables(settings.tables_file))]
@@ -268,8 +268,8 @@ def _catalog(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.io import Lake
-    from pipelines.jobs.check import run_check
+    from anomalake.pipelines.lake.layout import Lake
+    from anomalake.pipelines.lake.checks import run_check
 
     table = load_table(settings.tables_file, args.table)
     result = run_check(Lake(settings.lake_path), table, args.detector or list(table.detectors), args.date)
@@ -286,18 +286,18 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
     if table.kind != args.kind:
         raise JobError(f"table {table.name} is a {table.kind} table; --kind {args.kind} needs a {args.kind} table")
     if args.kind == "timeseries":
-        from pipelines.jobs.demo import run_demo
+        from anomalake.pipelines.demo.timeseries import run_demo
 
         run_demo(_session(settings, args), table)
         return
-    from pipelines.jobs.media_demo import run_media_demo
+    from anomalake.pipelines.demo.media import run_media_demo
 
     run_media_demo(_session(settings, args), table, args.normal_class if args.kind == "image" else "ham")
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.io import Lake
-    from pipelines.jobs.importing import import_images, import_text
+    from anomalake.pipelines.lake.layout import Lake
+    from anomalake.pipelines.ingest.files import import_images, import_text
 
     table, lake = load_table(settings.tables_file, args.table), Lake(settings.lake_path)
     if args.what == "images":
@@ -310,8 +310,8 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.io import Lake
-    from pipelines.report import write_report
+    from anomalake.pipelines.lake.layout import Lake
+    from anomalake.pipelines.reporting.report import write_report
 
     table = load_table(settings.tables_file, args.table)
     detector = args.detector or table.detectors[0]
@@ -320,7 +320,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _doctor(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.doctor import run_checks
+    from anomalake.pipelines.jobs.doctor import run_checks
 
     problems = 0
     for check in run_checks(settings):
@@ -337,9 +337,9 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     import dataclasses
     from pathlib import Path
 
-    from pipelines.config import load_detector
-    from pipelines.benchmark_cases import load_cases
-    from pipelines.jobs.evaluate import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
+    from anomalake.pipelines.config import load_detector
+    from anomalake.pipelines.evaluation.cases import load_cases
+    from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
 
     detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
     for name in detectors:
@@ -363,8 +363,8 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _detectors(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.config import configured_detectors
-    from models.registry import discover
+    from anomalake.pipelines.config import configured_detectors
+    from anomalake.models.registry import discover
 
     families = discover()
     print(f"{'family':<20} {'input kinds':<20} description")

@@ -1,0 +1,266 @@
+"""`anomalake evaluate`: a public benchmark through the user's windows, train and score jobs, measured against its labels.
+
+Each case of the benchmark (pipelines/evaluation/cases.py) is written to a temporary lake as raw partitions,
+windowed, trained on and scored by the same jobs a nightly run uses (local Spark); the scored rows are then
+joined to the labels. Labels serve the metrics only. The baselines (pipelines/evaluation/reference_detectors.py) run on
+the same windows, images or texts, in the same units, and are calibrated the same way.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from anomalake.models.calibration import fit_calibration
+from anomalake.models.scaling import EntityScaling
+from anomalake.pipelines.evaluation import reference_detectors as reference
+from anomalake.pipelines.evaluation import results
+from anomalake.pipelines.evaluation.cases import TIME_SERIES, Case, load_cases
+from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.lake.layout import has_data, partition_path
+from anomalake.pipelines.lake.reading import read_partitions
+from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scaling
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.ingest.files import write_raw_partition
+from anomalake.pipelines.scoring.job import run_score_days
+from anomalake.pipelines.training.holdout import split_holdout
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.features.job import run_windows
+
+SUMMARY_GROUPS = {"nab": None, "asd": ["asd"], "skab": None, "mnist": ["overall"], "sms": ["ham"]}
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    """What one `anomalake evaluate` run measures."""
+
+    benchmark: str
+    data: Path
+    detectors: tuple[str, ...]
+    out: Path
+    groups: tuple[str, ...] = ()  # NAB categories or series, ASD entities, SKAB folders or runs, digits
+    epochs: int | None = None  # cut training (quick checks); None = the detector's own setting
+    baselines: bool = True
+    plots: bool = True
+    keep_lake: bool = False
+
+
+def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
+    """Detector names with `default` replaced by the family a new table of the benchmark's kind gets."""
+    kind = "timeseries" if benchmark in TIME_SERIES else ("image" if benchmark == "mnist" else "text")
+    return tuple(dict.fromkeys(DEFAULT_DETECTORS[kind] if n == "default" else n for n in names))
+
+
+def _spec(name: str, epochs: int | None) -> DetectorSpec:
+    spec = load_detector(name)
+    return spec if epochs is None else spec.with_params(epochs=epochs)
+
+
+def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None = None) -> list[dict]:
+    """Run every case of the benchmark; write results.json, results.md and plots under spec.out; return the records."""
+    cases = cases if cases is not None else load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
+    started = time.monotonic()
+    run = _run_cases(ctx, cases, spec, started)
+    done = [c for c in cases if c.name not in run.failed]
+    categories = {g: c for case in done for g, c in case.category.items()}
+    windows = {g: w for case in done for g, w in case.windows.items()}
+    records = _records(spec.benchmark, run.frames, categories, windows)
+    summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
+    notes = [f"FAILED, not in these figures: {name}: {why}" for name, why in run.failed.items()]
+    json_path, md_path = results.write_results(spec.out, records, summary, notes)
+    if spec.plots:
+        _plots(spec, run.frames, run.values, windows)
+    print(md_path.read_text())
+    print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
+    if run.failed:
+        raise JobError(f"{len(run.failed)} of {len(cases)} cases failed ({', '.join(run.failed)}); the others' results are in {spec.out}")
+    return records
+
+
+@dataclass
+class _Run:
+    """What the cases produced: scored frames per detector and group, raw values per series, failures."""
+
+    frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    values: dict[str, pd.DataFrame] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: float) -> _Run:
+    """Each case through the jobs, step i of n printed; a failed case is recorded and the others go on."""
+    run = _Run()
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  (t+{time.monotonic() - started:.0f}s)", flush=True)
+        try:
+            outputs = _run_case(ctx, case, spec)
+        except JobError as error:  # one awkward series must not cost the others' results; the run still fails
+            run.failed[case.name] = str(error)
+            print(f"  FAILED: {error}", flush=True)
+            continue
+        for detector, scored in outputs.items():
+            for group, frame in _split_groups(case, scored).items():
+                run.frames.setdefault(detector, {})[group] = frame
+        if case.table.kind == "timeseries":
+            raw = pd.concat(case.raw.values(), ignore_index=True)
+            for group in case.groups:
+                run.values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
+    return run
+
+
+def _records(benchmark: str, frames: dict, categories: dict, windows: dict) -> list[dict]:
+    records: list[dict] = []
+    for detector, per_group in frames.items():
+        if benchmark in TIME_SERIES:
+            records += results.timeseries_records(benchmark, detector, per_group, categories, windows)
+        else:
+            records += results.media_records(benchmark, detector, per_group)
+    return records
+
+
+def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.DataFrame]:
+    """Scored rows (entity_id, [ts,] raw_score, score, threshold, is_anomaly) per detector and baseline."""
+    for day, frame in case.raw.items():
+        write_raw_partition(ctx.lake, case.table, day, frame)
+    all_days = sorted(case.raw)
+    made = run_windows(ctx.with_new_run(), case.table, all_days)
+    print(f"  windows: rows in {made.rows_in:,} = windows {made.windows:,} + context {made.context:,} + quarantined {made.quarantined_total:,} {made.quarantined or ''}", flush=True)
+    score_days = [d for d in case.score_days if has_data(partition_path(ctx.lake.features(case.table.name), dt=d.isoformat()))]
+    out = {}
+    for name in spec.detectors:
+        began = time.monotonic()
+        trained = run_train(ctx.with_new_run(), case.table, name, case.train_days[0], case.train_days[-1], verbose=0,
+                            spec=_spec(name, spec.epochs), entities=case.train_entities)
+        scored = run_score_days(ctx.with_new_run(), case.table, name, score_days)
+        out[name] = _read_scores(ctx, case, name, score_days)
+        print(f"  {name}: {trained.rows_train:,} training windows, threshold {trained.threshold:.2f}; {scored.scored:,} scored, "
+              f"{scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}  ({time.monotonic() - began:.0f}s)", flush=True)
+    if spec.baselines:
+        out.update(_baselines(ctx, case, score_days, spec.detectors[0]))
+    return out
+
+
+def _read_scores(ctx: JobContext, case: Case, detector: str, days: list) -> pd.DataFrame:
+    columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
+    df = read_partitions(ctx.spark, ctx.lake.scores(case.table.name), days, "scores", case.table.name, detector=detector)
+    return df.select(*columns, "raw_score", "score", "threshold", "is_anomaly").toPandas()
+
+
+def _split_groups(case: Case, scored: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The truth of each group joined to its scored rows (unscored rows keep NaN scores and no flag)."""
+    out = {}
+    for group in case.groups:
+        truth = case.truth[case.truth["group"] == group]
+        if case.table.kind == "timeseries":
+            out[group] = results.series_frame(truth, scored, case.table.window.length)
+        else:
+            frame = truth.merge(scored, on="entity_id", how="left")
+            frame["flag"] = frame["is_anomaly"].eq(True).to_numpy()
+            out[group] = frame
+    return out
+
+
+def _features(ctx: JobContext, case: Case, days: list, entities: tuple[str, ...] = ()):
+    """The feature rows of `days` (only `entities` when given) as a Spark DataFrame (entity_id, ts, x)."""
+    root = ctx.lake.features(case.table.name)
+    present = [d for d in days if has_data(partition_path(root, dt=d.isoformat()))]
+    df = read_partitions(ctx.spark, root, present, "features", case.table.name)
+    if entities:
+        df = df.where(F.col("entity_id").isin(*entities))
+    return df.select("entity_id", "ts", "x")
+
+
+def _pandas(df) -> pd.DataFrame:
+    return df.toPandas().sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> dict[str, pd.DataFrame]:
+    """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split."""
+    spec = load_detector(detector)
+    fit_df, held_df, _ = split_holdout(_features(ctx, case, list(case.train_days), case.train_entities), case.table, spec.holdout_fraction)
+    test_df = _features(ctx, case, score_days)
+    scaling = _reference_scaling(case, fit_df, test_df)
+    fit_part, held_part, test = (_known_rows(_pandas(df), scaling) for df in (fit_df, held_df, test_df))
+    x_fit, x_held, x_test = (_samples(part, case, scaling) for part in (fit_part, held_part, test))
+    if case.table.kind == "text":
+        scorers = {"isolation_forest": reference.text_isolation_forest_scores, "pca": reference.text_pca_scores}
+    else:
+        scorers = {"isolation_forest": reference.isolation_forest_scores, "pca": reference.pca_scores}
+    out = {}
+    for name, scorer in scorers.items():
+        held, scores = scorer(x_fit, x_held), scorer(x_fit, x_test)
+        out[f"baseline_{name}"] = _calibrated(test, held, scores, spec.calibration_options, case)
+    if case.table.kind == "timeseries":
+        z = _rolling_z(case)
+        out["baseline_rolling_z"] = _calibrated(test, _at_window_ends(z, held_part), _at_window_ends(z, test), spec.calibration_options, case)
+    return out
+
+
+def _reference_scaling(case: Case, fit_df, test_df) -> EntityScaling:
+    """The per-entity scaling the jobs would use: fitted on the training part, unseen entities as the table says."""
+    if case.table.kind != "timeseries":
+        return EntityScaling.identity()
+    known = fit_scaling(fit_df, case.table)
+    unseen = unseen_scaling(test_df, case.table, known)
+    return known.merged(unseen) if unseen is not None else known
+
+
+def _known_rows(part: pd.DataFrame, scaling: EntityScaling) -> pd.DataFrame:
+    """The rows a detector would score: an entity without a scale is quarantined by the score job, and left out here."""
+    return part[scaling.knows(part["entity_id"].tolist())].reset_index(drop=True) if len(part) else part
+
+
+def _samples(part: pd.DataFrame, case: Case, scaling: EntityScaling) -> np.ndarray:
+    """Model inputs of a baseline: time series in each entity's own units (as the detectors see them)."""
+    if case.table.kind == "text":
+        return part["x"].to_numpy(dtype=object)
+    x = np.stack(part["x"].to_numpy()).astype(np.float64) if len(part) else np.zeros((0, int(np.prod(case.table.sample_shape))))
+    if case.table.kind != "timeseries":
+        return x
+    shape = case.table.sample_shape
+    return scaling.transform(part["entity_id"].tolist(), x.reshape((-1, *shape))).reshape(len(part), -1)
+
+
+def _rolling_z(case: Case) -> pd.DataFrame:
+    """Rolling z-score of the raw values at every (entity_id, ts) (trailing window = the table's window length)."""
+    raw = pd.concat(case.raw.values(), ignore_index=True).sort_values(["entity_id", "ts"], kind="stable")
+    raw = raw.drop_duplicates(["entity_id", "ts"])  # a duplicate key is quarantined by the windows job
+    features = list(case.table.features)
+    raw["z"] = np.concatenate([reference.rolling_z_scores(rows[features], case.table.window.length) for _, rows in raw.groupby("entity_id", sort=False)])
+    return raw[["entity_id", "ts", "z"]]
+
+
+def _at_window_ends(z: pd.DataFrame, windows: pd.DataFrame) -> np.ndarray:
+    """The rolling z-score at each window's end."""
+    return windows[["entity_id", "ts"]].merge(z, on=["entity_id", "ts"], how="left")["z"].fillna(0.0).to_numpy()
+
+
+def _calibrated(test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case) -> pd.DataFrame:
+    cal = fit_calibration(held, **calibration)
+    columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
+    calibrated = cal.transform(scores)
+    return test[columns].assign(raw_score=scores, score=calibrated, threshold=cal.threshold, is_anomaly=calibrated > cal.threshold)
+
+
+def _plots(spec: EvaluateSpec, frames: dict, values: dict, windows: dict) -> None:
+    """One PNG per detector and series (or class) under out/plots/<detector>/."""
+    for detector, per_group in frames.items():
+        for group, frame in per_group.items():
+            path = spec.out / "plots" / detector / (group.replace("/", "__").removesuffix(".csv") + ".png")
+            title = f"{spec.benchmark} {group}: {detector}"
+            if spec.benchmark in TIME_SERIES:
+                results.plot_series(path, title, frame, values[group], windows.get(group, ()))
+            else:
+                results.plot_class(path, title + " (normal class)", frame)
+
+
+def temporary_lake(keep: bool = False) -> tuple[Path, callable]:
+    """A fresh lake folder and the function that removes it (unless kept)."""
+    root = Path(tempfile.mkdtemp(prefix="anomalake-evaluate-"))
+    return root, (lambda: None) if keep else (lambda: shutil.rmtree(root, ignore_errors=True))

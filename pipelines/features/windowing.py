@@ -1,0 +1,244 @@
+"""Raw rows of one entity -> fixed-length windows on a regular grid, or quarantine rows with a reason.
+
+Every raw row of a target day gets exactly one outcome, so rows in = windows + context + quarantined:
+- window: the row is the last step of a window that was written;
+- context: the row is on the grid but not a window end (stride above 1; ends are aligned to the epoch);
+- quarantine: the row or its window cannot be used (see REASONS).
+Rows of lookback days only feed the grid; they were accounted for by their own day's run.
+"""
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.lake.publishing import TaskFiles
+from anomalake.pipelines.lake.schemas import FEATURE_FILE, WINDOWS_TALLY_ARROW
+
+WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
+REASONS = {
+    "null_key": "entity or time is null",
+    "non_finite_value": "a feature is NaN, infinite or null",
+    "out_of_bounds": "a feature is outside the range the table config's bounds allow",
+    "outside_partition": "the timestamp (snapped to the grid) is not in the row's dt partition",
+    "duplicate_key": "another row of the entity has the same grid timestamp",
+    "insufficient_history": "fewer than window-1 earlier grid steps exist in the lake",
+    "gap_exceeds_fill_limit": "the window spans a gap longer than fill_limit steps",
+}
+# Expected at the start of every table, so it does not count towards the quarantine limit.
+NOT_A_DATA_PROBLEM = ("insufficient_history",)
+
+def lookback_days(table: TableConfig) -> int:
+    """Whole days before a target day whose rows a window (and its gap filling) can reach."""
+    return math.ceil(table.lookback_steps * table.step_seconds / 86400)
+
+
+def days_to_read(table: TableConfig, days: list[date]) -> list[date]:
+    """Target days plus the lookback days before the first one."""
+    first = days[0]
+    return [first - timedelta(days=n) for n in range(lookback_days(table), 0, -1)] + days
+
+
+def fill_short_gaps(grid: np.ndarray, limit: int) -> np.ndarray:
+    """Linearly interpolate runs of missing grid rows of at most `limit` steps that have both neighbours."""
+    missing = np.flatnonzero(np.isnan(grid).any(axis=1))
+    if limit <= 0 or missing.size == 0:
+        return grid
+    breaks = np.flatnonzero(np.diff(missing) > 1)
+    starts, ends = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, missing.size - 1]]
+    for start, end in zip(starts, ends):
+        if start == 0 or end == len(grid) - 1 or end - start + 1 > limit:
+            continue
+        weights = (np.arange(1, end - start + 2) / (end - start + 2))[:, None]
+        grid[start : end + 1] = grid[start - 1] + weights * (grid[end + 1] - grid[start - 1])
+    return grid
+
+
+def _epoch_days(dt: pd.Series) -> np.ndarray:
+    """Each 'YYYY-MM-DD' partition value as days since 1970-01-01 (parsed once per distinct value)."""
+    codes, values = pd.factorize(dt)
+    days = np.array([(date.fromisoformat(v) - date(1970, 1, 1)).days for v in values], dtype=np.int64)
+    return days[codes]
+
+
+def _grid_steps(ts: pd.Series, step_seconds: int) -> np.ndarray:
+    """Each timestamp's index on the epoch-aligned grid (rounded to the nearest step)."""
+    seconds = ts.astype("int64").to_numpy() / 1e9
+    return np.round(seconds / step_seconds).astype(np.int64)
+
+
+def _result(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, x: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "entity_id": rows["entity_id"].to_numpy(),
+            "ts": rows["ts"].to_numpy(),
+            "x": x,
+            "outcome": outcome,
+            "reason": reason,
+            "detail": [REASONS.get(r) if r else None for r in reason],
+            "dt": rows["dt"].to_numpy(),
+        }
+    )
+
+
+def _out_of_bounds(values: np.ndarray, table: TableConfig) -> np.ndarray:
+    """Rows with a feature outside its configured [low, high]."""
+    low = np.full(values.shape[1], -np.inf)
+    high = np.full(values.shape[1], np.inf)
+    for feature, lo, hi in table.bounds:
+        low[table.features.index(feature)], high[table.features.index(feature)] = lo, hi
+    with np.errstate(invalid="ignore"):
+        return ((values < low) | (values > high)).any(axis=1)
+
+
+def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]) -> pd.DataFrame:
+    """One entity's raw rows (target and lookback days) -> one outcome row per target-day raw row."""
+    kept, outcome, reason, has_window, flat = _cut(rows.reset_index(drop=True), table, target_days)
+    x: list = [None] * len(kept)
+    for i, row in zip(np.flatnonzero(has_window), flat):
+        x[i] = row
+    return _result(kept, outcome, reason, x)
+
+
+def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], stage: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over one task's raw rows, sorted by entity: windows -> Parquet files, the rest -> WINDOWS_TALLY rows.
+
+    Each entity's rows (target and lookback days) are cut as `_cut` does; its windows go straight to this task's
+    file of their day under `stage` (written by pyarrow, so the window arrays never pass through the JVM), and
+    out come the quarantined rows one by one and, at the end, this task's windows and context rows counted per day.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    # Dictionaries and min/max statistics of window floats cost time and help no reader.
+    with TaskFiles(Path(stage), FEATURE_FILE, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]) as files:
+        for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
+            kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
+            _add_windows(files, kept[has_window], flat)
+            for (day, kind), count in pd.Series(outcome).groupby([kept["dt"].to_numpy(), outcome]).size().items():
+                if kind != QUARANTINE:
+                    counts[(day, kind)] = counts.get((day, kind), 0) + int(count)
+            bad = outcome == QUARANTINE
+            if bad.any():
+                yield _tally(kept[bad], outcome[bad], reason[bad])
+    if counts:
+        (days, kinds), n = zip(*counts.keys()), list(counts.values())
+        keys = pd.DataFrame({"entity_id": [None] * len(n), "ts": pd.NaT, "dt": list(days)})
+        yield _tally(keys, np.array(kinds, dtype=object), np.full(len(n), None, dtype=object), np.array(n, dtype=np.int64))
+
+
+def _entities(batches: Iterator[pa.RecordBatch], columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The rows of each entity in turn (the input is sorted by entity, and an entity may span batches)."""
+    carry = None
+    for batch in batches:
+        rows = batch.select(columns).to_pandas(coerce_temporal_nanoseconds=True)  # the grid arithmetic is in ns
+        rows = rows if carry is None else pd.concat([carry, rows], ignore_index=True)
+        key = rows["entity_id"].fillna("\x00").to_numpy(dtype=object)  # null entities form one group (quarantined)
+        starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1, len(rows)]
+        for start, end in zip(starts[:-2], starts[1:-1]):
+            yield rows.iloc[start:end].reset_index(drop=True)
+        carry = rows.iloc[starts[-2]:].reset_index(drop=True)  # the last entity may go on in the next batch
+    if carry is not None and len(carry):
+        yield carry
+
+
+def _tally(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, counts: np.ndarray | None = None) -> pa.RecordBatch:
+    """WINDOWS_TALLY rows: keys, outcome, reason and its text, day, and how many raw rows each stands for."""
+    details = [REASONS.get(r) if r else None for r in reason]
+    columns = [
+        pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(pd.to_datetime(rows["ts"], utc=True)), pa.array(outcome, pa.string()),
+        pa.array(reason, pa.string()), pa.array(details, pa.string()), pa.array(rows["dt"].to_numpy(dtype=object), pa.string()),
+        pa.array(np.ones(len(rows), dtype=np.int64) if counts is None else counts, pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=WINDOWS_TALLY_ARROW)
+
+
+def _add_windows(files: TaskFiles, rows: pd.DataFrame, flat: np.ndarray) -> None:
+    """Hand the windows `flat` of `rows` (entity_id, ts, dt) to this task's file of each one's day."""
+    days = rows["dt"].to_numpy(dtype=object)
+    for day in pd.unique(days):
+        pick = days == day
+        files.add(day, _feature_rows(rows[pick], flat[pick]))
+
+
+def _feature_rows(rows: pd.DataFrame, flat: np.ndarray) -> pa.Table:
+    """FEATURE_FILE rows of windows `flat` (one row each, row order as `rows`)."""
+    size = flat.shape[1]
+    offsets = pa.array(np.arange(0, (len(rows) + 1) * size, size, dtype=np.int32))
+    x = pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), pa.float32()), type=FEATURE_FILE.field("x").type)
+    return pa.Table.from_arrays([pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x], schema=FEATURE_FILE)
+
+
+def _timestamps(ts: pd.Series) -> pa.Array:
+    """Timestamps (UTC, ns in pandas) as Arrow microseconds, without a Python object per value."""
+    nanoseconds = ts.to_numpy(dtype="datetime64[ns]") if ts.dt.tz is None else ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return pa.array(nanoseconds.astype("datetime64[us]"), pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
+    """(target-day rows, outcome, reason, which of them got a window, the windows (m, length * features) float32)."""
+    features = list(table.features)
+    is_target = rows["dt"].isin(target_days).to_numpy()
+    n = len(rows)
+    outcome = np.full(n, QUARANTINE, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    usable = np.ones(n, dtype=bool)
+
+    null_key = rows["entity_id"].isna().to_numpy() | rows["ts"].isna().to_numpy()
+    reason[null_key], usable[null_key] = "null_key", False
+    values = rows[features].to_numpy(dtype=np.float64)
+    bad_value = usable & ~np.isfinite(values).all(axis=1)
+    reason[bad_value], usable[bad_value] = "non_finite_value", False
+    if table.bounds:
+        outside_bounds = usable & _out_of_bounds(values, table)
+        reason[outside_bounds], usable[outside_bounds] = "out_of_bounds", False
+
+    steps = np.zeros(n, dtype=np.int64)
+    steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)
+    outside = usable & (steps * table.step_seconds // 86400 != _epoch_days(rows["dt"]))
+    reason[outside], usable[outside] = "outside_partition", False
+
+    order = np.lexsort((rows["ts"].astype("int64").to_numpy(), steps))
+    order = order[usable[order]]
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[order[1:][np.diff(steps[order]) == 0]] = True
+    reason[duplicate], usable[duplicate] = "duplicate_key", False
+
+    has_window = np.zeros(n, dtype=bool)
+    flat = np.zeros((0, table.n_inputs), dtype=np.float32)
+    if usable.any():
+        flat = _cut_usable(steps, values, usable, is_target, table, outcome, reason, has_window)
+    keep = is_target
+    return rows[keep], outcome[keep], reason[keep], has_window[keep], flat
+
+
+def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, reason, has_window) -> np.ndarray:
+    """Place usable rows on the grid, fill short gaps, and cut a window at each aligned target row (in row order)."""
+    length = table.window.length
+    first = steps[usable].min()
+    grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
+    grid[steps[usable] - first] = values[usable]
+    grid = fill_short_gaps(grid, table.fill_limit)
+
+    candidates = np.flatnonzero(usable & is_target)
+    aligned = steps[candidates] % table.window.stride == 0
+    outcome[candidates[~aligned]] = CONTEXT
+    ends = candidates[aligned]
+    position = steps[ends] - first
+    short = position < length - 1
+    reason[ends[short]] = "insufficient_history"
+    ends, position = ends[~short], position[~short]
+    if ends.size == 0:
+        return np.zeros((0, length * values.shape[1]), dtype=np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
+    cut = windows[position - length + 1]
+    gap = np.isnan(cut).any(axis=(1, 2))
+    reason[ends[gap]] = "gap_exceeds_fill_limit"
+    outcome[ends[~gap]] = WINDOW
+    has_window[ends[~gap]] = True
+    # `ends` ascend, so the windows are in row order, as the rows that own them.
+    return cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32)

@@ -1,0 +1,4 @@
+"""What writes raw partitions, the upstream side of the lake: imports of image folders and text files, and the
+generator of synthetic telemetry with labelled anomalies.
+
+May import pipelines.features (decoding), pipelines.lake and below."""

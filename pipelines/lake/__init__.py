@@ -1,0 +1,4 @@
+"""The lake: table layout, reading partitions, publishing them crash-safely, every table schema, row accounting,
+run records, the job context, the nightly check, SQL over the tables and the persistent catalog.
+
+May import pipelines.settings / config / errors / spark and anomalake.models; nothing above it."""

@@ -1,0 +1,47 @@
+"""What every job receives: settings, the Spark session, the lake and a run id."""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timezone
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from anomalake.pipelines.lake.layout import Lake
+from anomalake.pipelines.lake.publishing import begin_staging, commit_staged, publish_partitions
+from anomalake.pipelines.lake.runs import write_run_record
+from anomalake.pipelines.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """One job invocation's shared state (built once at job start)."""
+
+    settings: Settings
+    spark: SparkSession
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.settings.lake_path)
+
+    def publish(self, df, schema, root, keys: dict[str, str], days, written: set[str]) -> None:
+        """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see anomalake.pipelines.lake.publishing)."""
+        publish_partitions(df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
+
+    def stage(self, root, keys: dict[str, str]):
+        """This run's staging folder for root/<keys>, for tasks that write their own files (after recovery)."""
+        return begin_staging(root, keys, self.run_id)
+
+    def commit(self, root, keys: dict[str, str], days, written: set[str]) -> None:
+        """Publish the days this run staged itself (see `stage`), as `publish` does after its Spark write."""
+        commit_staged(root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
+
+    def record(self, table: str, job: str, day: date, record: dict) -> None:
+        """Write this run's record for one day (lake/_runs/...; refused when its rows do not balance)."""
+        write_run_record(self.lake.root, table, job, day, {"run_id": self.run_id, **record}, self.started_at)
+
+    def with_new_run(self) -> "JobContext":
+        """The same session and settings under a fresh run id (one per job run)."""
+        return JobContext(self.settings, self.spark)

@@ -1,0 +1,45 @@
+"""Spark SQL over the lake's tables: session views under stable names (raw_/features_/scores_/... and `runs`)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.lake.layout import Lake, table_locations
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.runs import read_runs
+
+FORMATS = ("table", "csv", "json")
+
+
+def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfig]) -> list[str]:
+    """Register the session views raw_/features_/scores_/quarantine_/labels_<table> for folders with data."""
+    names = []
+    for table in tables:
+        for view, root in table_locations(lake, table).items():
+            spark.read.parquet(str(root)).createOrReplaceTempView(view)
+            names.append(view)
+    return names
+
+
+def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int = 1000) -> pd.DataFrame:
+    """Register every existing table of the catalog and `runs`, run `query`, return at most `limit` rows."""
+    register_tables(ctx.spark, ctx.lake, tables)
+    runs = read_runs(ctx.spark, ctx.lake.root)
+    if runs is not None:
+        runs.createOrReplaceTempView("runs")
+    return ctx.spark.sql(query).limit(limit).toPandas()
+
+
+def render(frame: pd.DataFrame, fmt: str = "table") -> str:
+    """The result as an aligned text table, CSV or JSON lines."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", lines=True, date_format="iso")
+    if frame.empty:
+        return "(no rows)\n"
+    with pd.option_context("display.max_colwidth", 80, "display.width", 250):
+        return frame.to_string(index=False) + f"\n({len(frame)} rows)\n"

@@ -1,0 +1,128 @@
+"""Reading the lake: raw partitions checked against their table config, footers, any table's dt partitions."""
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.errors import input_error
+from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
+
+LOG = logging.getLogger("anomalake")
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+TIME_TYPES = (T.TimestampType, T.TimestampNTZType)
+
+
+def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
+    """Rows in a partition's Parquet files, from their footers; a file that is not Parquet stops the job naming it."""
+    rows = 0
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            rows += pq.read_metadata(path).num_rows
+        except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) for a bad footer
+            problem = str(error).splitlines()[0][:160]
+            raise input_error(table.name, f"dt={day.isoformat()}", None, f"file {path.name} is not readable Parquet ({problem})") from None
+    return rows
+
+
+def footer_counts(folder: Path, columns: list[str]) -> tuple[int, dict[str, int]] | None:
+    """(rows, values per column) of a partition from its Parquet footers' statistics; None where a file has none.
+
+    Saves a pass over the data for the row accounting and the all-null check (Spark and pyarrow write null counts).
+    """
+    rows, values = 0, dict.fromkeys(columns, 0)
+    try:
+        for path in sorted(folder.glob("*.parquet")):
+            meta = pq.read_metadata(path)
+            names = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+            rows += meta.num_rows
+            for group in (meta.row_group(g) for g in range(meta.num_row_groups)):
+                for column in columns:
+                    stats = group.column(names[column]).statistics if column in names else None
+                    if stats is None or not stats.has_null_count:
+                        return None
+                    values[column] += group.num_rows - stats.null_count
+    except (OSError, ValueError):
+        return None
+    return rows, values
+
+
+def footer_schema(folder: Path) -> T.StructType | None:
+    """The Spark schema of a partition's first file, from its footer (no schema-inference job); None when unsure.
+
+    Timestamps without a time zone (INT96 and local timestamps read differently) and all-null columns (typed by
+    Spark's reader) are left to Spark's own inference.
+    """
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    try:
+        arrow = pq.read_schema(min(folder.glob("*.parquet")))
+        if any((pa.types.is_timestamp(f.type) and f.type.tz is None) or pa.types.is_null(f.type) for f in arrow):
+            return None
+        return from_arrow_schema(arrow)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
+    """Stop with one line when a configured column is missing or has the wrong type; log extra columns (safe drift)."""
+    fields = {f.name: f.dataType for f in schema.fields}
+    partition = f"dt={day.isoformat()}"
+    expected = [(table.entity, None), (table.time, TIME_TYPES)] + [(f, NUMERIC_TYPES) for f in table.features]
+    extra = sorted(set(fields) - {column for column, _ in expected})
+    if extra:
+        LOG.warning("table %s, partition %s: columns not in the config are ignored: %s", table.name, partition, ", ".join(extra))
+    for column, types in expected:
+        if column not in fields:
+            raise input_error(table.name, partition, column, f"missing (found columns: {', '.join(fields)})")
+        if types and not isinstance(fields[column], types):
+            wanted = "a timestamp" if types is TIME_TYPES else "a numeric type"
+            raise input_error(table.name, partition, column, f"expected {wanted}, found {fields[column].simpleString()}")
+
+
+def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
+    """One raw partition, checked against the table config, as (entity_id, ts, features..., dt)."""
+    folder = partition_path(lake.raw(table), dt=day.isoformat())
+    parquet_rows(table, day, folder)
+    try:
+        schema = footer_schema(folder)
+        df = (spark.read.schema(schema) if schema is not None else spark.read).parquet(str(folder))
+    except AnalysisException as error:
+        raise input_error(table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}") from None
+    check_raw_schema(table, day, df.schema)
+    return df.select(
+        F.col(table.entity).cast("string").alias("entity_id"),
+        F.col(table.time).cast("timestamp").alias("ts"),
+        *[F.col(f).cast("double").alias(f) for f in table.features],
+        F.lit(day.isoformat()).alias("dt"),
+    )
+
+
+def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> None:
+    """A day with no raw data, or only empty or unreadable files, is an error that says so, not an empty success."""
+    for day in days:
+        folder = partition_path(lake.raw(table), dt=day.isoformat())
+        if not has_data(folder):
+            raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
+        if parquet_rows(table, day, folder) == 0:
+            raise input_error(table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)")
+
+
+def read_partitions(spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str) -> DataFrame:
+    """Read the dt partitions of one table (under optional fixed keys); each must exist."""
+    paths = []
+    for day in days:
+        folder = partition_path(root, **keys, dt=day.isoformat())
+        if not has_data(folder):
+            raise input_error(table, f"dt={day.isoformat()}", None, f"no {what} partition at {folder}")
+        paths.append(str(folder))
+    return spark.read.option("basePath", str(partition_path(root, **keys))).parquet(*paths)

@@ -1,0 +1,183 @@
+"""The train job: features of a date range -> Petastorm -> fit -> calibrate on held-out -> artifact + CURRENT."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from anomalake.models.artifacts import save_artifact, write_current
+from anomalake.models.base import Detector
+from anomalake.models.calibration import Calibration, fit_calibration
+from anomalake.models.families.residual import ResidualDetector
+from anomalake.models.scaling import EntityScaling
+from anomalake.models.training import training_logs, write_calibration_summary
+from anomalake.pipelines.config import DetectorSpec, TableConfig, load_detector
+from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.features.entity_scaling import apply_scaling, fit_scaling
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import day_range, has_data, partition_path
+from anomalake.pipelines.lake.reading import read_partitions
+from anomalake.pipelines.training.detectors import build_detector
+from anomalake.pipelines.training.distributed import train_distributed
+from anomalake.pipelines.training.feed import open_feed
+from anomalake.pipelines.training.holdout import split_holdout
+
+TENSORBOARD_DIR = "_tensorboard"
+DISTRIBUTED_DIR = "_distributed"  # where the chief task of a distributed fit leaves the model for the driver
+log = logging.getLogger("anomalake")
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the artifact went and what it was trained on."""
+
+    version: str
+    path: str
+    rows_train: int
+    rows_holdout: int
+    threshold: float
+
+
+def standardize(train_df: DataFrame, holdout_df: DataFrame, table: TableConfig) -> tuple[DataFrame, DataFrame, EntityScaling]:
+    """Time series in each entity's own units (a scaling fitted on the training part); other kinds unchanged."""
+    if table.kind != "timeseries":
+        return train_df, holdout_df, EntityScaling.identity()
+    scaling = fit_scaling(train_df, table)
+    n_features = len(table.features)
+    return apply_scaling(train_df, scaling, n_features), apply_scaling(holdout_df, scaling, n_features), scaling
+
+
+def training_workers(master: str, detector: Detector, name: str, wanted: int) -> int:
+    """How many Spark tasks train: `wanted` on a cluster for a family that supports it, else 1 (and why)."""
+    if wanted <= 1:
+        return 1
+    if master.startswith("local"):
+        reason = f"the master is {master}: on one machine training runs in one process"
+    elif not detector.distributable:
+        reason = f"family {detector.family} trains in one process only (see models/distributed.py)"
+    else:
+        return wanted
+    log.warning("detector %s: %d training workers asked for, using 1: %s", name, wanted, reason)
+    return 1
+
+
+def _fit_here(detector: Detector, train_df: DataFrame, holdout_df: DataFrame, logs) -> int:
+    """Fit in this process on the Petastorm feeds of both sides; the training rows."""
+    batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
+    with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
+        with training_logs(logs):
+            detector.fit(train_feed.dataset, validation=val_feed.dataset)
+        return train_feed.rows
+
+
+def _holdout_loss(detector: Detector, holdout_df: DataFrame) -> float | None:
+    """The loss a residual family was trained on, over the held-out windows (compares two fits); else None."""
+    if not isinstance(detector, ResidualDetector):
+        return None
+    with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
+        return detector.residual_mse(holdout.dataset)
+
+
+def _training_features(ctx: JobContext, table: TableConfig, start: date, end: date) -> DataFrame:
+    """The feature partitions of [start, end] that hold windows (a day of only context or quarantine has none)."""
+    root = ctx.lake.features(table.name)
+    days = [d for d in day_range(start, end) if has_data(partition_path(root, dt=d.isoformat()))]
+    if not days:
+        raise JobError(f"table {table.name}: no features partition between {start} and {end} under {root}; run the windows job first")
+    return read_partitions(ctx.spark, root, days, "features", table.name)
+
+
+def run_train(
+    ctx: JobContext,
+    table: TableConfig,
+    detector_name: str,
+    start: date,
+    end: date,
+    verbose: int = 2,
+    spec: DetectorSpec | None = None,
+    promote: bool = True,
+    entities: tuple[str, ...] = (),
+    workers: int | None = None,
+) -> TrainResult:
+    """Train `detector_name` (conf/detectors/<name>.yml unless `spec` is given) on [start, end].
+
+    With promote=False the artifact is a candidate: CURRENT stays where it is (`anomalake promote` judges it).
+    `entities`: train on these entities only (known-good ones), default all. `workers` > 1: data-parallel on
+    that many Spark tasks (default: the ANOMALAKE_TRAIN_WORKERS setting), where the master and family allow.
+    """
+    spec = spec or load_detector(detector_name)
+    detector = build_detector(spec, table.kind, table.sample_shape, table.features, verbose, where=f"table {table.name}")
+    features = _training_features(ctx, table, start, end)
+    if entities:
+        features = features.where(F.col("entity_id").isin(*entities))
+    train_df, holdout_df, cutoff = split_holdout(features.select("entity_id", "ts", "x"), table, spec.holdout_fraction)
+    train_df, holdout_df, scaling = standardize(train_df, holdout_df, table)
+    version = datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
+    root = ctx.lake.models(detector_name, table.name)
+    logs = root / TENSORBOARD_DIR / version  # beside the artifacts: tensorboard --logdir <root>/_tensorboard
+    wanted = ctx.settings.train_workers if workers is None else workers
+    workers = training_workers(ctx.spark.sparkContext.master, detector, detector_name, wanted)
+    if workers > 1:
+        detector, rows_train = train_distributed(ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs)
+    else:
+        rows_train = _fit_here(detector, train_df, holdout_df, logs)
+    raw, calibration = _calibrate(detector, holdout_df, spec, logs, f"table {table.name}: detector {detector_name}")
+    meta = {
+        **_meta(table, spec, detector_name, (start, end), cutoff),
+        "rows_train": rows_train,
+        "rows_holdout": int(raw.size),
+        "entities": len(scaling.centers),
+        "holdout_raw_score_quantiles": {q: float(np.quantile(raw, float(q))) for q in ("0.5", "0.99", "0.999")},
+        "history": getattr(detector, "history_", {}),
+        "holdout_loss": _holdout_loss(detector, holdout_df),
+        "training": {"workers": workers, "mode": "data-parallel barrier stage" if workers > 1 else "one process"},
+        "run_id": ctx.run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    save_artifact(root / version, detector, scaling, calibration, meta)
+    if promote:
+        write_current(root, version)
+    rows = rows_train + int(raw.size)
+    ctx.record(table.name, f"train_{detector_name}", end, {
+        "detector": detector_name, "model_version": version,
+        "inputs": [{"table": f"features_{table.name}", "partition": f"dt={start.isoformat()}..{end.isoformat()}", "rows": rows}],
+        "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows}],
+    })
+    return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)
+
+
+def _calibrate(detector: Detector, holdout_df: DataFrame, spec: DetectorSpec, logs: Path, where: str) -> tuple[np.ndarray, Calibration]:
+    """The held-out raw scores and the calibration fitted to them; every held-out window must get a finite score."""
+    with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
+        raw = detector.score_samples(holdout.dataset)
+    if len(raw) != holdout.rows:  # calibrating on part of the held-out rows would go unnoticed
+        raise JobError(f"{where} scored {len(raw)} of {holdout.rows} held-out windows; not promoted")
+    if not np.all(np.isfinite(raw)):
+        raise JobError(f"{where} gave non-finite held-out scores; not promoted")
+    calibration = fit_calibration(raw, **spec.calibration_options)
+    write_calibration_summary(logs / "calibration", raw, calibration.transform(raw), calibration.threshold)
+    return raw, calibration
+
+
+def _meta(table: TableConfig, spec: DetectorSpec, detector_name: str, train_range: tuple[date, date], cutoff: str) -> dict[str, Any]:
+    """What meta.json says about the inputs and the split (the scoring side checks the signature)."""
+    return {
+        "detector": detector_name,
+        "family": spec.family,
+        "table": table.name,
+        "features": list(table.features),
+        "kind": table.kind,
+        "sample_shape": list(table.sample_shape),
+        "window": dataclasses.asdict(table.window),
+        "step_seconds": table.step_seconds,
+        "signature": table.signature(),
+        "train_range": [d.isoformat() for d in train_range],
+        "holdout_from": cutoff,
+        "holdout_fraction": spec.holdout_fraction,
+    }
