@@ -3,6 +3,7 @@
 Nothing here imports Spark or TensorFlow at module level, so an orchestrating process stays light and a
 timed child process pays for its own imports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,9 @@ def detector_spec(family: str, epochs: int):
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes (--work, --out, --seed)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--work", help="folder for the temporary lake (default: a fresh temp folder, deleted at the end)")
+    parser.add_argument(
+        "--work", help="folder for the temporary lake (default: a fresh temp folder, deleted at the end)"
+    )
     parser.add_argument("--out", help="also write the JSON result to this file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     return parser
@@ -112,7 +115,9 @@ def series(rng: np.random.Generator, entity: int, steps: int) -> np.ndarray:
     t = np.arange(steps)
     level, amplitude = 10.0 + 7.0 * (entity % 13), 1.0 + (entity % 5)
     phase = rng.uniform(0, DAY_STEPS)
-    return (level + amplitude * np.sin(2 * np.pi * (t + phase) / DAY_STEPS) + rng.normal(0, 0.3, steps)).astype(np.float32)
+    return (level + amplitude * np.sin(2 * np.pi * (t + phase) / DAY_STEPS) + rng.normal(0, 0.3, steps)).astype(
+        np.float32
+    )
 
 
 def split_rows(rows: int, parts: int) -> list[int]:
@@ -126,7 +131,8 @@ def day_start_us(day: date) -> int:
 
 
 def feature_windows(rows: int, entities: int, day: date, seed: int, spacing: int = 1) -> pa.Table:
-    """`rows` windows of 64 steps over `entities` entities ending on `day` (entity_id, ts, x), every `spacing` minutes."""
+    """`rows` windows of 64 steps over `entities` entities ending on `day` (entity_id, ts, x), every `spacing`
+    minutes."""
     rng = np.random.default_rng(seed)
     names, ids, ends, blocks = entity_names(entities), [], [], []
     for e, n in enumerate(split_rows(rows, entities)):
@@ -147,11 +153,13 @@ def feature_windows(rows: int, entities: int, day: date, seed: int, spacing: int
 def features_arrow(entity: Any, ts_us: np.ndarray, x: np.ndarray) -> pa.Table:
     """An Arrow table in the features table's schema (entity_id string, ts timestamp, x array<float>)."""
     offsets = pa.array(np.arange(0, x.size + 1, x.shape[1], dtype=np.int32))
-    return pa.table({
-        "entity_id": entity if isinstance(entity, (pa.Array, pa.ChunkedArray)) else pa.array(entity, pa.string()),
-        "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        "x": pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1), pa.float32())),
-    })
+    return pa.table(
+        {
+            "entity_id": entity if isinstance(entity, (pa.Array, pa.ChunkedArray)) else pa.array(entity, pa.string()),
+            "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "x": pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1), pa.float32())),
+        }
+    )
 
 
 def write_partition(table: pa.Table, folder: Path, files: int = 8) -> Path:
@@ -201,7 +209,9 @@ def train_model(ctx, family: str, epochs: int) -> str:
     """Train `family` on the training day (configured params, `epochs` epochs) and promote it; its folder."""
     from anomalake.pipelines.training.job import run_train
 
-    result = run_train(ctx.with_new_run(), bench_table(), family, TRAIN_DAY, TRAIN_DAY, verbose=0, spec=detector_spec(family, epochs))
+    result = run_train(
+        ctx.with_new_run(), bench_table(), family, TRAIN_DAY, TRAIN_DAY, verbose=0, spec=detector_spec(family, epochs)
+    )
     return result.path
 
 

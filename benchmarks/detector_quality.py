@@ -6,6 +6,7 @@
 The protocols are those of anomalake.pipelines.evaluation.one_class. Prints the mean ROC-AUC per detector and writes the
 whole report (per entity or class, wall times) as JSON to --out.
 """
+
 from __future__ import annotations
 
 import argparse

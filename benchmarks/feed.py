@@ -11,6 +11,7 @@ feed_ratio = Petastorm steps/s over in-memory steps/s. The in-memory dataset res
 the feed's cache is shuffled once when written and its row groups are reordered each epoch, so the absolute
 figures also hold an in-memory run shuffled once up front (feed_ratio_shuffled_once), the same work per step.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,12 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--rows", type=int, default=200_000, help="training windows")
     parser.add_argument("--entities", type=int, default=100, help="at least this many entities")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of both feeds (the configured one)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each feed; the medians are reported (this machine is noisy)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timed rounds of each feed; the medians are reported (this machine is noisy)",
+    )
     parser.add_argument("--device", default="cpu", help="label of the device the run used (cpu or gpu)")
     return parser.parse_args(argv)
 
@@ -45,13 +51,16 @@ def main(argv: list[str] | None = None) -> None:
         ctx.spark.stop()
     feeds = {name: median_round([r[name] for r in rounds]) for name in rounds[0]}
     petastorm, memory, once = (feeds[k]["steps_per_s"] for k in ("petastorm", "in_memory", "in_memory_shuffled_once"))
-    common.emit({
-        "feed_ratio": round(petastorm / memory, 4),
-        "absolute": {**feeds, "feed_ratio_shuffled_once": round(petastorm / once, 4)},
-        "peak_rss_mb": rss.peak_mb,
-        "device": args.device,
-        "sizes": {"rows": args.rows, "entities": entities, "batch_size": args.batch_size, "rounds": args.rounds},
-    }, args.out)
+    common.emit(
+        {
+            "feed_ratio": round(petastorm / memory, 4),
+            "absolute": {**feeds, "feed_ratio_shuffled_once": round(petastorm / once, 4)},
+            "peak_rss_mb": rss.peak_mb,
+            "device": args.device,
+            "sizes": {"rows": args.rows, "entities": entities, "batch_size": args.batch_size, "rounds": args.rounds},
+        },
+        args.out,
+    )
 
 
 def one_round(ctx, folder: Path, batch_size: int) -> dict[str, dict[str, Any]]:
@@ -74,13 +83,15 @@ def autoencoder(seed: int = 7):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input(shape=(common.WINDOW,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(common.WINDOW),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(common.WINDOW,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(common.WINDOW),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     return model
 
@@ -100,16 +111,23 @@ def epoch_times(dataset, steps: int) -> dict[str, Any]:
 
     seconds: list[float] = []
     autoencoder().fit(dataset, steps_per_epoch=steps, epochs=2, verbose=0, callbacks=[Clock()])
-    return {"steps": steps, "warmup_epoch_s": round(seconds[0], 3), "epoch_s": round(seconds[1], 3),
-            "steps_per_s": common.rate(steps, seconds[1])}
+    return {
+        "steps": steps,
+        "warmup_epoch_s": round(seconds[0], 3),
+        "epoch_s": round(seconds[1], 3),
+        "steps_per_s": common.rate(steps, seconds[1]),
+    }
 
 
 def petastorm_feed(ctx, batch_size: int) -> dict[str, Any]:
-    """Train from anomalake.pipelines.training.feed.open_feed over the features DataFrame (shuffled, repeating, as the train job)."""
-    from anomalake.pipelines.training.feed import open_feed
+    """Train from anomalake.pipelines.training.feed.open_feed over the features DataFrame (shuffled, repeating, as the
+    train job)."""
     from anomalake.pipelines.lake.reading import read_partitions
+    from anomalake.pipelines.training.feed import open_feed
 
-    df = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE).select("x")
+    df = read_partitions(
+        ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE
+    ).select("x")
     started = time.perf_counter()
     with open_feed(df, batch_size=batch_size, seed=0) as feed:
         setup_s = time.perf_counter() - started

@@ -12,6 +12,7 @@ round trains one warm-up and one timed epoch through each of:
 The medians over the rounds, and their ratios to `in_memory_shuffled_once`, separate what Petastorm's reader
 costs from what the tf.data steps cost.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -20,8 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from benchmarks import common
-from benchmarks import feed
+from benchmarks import common, feed
 
 
 def parse_args(argv: list[str] | None = None):
@@ -49,12 +49,17 @@ def main(argv: list[str] | None = None) -> None:
                 rates.setdefault(name, []).append(steps_per_s)
         ctx.spark.stop()
     medians = {name: round(statistics.median(values), 1) for name, values in rates.items()}
-    common.emit({
-        "steps_per_s": medians,
-        "rounds": rates,
-        "ratio_to_in_memory_shuffled_once": {name: round(v / medians["in_memory_shuffled_once"], 4) for name, v in medians.items()},
-        "sizes": {"rows": args.rows, "batch_size": args.batch_size, "row_group_rows": group_rows},
-    }, args.out)
+    common.emit(
+        {
+            "steps_per_s": medians,
+            "rounds": rates,
+            "ratio_to_in_memory_shuffled_once": {
+                name: round(v / medians["in_memory_shuffled_once"], 4) for name, v in medians.items()
+            },
+            "sizes": {"rows": args.rows, "batch_size": args.batch_size, "row_group_rows": group_rows},
+        },
+        args.out,
+    )
 
 
 def one_round(ctx, folder, windows: np.ndarray, group_rows: int, batch_size: int) -> dict[str, float]:
@@ -67,16 +72,19 @@ def one_round(ctx, folder, windows: np.ndarray, group_rows: int, batch_size: int
 
 def cache_row_group_rows(ctx) -> int:
     """Rows per row group of the Petastorm cache the train job writes for this table (its first row group)."""
-    from anomalake.pipelines.training.feed import cached_column
     from anomalake.pipelines.lake.reading import read_partitions
+    from anomalake.pipelines.training.feed import cached_column
 
-    df = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE).select("x")
+    df = read_partitions(
+        ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE
+    ).select("x")
     with cached_column(df) as converter:
         return pq.ParquetFile(converter.file_urls[0].removeprefix("file://")).metadata.row_group(0).num_rows
 
 
 def feed_steps_in_memory(windows: np.ndarray, group_rows: int, batch_size: int, steps: int) -> Any:
-    """anomalake.pipelines.training.feed's tf.data steps after the reader, over `windows` in elements of `group_rows` rows."""
+    """anomalake.pipelines.training.feed's tf.data steps after the reader, over `windows` in elements of `group_rows`
+    rows."""
     import tensorflow as tf
 
     groups = tf.data.Dataset.from_tensor_slices(windows).batch(group_rows).repeat()

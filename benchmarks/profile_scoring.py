@@ -4,10 +4,11 @@
 
 Not part of `make bench` (it measures no ratio). In one warm local[2] session, each step alone: reading x;
 moving the job's input columns to the Python workers as pandas and as Arrow batches (and back a count); the
-scoring into a no-op sink through the job's mapInArrow function (score_arrow_batches); the whole job (persist, tally, two publishes, run
-records). Then, each in a fresh process: cProfiles of the scoring body over the partition in Arrow-batch-sized
-pieces (one TensorFlow thread, as a Spark worker runs it) and of the benchmark's one-process baseline.
+scoring into a no-op sink through the job's mapInArrow function (score_arrow_batches); the whole job (persist, tally,
+two publishes, run records). Then, each in a fresh process: cProfiles of the scoring body over the partition in
+Arrow-batch-sized pieces (one TensorFlow thread, as a Spark worker runs it) and of the benchmark's one-process baseline.
 """
+
 from __future__ import annotations
 
 import cProfile
@@ -20,8 +21,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import pyarrow.parquet as pq
 
-from benchmarks import common
-from benchmarks import scoring
+from benchmarks import common, scoring
 
 
 def parse_args(argv: list[str] | None = None):
@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--family", default="dense_autoencoder", help="the detector family")
     parser.add_argument("--entities", type=int, default=100, help="at least this many entities")
     parser.add_argument("--top", type=int, default=15, help="functions listed per profile")
-    parser.add_argument("--phase", choices=("all", "udf", "baseline"), default="all", help="internal: the child process to run")
+    parser.add_argument(
+        "--phase", choices=("all", "udf", "baseline"), default="all", help="internal: the child process to run"
+    )
     parser.add_argument("--lake", help="internal: the lake of a child phase")
     return parser.parse_args(argv)
 
@@ -48,9 +50,20 @@ def main(argv: list[str] | None = None) -> None:
         common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
         spark = spark_phases(lake, args.family)
         child = lambda phase: common.run_module(  # noqa: E731
-            "benchmarks.profile_scoring", ["--phase", phase, "--lake", lake, "--family", args.family, "--top", args.top],
-            Path(scratch) / f"{phase}.json")
-        common.emit({"rows": args.rows, "family": args.family, "spark": spark, "udf": child("udf"), "baseline": child("baseline")}, args.out)
+            "benchmarks.profile_scoring",
+            ["--phase", phase, "--lake", lake, "--family", args.family, "--top", args.top],
+            Path(scratch) / f"{phase}.json",
+        )
+        common.emit(
+            {
+                "rows": args.rows,
+                "family": args.family,
+                "spark": spark,
+                "udf": child("udf"),
+                "baseline": child("baseline"),
+            },
+            args.out,
+        )
 
 
 def spark_phases(lake: Path, family: str) -> dict[str, float]:
@@ -87,7 +100,11 @@ def udf_steps(features, path: str) -> dict[str, Callable[[], Any]]:
     noop = lambda df: df.write.format("noop").mode("overwrite").save()  # noqa: E731
     keys = [features.schema[name] for name in ("entity_id", "ts", "dt")]
     score = partial(ps.score_arrow_batches, path=path, kind="timeseries")
-    return {"map_in_arrow_to_noop": lambda: noop(features.select("entity_id", "ts", "x", "dt").mapInArrow(score, scored_batch_schema("timeseries", keys)))}
+    return {
+        "map_in_arrow_to_noop": lambda: noop(
+            features.select("entity_id", "ts", "x", "dt").mapInArrow(score, scored_batch_schema("timeseries", keys))
+        )
+    }
 
 
 def count_rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -132,10 +149,19 @@ def profiled(fn: Callable[[], Any], top: int) -> dict[str, Any]:
     profile = cProfile.Profile()
     _, seconds = common.timed(profile.runcall, fn)
     stats = pstats.Stats(profile).stats
-    listed = lambda index: [  # noqa: E731
-        {"function": f"{Path(file).name}:{line}({name})", "calls": calls, "tottime": round(tt, 3), "cumtime": round(ct, 3)}
-        for (file, line, name), (_, calls, tt, ct, _) in sorted(stats.items(), key=lambda item: -item[1][index])[:top]
-    ]
+
+    def listed(index: int) -> list[dict[str, Any]]:  # the `top` functions by one of pstats' columns
+        ranked = sorted(stats.items(), key=lambda item: -item[1][index])[:top]
+        return [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "calls": calls,
+                "tottime": round(tt, 3),
+                "cumtime": round(ct, 3),
+            }
+            for (file, line, name), (_, calls, tt, ct, _) in ranked
+        ]
+
     return {"seconds": round(seconds, 3), "top_cumulative": listed(3), "top_own": listed(2)}
 
 

@@ -1,4 +1,5 @@
-"""`make bench`: every performance benchmark on generated data, each in its own process, into benchmarks/results/perf.json.
+"""`make bench`: every performance benchmark on generated data, each in its own process, into
+benchmarks/results/perf.json.
 
     .venv/bin/python -m benchmarks.run_all                       # the defaults: about 4 minutes on 2 cores
     .venv/bin/python -m benchmarks.run_all --scoring-rows 1000000 --windowing-rows 10000000   # the issue's full size
@@ -7,6 +8,7 @@ Runs benchmarks.scoring, .windowing, .feed and .scaling (see benchmarks/README.m
 a GPU, scoring and feed again on it (the CPU runs then hide the GPU); perf.json holds the ratios, the absolute
 numbers behind them, the sizes and the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +30,23 @@ GPU_PROBE = "import tensorflow as tf; print(len(tf.config.list_physical_devices(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options: the size of each benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scoring-rows", type=int, default=1_000_000, help="windows scored per family (the issue's size)")
+    parser.add_argument(
+        "--scoring-rows", type=int, default=1_000_000, help="windows scored per family (the issue's size)"
+    )
     parser.add_argument("--families", default=",".join(common.FAMILIES), help="families of the scoring benchmark")
-    parser.add_argument("--windowing-rows", type=int, default=10_000_000, help="raw rows of the windowing benchmark (the issue's size)")
+    parser.add_argument(
+        "--windowing-rows", type=int, default=10_000_000, help="raw rows of the windowing benchmark (the issue's size)"
+    )
     parser.add_argument("--windowing-entities", type=int, default=200, help="entities of the windowing benchmark")
     parser.add_argument("--feed-rows", type=int, default=200_000, help="training windows of the feed benchmark")
     parser.add_argument("--scaling-rows", type=int, default=100_000, help="windows of the scaling benchmark's 1x day")
     parser.add_argument("--work", help="folder for the temporary lakes (default: a temp folder)")
     parser.add_argument("--results", help="keep each benchmark's JSON here (default: a temp folder, deleted)")
-    parser.add_argument("--reuse", action="store_true", help="take a benchmark's JSON from --results when it is there instead of running it")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a benchmark's JSON from --results when it is there instead of running it",
+    )
     parser.add_argument("--out", default=str(common.PERF_FILE), help="the perf.json to write")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU variant even when a GPU is visible")
     return parser.parse_args(argv)
@@ -71,7 +81,9 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
-def run(name: str, flags: list[str], folder: Path, env: dict[str, str], suffix: str, reuse: bool = False) -> dict[str, Any]:
+def run(
+    name: str, flags: list[str], folder: Path, env: dict[str, str], suffix: str, reuse: bool = False
+) -> dict[str, Any]:
     """One benchmark in its own process (or its earlier JSON in `folder` with `reuse`); its JSON result."""
     out = folder / f"{name}{suffix}.json"
     if reuse and out.exists():
@@ -103,16 +115,26 @@ def gpu_variant(args: argparse.Namespace, scratch: Path, gpus: int) -> dict[str,
     flags = plan(args)
     scoring = run("scoring", flags["scoring"], scratch, env, "-gpu", args.reuse)
     feed = run("feed", [*flags["feed"], "--device", "gpu"], scratch, env, "-gpu", args.reuse)
-    return {**scoring_keys(scoring), "feed_ratio": feed["feed_ratio"], "gpus": gpus,
-            "peak_rss_mb": {"scoring": scoring["peak_rss_mb"], "feed": feed["peak_rss_mb"]},
-            "absolute": {"scoring": scoring["absolute"], "feed": feed["absolute"]}}
+    return {
+        **scoring_keys(scoring),
+        "feed_ratio": feed["feed_ratio"],
+        "gpus": gpus,
+        "peak_rss_mb": {"scoring": scoring["peak_rss_mb"], "feed": feed["peak_rss_mb"]},
+        "absolute": {"scoring": scoring["absolute"], "feed": feed["absolute"]},
+    }
 
 
 def scoring_keys(scoring: dict[str, Any]) -> dict[str, Any]:
     """scoring_ratio, scoring_ratio_cold, model_only_rps and model_load_s of a scoring result."""
     first = next(iter(scoring["model_load_s"]))
-    by_family = {f: {"seconds": scoring["model_load_s"][f], "loads_per_worker": scoring["loads_per_worker"][f],
-                     "python_workers": scoring["python_workers"][f]} for f in scoring["model_load_s"]}
+    by_family = {
+        f: {
+            "seconds": scoring["model_load_s"][f],
+            "loads_per_worker": scoring["loads_per_worker"][f],
+            "python_workers": scoring["python_workers"][f],
+        }
+        for f in scoring["model_load_s"]
+    }
     return {
         "scoring_ratio": scoring["scoring_ratio"],
         "scoring_ratio_cold": scoring["scoring_ratio_cold"],
@@ -121,7 +143,9 @@ def scoring_keys(scoring: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compose(results: dict[str, dict[str, Any]], gpu: dict[str, Any], args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
+def compose(
+    results: dict[str, dict[str, Any]], gpu: dict[str, Any], args: argparse.Namespace, wall_s: float
+) -> dict[str, Any]:
     """perf.json: the ratios, the absolute numbers behind them, sizes, machine, GPU variant."""
     scoring, windowing, feed, scaling = (results[k] for k in ("scoring", "windowing", "feed", "scaling"))
     return {
@@ -129,8 +153,11 @@ def compose(results: dict[str, dict[str, Any]], gpu: dict[str, Any], args: argpa
         "windowing_ratio": windowing["windowing_ratio"],
         "feed_ratio": feed["feed_ratio"],
         "scaling_4x": scaling["scaling_4x"],
-        "nightly_path": {"seconds": windowing["nightly_path_s"], "rows": windowing["nightly_rows"],
-                         "jobs_s": windowing["absolute"]["nightly"]["jobs_s"]},
+        "nightly_path": {
+            "seconds": windowing["nightly_path_s"],
+            "rows": windowing["nightly_rows"],
+            "jobs_s": windowing["absolute"]["nightly"]["jobs_s"],
+        },
         "peak_rss_mb": {name: r["peak_rss_mb"] for name, r in results.items()},
         "absolute": {name: absolute(name, r) for name, r in results.items()},
         "sizes": {name: r["sizes"] for name, r in results.items()},

@@ -7,6 +7,7 @@ anomalake.pipelines.scoring.job.run_score (dense_autoencoder, local[2]) after a 
 both timed runs find the Python workers started and the model loaded. scaling_4x = seconds(4x) / seconds(1x):
 4.0 is linear, less means a fixed cost per job that the larger day spreads thinner.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,7 +21,9 @@ def parse_args(argv: list[str] | None = None):
     """Command-line options."""
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="windows of the 1x day")
-    parser.add_argument("--factor", type=int, default=4, choices=range(2, 65), metavar="2..64", help="the large day has factor x rows")
+    parser.add_argument(
+        "--factor", type=int, default=4, choices=range(2, 65), metavar="2..64", help="the large day has factor x rows"
+    )
     parser.add_argument("--entities", type=int, default=100, help="at least this many entities")
     parser.add_argument("--train-windows", type=int, default=5000, help="windows of the training day")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the model")
@@ -37,12 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         common.write_features(lake, common.BIG_DAY, args.rows * args.factor, entities, args.seed + 2)
         runs = score_runs(lake, args.epochs, args.factor)
     small, large = runs["1x"], runs[f"{args.factor}x"]
-    common.emit({
-        f"scaling_{args.factor}x": round(large["seconds"] / small["seconds"], 4),
-        "absolute": runs,
-        "peak_rss_mb": rss.peak_mb,
-        "sizes": {"rows_1x": args.rows, f"rows_{args.factor}x": args.rows * args.factor, "entities": entities},
-    }, args.out)
+    common.emit(
+        {
+            f"scaling_{args.factor}x": round(large["seconds"] / small["seconds"], 4),
+            "absolute": runs,
+            "peak_rss_mb": rss.peak_mb,
+            "sizes": {"rows_1x": args.rows, f"rows_{args.factor}x": args.rows * args.factor, "entities": entities},
+        },
+        args.out,
+    )
 
 
 def score_runs(lake, epochs: int, factor: int) -> dict[str, Any]:
@@ -54,7 +60,11 @@ def score_runs(lake, epochs: int, factor: int) -> dict[str, Any]:
     table, runs = common.bench_table(), {}
     for name, day in (("warmup", common.SCORE_DAY), ("1x", common.SCORE_DAY), (f"{factor}x", common.BIG_DAY)):
         result, seconds = common.timed(run_score, ctx.with_new_run(), table, DETECTOR, day)
-        runs[name] = {"seconds": round(seconds, 3), "rows": result.rows_in, "rows_per_s": common.rate(result.rows_in, seconds)}
+        runs[name] = {
+            "seconds": round(seconds, 3),
+            "rows": result.rows_in,
+            "rows_per_s": common.rate(result.rows_in, seconds),
+        }
     ctx.spark.stop()
     return runs
 

@@ -4,12 +4,13 @@
     .venv/bin/python -m benchmarks.scoring --rows 1000000 --families dense_autoencoder    # the issue's full size
 
 Per family: a features partition of --rows windows (one feature, 64 steps, ~100+ entities) is scored by
-anomalake.pipelines.scoring.job.run_score_days in a fresh local[2] SparkSession (cold: its own process, timed from process
-start; warm: a second run in the same session), and by a baseline process that reads the same Parquet with
+anomalake.pipelines.scoring.job.run_score_days in a fresh local[2] SparkSession (cold: its own process, timed from
+process start; warm: a second run in the same session), and by a baseline process that reads the same Parquet with
 pyarrow, scores it with the same artifact (baseline, Keras model, calibration, explanation) and writes the same
 columns with pyarrow (cold: TensorFlow import and model load included; warm: a second run). Ratios are Spark
 rows/s over baseline rows/s. The phases (--phase train|spark|baseline) are the child processes of one run.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -29,11 +30,17 @@ def parse_args(argv: list[str] | None = None):
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="windows to score (the issue's full size: 1000000)")
     parser.add_argument("--families", default=",".join(common.FAMILIES), help="comma-separated detector families")
-    parser.add_argument("--entities", type=int, default=100, help="at least this many entities (more when a day cannot hold the rows)")
+    parser.add_argument(
+        "--entities", type=int, default=100, help="at least this many entities (more when a day cannot hold the rows)"
+    )
     parser.add_argument("--train-windows", type=int, default=5000, help="windows of the training day")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the tiny models")
-    parser.add_argument("--phase", choices=("all", "train", "spark", "baseline"), default="all",
-                        help="internal: the child process to run (default all: the whole benchmark)")
+    parser.add_argument(
+        "--phase",
+        choices=("all", "train", "spark", "baseline"),
+        default="all",
+        help="internal: the child process to run (default all: the whole benchmark)",
+    )
     parser.add_argument("--lake", help="internal: the lake of a child phase")
     return parser.parse_args(argv)
 
@@ -59,10 +66,21 @@ def run_all_phases(args) -> dict[str, Any]:
     with common.temporary_lake(args.work) as lake, tempfile.TemporaryDirectory() as scratch:
         _, write_s = common.timed(write_inputs, lake, args, entities)
         trained = child(lake, Path(scratch), "train", args.families, "--epochs", args.epochs)
-        runs = {f: {"spark": child(lake, Path(scratch), "spark", f), "baseline": child(lake, Path(scratch), "baseline", f)}
-                for f in families(args)}
-    return summarize(runs, trained, {"rows": args.rows, "entities": entities, "train_windows": args.train_windows,
-                                     "epochs": args.epochs, "write_inputs_s": round(write_s, 3)})
+        runs = {
+            f: {"spark": child(lake, Path(scratch), "spark", f), "baseline": child(lake, Path(scratch), "baseline", f)}
+            for f in families(args)
+        }
+    return summarize(
+        runs,
+        trained,
+        {
+            "rows": args.rows,
+            "entities": entities,
+            "train_windows": args.train_windows,
+            "epochs": args.epochs,
+            "write_inputs_s": round(write_s, 3),
+        },
+    )
 
 
 def child(lake: Path, scratch: Path, phase: str, families_arg: str, *extra) -> dict[str, Any]:
@@ -87,7 +105,9 @@ def summarize(runs: dict[str, Any], trained: dict[str, Any], sizes: dict[str, An
         "model_load_s": {f: runs[f]["baseline"]["model_load_s"] for f in runs},
         "loads_per_worker": {f: runs[f]["spark"]["loads_per_worker"] for f in runs},
         "python_workers": {f: runs[f]["spark"]["python_workers"] for f in runs},
-        "peak_rss_mb": {f: {"spark": runs[f]["spark"]["peak_rss_mb"], "baseline": runs[f]["baseline"]["peak_rss_mb"]} for f in runs},
+        "peak_rss_mb": {
+            f: {"spark": runs[f]["spark"]["peak_rss_mb"], "baseline": runs[f]["baseline"]["peak_rss_mb"]} for f in runs
+        },
         "absolute": {"runs": runs, "train": trained},
         "sizes": sizes,
     }
@@ -117,12 +137,18 @@ def phase_spark(args, lake: Path) -> dict[str, Any]:
     check_scored(cold, warm)
     loaded = [size for _, size in caches if size >= 0]
     return {
-        "rows": cold.rows_in, "anomalies": warm.anomalies,
-        "cold_job_s": round(cold_s, 3), "cold_process_s": round(cold_process_s, 3), "warm_s": round(warm_s, 3),
-        "cold_rps": common.rate(cold.rows_in, cold_process_s), "cold_job_rps": common.rate(cold.rows_in, cold_s),
+        "rows": cold.rows_in,
+        "anomalies": warm.anomalies,
+        "cold_job_s": round(cold_s, 3),
+        "cold_process_s": round(cold_process_s, 3),
+        "warm_s": round(warm_s, 3),
+        "cold_rps": common.rate(cold.rows_in, cold_process_s),
+        "cold_job_rps": common.rate(cold.rows_in, cold_s),
         "warm_rps": common.rate(warm.rows_in, warm_s),
-        "loads_per_worker": max(loaded, default=0), "python_workers": len({pid for pid, size in caches if size >= 0}),
-        "probed_workers": len({pid for pid, _ in caches}), "peak_rss_mb": rss.peak_mb,
+        "loads_per_worker": max(loaded, default=0),
+        "python_workers": len({pid for pid, size in caches if size >= 0}),
+        "probed_workers": len({pid for pid, _ in caches}),
+        "peak_rss_mb": rss.peak_mb,
     }
 
 
@@ -134,7 +160,8 @@ def check_scored(*results) -> None:
 
 
 def worker_caches(spark, rounds: int = 4) -> list[tuple[int, int]]:
-    """(pid, artifacts cached) of the reused Python workers: -1 where anomalake.pipelines.scoring.udf was never imported.
+    """(pid, artifacts cached) of the reused Python workers: -1 where anomalake.pipelines.scoring.udf was never
+    imported.
 
     The probe is a mapInPandas task: Spark reuses the SQL Python workers that ran the scoring UDF for it (an
     RDD map runs in a separate pool of workers, which never saw the UDF).
@@ -149,7 +176,9 @@ def worker_caches(spark, rounds: int = 4) -> list[tuple[int, int]]:
 
         module = sys_.modules.get("anomalake.pipelines.scoring.udf")
         for _ in batches:
-            yield pd_.DataFrame({"pid": [os_.getpid()], "cached": [len(module._ARTIFACTS) if module is not None else -1]})
+            yield pd_.DataFrame(
+                {"pid": [os_.getpid()], "cached": [len(module._ARTIFACTS) if module is not None else -1]}
+            )
 
     tasks = spark.sparkContext.defaultParallelism * rounds
     rows = spark.range(0, tasks, 1, tasks).mapInPandas(probe, "pid long, cached long").collect()
@@ -169,11 +198,18 @@ def phase_baseline(args, lake: Path) -> dict[str, Any]:
         _, model_s = common.timed(score_model_only, artifact, samples)
     rows = warm["rows"]
     return {
-        "rows": rows, "tf_import_s": round(tf_import_s, 3), "model_load_s": round(load_s, 3),
-        "cold_process_s": round(cold_process_s, 3), "cold_rps": common.rate(rows, cold_process_s),
-        "warm_s": warm["total_s"], "warm_rps": common.rate(rows, warm["total_s"]),
-        "model_only_s": round(model_s, 3), "model_only_rps": common.rate(rows, model_s),
-        "phases_cold_s": cold["phases"], "phases_warm_s": warm["phases"], "peak_rss_mb": rss.peak_mb,
+        "rows": rows,
+        "tf_import_s": round(tf_import_s, 3),
+        "model_load_s": round(load_s, 3),
+        "cold_process_s": round(cold_process_s, 3),
+        "cold_rps": common.rate(rows, cold_process_s),
+        "warm_s": warm["total_s"],
+        "warm_rps": common.rate(rows, warm["total_s"]),
+        "model_only_s": round(model_s, 3),
+        "model_only_rps": common.rate(rows, model_s),
+        "phases_cold_s": cold["phases"],
+        "phases_warm_s": warm["phases"],
+        "peak_rss_mb": rss.peak_mb,
     }
 
 
@@ -202,12 +238,16 @@ def read_samples(artifact, folder: Path) -> tuple[pa.Table, np.ndarray]:
 
 def score_model_only(artifact, samples: np.ndarray) -> np.ndarray:
     """detector.score_samples over the in-memory array, in chunks of Spark's Arrow batch size."""
-    chunks = [artifact.detector.score_samples(samples[i : i + common.ARROW_BATCH]) for i in range(0, len(samples), common.ARROW_BATCH)]
+    chunks = [
+        artifact.detector.score_samples(samples[i : i + common.ARROW_BATCH])
+        for i in range(0, len(samples), common.ARROW_BATCH)
+    ]
     return np.concatenate(chunks)
 
 
 def score_day(artifact, lake: Path, family: str, run: str) -> dict[str, Any]:
-    """What a user would write in one process: read, standardise, score and explain, calibrate, write; timed by phase."""
+    """What a user would write in one process: read, standardise, score and explain, calibrate, write; timed by
+    phase."""
     phases: dict[str, float] = {}
     clock = Clock(phases)
     table = pq.read_table(common.features_folder(lake, common.SCORE_DAY))
@@ -227,7 +267,11 @@ def score_day(artifact, lake: Path, family: str, run: str) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(out, folder / "part-00000.parquet")
     clock.lap("write")
-    return {"rows": table.num_rows, "total_s": round(sum(phases.values()), 3), "phases": {k: round(v, 3) for k, v in phases.items()}}
+    return {
+        "rows": table.num_rows,
+        "total_s": round(sum(phases.values()), 3),
+        "phases": {k: round(v, 3) for k, v in phases.items()},
+    }
 
 
 class Clock:
@@ -245,11 +289,16 @@ class Clock:
 
 def score_and_explain(artifact, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The detector's scores and contributions, in chunks of Spark's Arrow batch size (bounded memory)."""
-    parts = [artifact.detector.score_and_explain(samples[i : i + common.ARROW_BATCH]) for i in range(0, len(samples), common.ARROW_BATCH)]
+    parts = [
+        artifact.detector.score_and_explain(samples[i : i + common.ARROW_BATCH])
+        for i in range(0, len(samples), common.ARROW_BATCH)
+    ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def output_table(table: pa.Table, artifact, raw: np.ndarray, calibrated: np.ndarray, contributions: np.ndarray) -> pa.Table:
+def output_table(
+    table: pa.Table, artifact, raw: np.ndarray, calibrated: np.ndarray, contributions: np.ndarray
+) -> pa.Table:
     """The score table's columns: scores, verdict, top feature, feature shares (a map), top 3 steps (timestamps)."""
     n, features = len(raw), list(artifact.detector.config.feature_names)
     per_feature = contributions.sum(axis=1)
@@ -257,22 +306,35 @@ def output_table(table: pa.Table, artifact, raw: np.ndarray, calibrated: np.ndar
     per_step = contributions.sum(axis=2)
     top = np.argsort(-per_step, axis=1, kind="stable")[:, :3]
     ts_us = table.column("ts").cast(pa.int64()).to_numpy()
-    steps_us = ts_us[:, None] - (per_step.shape[1] - 1 - top).astype(np.int64) * artifact.meta["step_seconds"] * 1_000_000
+    steps_us = (
+        ts_us[:, None] - (per_step.shape[1] - 1 - top).astype(np.int64) * artifact.meta["step_seconds"] * 1_000_000
+    )
     list_offsets = lambda width: pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))  # noqa: E731
     threshold = artifact.calibration.threshold
-    return pa.table({
-        "entity_id": table.column("entity_id"),
-        "ts": table.column("ts"),
-        "raw_score": raw, "score": calibrated, "threshold": np.full(n, threshold), "is_anomaly": calibrated > threshold,
-        "top_feature": pa.array(np.asarray(features, dtype=object)[shares.argmax(axis=1)], pa.string()),
-        "feature_contributions": pa.MapArray.from_arrays(
-            list_offsets(len(features)), pa.array(np.tile(np.asarray(features, dtype=object), n), pa.string()), pa.array(shares.reshape(-1))
-        ),
-        "top_steps": pa.ListArray.from_arrays(list_offsets(3), pa.array(steps_us.reshape(-1)).cast(pa.timestamp("us", tz="UTC"))),
-        "model_version": pa.array([artifact.version] * n, pa.string()),
-        "run_id": pa.array(["baseline"] * n, pa.string()),
-        "scored_at": pa.array(np.full(n, int(time.time() * 1e6), dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
-    })
+    return pa.table(
+        {
+            "entity_id": table.column("entity_id"),
+            "ts": table.column("ts"),
+            "raw_score": raw,
+            "score": calibrated,
+            "threshold": np.full(n, threshold),
+            "is_anomaly": calibrated > threshold,
+            "top_feature": pa.array(np.asarray(features, dtype=object)[shares.argmax(axis=1)], pa.string()),
+            "feature_contributions": pa.MapArray.from_arrays(
+                list_offsets(len(features)),
+                pa.array(np.tile(np.asarray(features, dtype=object), n), pa.string()),
+                pa.array(shares.reshape(-1)),
+            ),
+            "top_steps": pa.ListArray.from_arrays(
+                list_offsets(3), pa.array(steps_us.reshape(-1)).cast(pa.timestamp("us", tz="UTC"))
+            ),
+            "model_version": pa.array([artifact.version] * n, pa.string()),
+            "run_id": pa.array(["baseline"] * n, pa.string()),
+            "scored_at": pa.array(np.full(n, int(time.time() * 1e6), dtype=np.int64)).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@
 
 --rows raw rows of one feature on a 1-minute grid over --entities entities: each entity's rows are consecutive
 minutes from the first target day on (as many days as the rows need), plus a lookback day before them (the
-windows job reads the previous day for the first windows). anomalake.pipelines.features.job.run_windows builds windows of
-64 steps (stride 1) for all target days in one job (local[2]); the baseline reads the same raw Parquet with
+windows job reads the previous day for the first windows). anomalake.pipelines.features.job.run_windows builds windows
+of 64 steps (stride 1) for all target days in one job (local[2]); the baseline reads the same raw Parquet with
 pyarrow, sorts by entity and time, cuts the same windows with numpy (sliding_window_view, skipping windows
 over gaps, duplicates or non-finite values) and writes the same features Parquet, one file per day.
 windowing_ratio = Spark raw rows/s over baseline raw rows/s. The nightly path is `anomalake windows` then
 `anomalake score` (dense_autoencoder, trained on a small separate day) over all the target days' raw rows,
 each in its own process as the nightly DAG runs them.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,12 @@ class RawPlan:
 def parse_args(argv: list[str] | None = None):
     """Command-line options."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000, help="raw rows of the target days (the issue's full size: 10000000)")
-    parser.add_argument("--entities", type=int, default=200, help="entities (each gets rows/entities consecutive minutes)")
+    parser.add_argument(
+        "--rows", type=int, default=2_000_000, help="raw rows of the target days (the issue's full size: 10000000)"
+    )
+    parser.add_argument(
+        "--entities", type=int, default=200, help="entities (each gets rows/entities consecutive minutes)"
+    )
     parser.add_argument("--train-windows", type=int, default=5000, help="windows of the nightly model's training day")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the nightly model")
     return parser.parse_args(argv)
@@ -76,16 +81,28 @@ def main(argv: list[str] | None = None) -> None:
             raise RuntimeError(f"Spark wrote {spark['windows']} windows, the baseline {baseline['windows']}")
         nightly = nightly_path(lake, plan, shuffle_partitions(plan.rows_in))
         if nightly["scored_windows"] != spark["windows"]:
-            raise RuntimeError(f"the nightly path scored {nightly['scored_windows']} windows, the windows job wrote {spark['windows']}")
+            raise RuntimeError(
+                f"the nightly path scored {nightly['scored_windows']} windows, the windows job wrote {spark['windows']}"
+            )
     spark_rps, base_rps = common.rate(plan.rows_in, spark["seconds"]), common.rate(plan.rows_in, baseline["total_s"])
-    common.emit({
-        "windowing_ratio": round(spark_rps / base_rps, 4),
-        "spark_rows_per_s": spark_rps, "baseline_rows_per_s": base_rps,
-        "nightly_path_s": nightly["seconds"], "nightly_rows": nightly["rows"],
-        "peak_rss_mb": {"spark": spark.pop("peak_rss_mb"), "baseline": base_rss.peak_mb},
-        "absolute": {"spark": spark, "baseline": baseline, "nightly": nightly},
-        "sizes": {"rows": plan.rows_in, "entities": args.entities, "days": len(plan.days), "lookback_rows": plan.lookback_rows},
-    }, args.out)
+    common.emit(
+        {
+            "windowing_ratio": round(spark_rps / base_rps, 4),
+            "spark_rows_per_s": spark_rps,
+            "baseline_rows_per_s": base_rps,
+            "nightly_path_s": nightly["seconds"],
+            "nightly_rows": nightly["rows"],
+            "peak_rss_mb": {"spark": spark.pop("peak_rss_mb"), "baseline": base_rss.peak_mb},
+            "absolute": {"spark": spark, "baseline": baseline, "nightly": nightly},
+            "sizes": {
+                "rows": plan.rows_in,
+                "entities": args.entities,
+                "days": len(plan.days),
+                "lookback_rows": plan.lookback_rows,
+            },
+        },
+        args.out,
+    )
 
 
 def raw_folder(lake: Path, day: date) -> Path:
@@ -94,7 +111,8 @@ def raw_folder(lake: Path, day: date) -> Path:
 
 
 def write_raw(lake: Path, rows: int, entities: int, seed: int) -> RawPlan:
-    """Each entity: rows/entities consecutive minutes from FIRST_DAY, after a lookback of up to a day (one file per day)."""
+    """Each entity: rows/entities consecutive minutes from FIRST_DAY, after a lookback of up to a day (one file per
+    day)."""
     per_entity = max(1, rows // entities)
     lookback = min(common.DAY_STEPS, max(common.WINDOW, per_entity))
     rng = np.random.default_rng(seed)
@@ -109,7 +127,9 @@ def write_raw(lake: Path, rows: int, entities: int, seed: int) -> RawPlan:
     for offset, count in zip(range(int(day_index.min()), int(day_index.max()) + 1), counts):
         take, at = order[at : at + count], at + count
         day = common.day_after(FIRST_DAY, offset)
-        write_raw_day(raw_folder(lake, day), entity[take], start_us + minutes[take].astype(np.int64) * 60_000_000, values[take])
+        write_raw_day(
+            raw_folder(lake, day), entity[take], start_us + minutes[take].astype(np.int64) * 60_000_000, values[take]
+        )
         if offset >= 0:
             rows_by_day[day.isoformat()] = int(count)
     days = [common.day_after(FIRST_DAY, n) for n in range(len(rows_by_day))]
@@ -119,13 +139,14 @@ def write_raw(lake: Path, rows: int, entities: int, seed: int) -> RawPlan:
 def write_raw_day(folder: Path, entity: np.ndarray, ts_us: np.ndarray, values: np.ndarray) -> None:
     """One upstream raw partition: entity_id, ts (microseconds, UTC), value."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = pa.table({
-        "entity_id": pa.array(entity, pa.string()),
-        "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        FEATURE: pa.array(values, pa.float64()),
-    })
+    table = pa.table(
+        {
+            "entity_id": pa.array(entity, pa.string()),
+            "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            FEATURE: pa.array(values, pa.float64()),
+        }
+    )
     pq.write_table(table, folder / "part-00000.parquet")
-
 
 
 def baseline_windows(lake: Path, plan: RawPlan) -> dict[str, Any]:
@@ -140,21 +161,32 @@ def baseline_windows(lake: Path, plan: RawPlan) -> dict[str, Any]:
     clock.lap("window")
     written = write_baseline_features(lake, table, ends, x)
     clock.lap("write")
-    return {"windows": written, "total_s": round(sum(phases.values()), 3), "phases": {k: round(v, 3) for k, v in phases.items()}}
+    return {
+        "windows": written,
+        "total_s": round(sum(phases.values()), 3),
+        "phases": {k: round(v, 3) for k, v in phases.items()},
+    }
 
 
 def cut(table: pa.Table, first_target_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the window ends (target rows after 63 finite, consecutive steps of their entity) and the windows."""
+    """Row indices of the window ends (target rows after 63 finite, consecutive steps of their entity) and the
+    windows."""
     length = common.WINDOW
     codes = pc.dictionary_encode(table.column("entity_id")).combine_chunks().indices.to_numpy()
     ts_us = table.column("ts").cast(pa.int64()).to_numpy()
     steps = np.round(ts_us / (common.STEP_SECONDS * 1e6)).astype(np.int64)
     values = table.column(FEATURE).to_numpy()
-    breaks = np.concatenate([[1], ((np.diff(steps) != 1) | (codes[1:] != codes[:-1])).astype(np.int64)])  # gap, duplicate, new entity
+    breaks = np.concatenate(
+        [[1], ((np.diff(steps) != 1) | (codes[1:] != codes[:-1])).astype(np.int64)]
+    )  # gap, duplicate, new entity
     bad = np.concatenate([[0], np.cumsum(~np.isfinite(values))])
     broken = np.concatenate([[0], np.cumsum(breaks)])
     i = np.arange(length - 1, len(values))
-    ok = (broken[i + 1] - broken[i - length + 2] == 0) & (bad[i + 1] - bad[i - length + 1] == 0) & (ts_us[i] >= first_target_us)
+    ok = (
+        (broken[i + 1] - broken[i - length + 2] == 0)
+        & (bad[i + 1] - bad[i - length + 1] == 0)
+        & (ts_us[i] >= first_target_us)
+    )
     ends = i[ok]
     windows = np.lib.stride_tricks.sliding_window_view(values.astype(np.float32), length)[ends - length + 1]
     return ends, windows
@@ -169,7 +201,9 @@ def write_baseline_features(lake: Path, table: pa.Table, ends: np.ndarray, x: np
     entity = table.column("entity_id").take(pa.array(ends))
     for d, lo, hi in zip(np.unique(day), [0, *bounds[:-1]], bounds):
         rows = order[lo:hi]
-        folder = lake / "baseline_features" / common.TABLE / f"dt={common.day_after(date(1970, 1, 1), int(d)).isoformat()}"
+        folder = (
+            lake / "baseline_features" / common.TABLE / f"dt={common.day_after(date(1970, 1, 1), int(d)).isoformat()}"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         out = common.features_arrow(entity.take(pa.array(rows)), ts_us[rows], x[rows])
         pq.write_table(out, folder / "part-00000.parquet")
@@ -196,8 +230,16 @@ def spark_windows(lake: Path, plan: RawPlan, epochs: int, partitions: int) -> di
         ctx.spark.stop()
     if result.rows_in != plan.rows_in:
         raise RuntimeError(f"the windows job read {result.rows_in} rows, {plan.rows_in} were written")
-    return {"seconds": round(seconds, 3), "rows_in": result.rows_in, "windows": result.windows, "context": result.context,
-            "quarantined": result.quarantined, "train_s": round(train_s, 3), "shuffle_partitions": partitions, "peak_rss_mb": rss.peak_mb}
+    return {
+        "seconds": round(seconds, 3),
+        "rows_in": result.rows_in,
+        "windows": result.windows,
+        "context": result.context,
+        "quarantined": result.quarantined,
+        "train_s": round(train_s, 3),
+        "shuffle_partitions": partitions,
+        "peak_rss_mb": rss.peak_mb,
+    }
 
 
 def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
@@ -214,10 +256,21 @@ def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
     seconds = {}
     for job, extra in (("windows", []), ("score", ["--detector", NIGHTLY_DETECTOR])):
         command = [*cli, job, "--table", common.TABLE, *days, *extra]
-        _, seconds[job] = common.timed(subprocess.run, command, cwd=common.REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    scored = pq.ParquetDataset(lake / "scores" / common.TABLE / f"detector={NIGHTLY_DETECTOR}").read(columns=["score"]).num_rows
-    return {"seconds": round(sum(seconds.values()), 3), "rows": plan.rows_in, "scored_windows": scored, "days": len(plan.days),
-            "jobs_s": {k: round(v, 3) for k, v in seconds.items()}}
+        _, seconds[job] = common.timed(
+            subprocess.run, command, cwd=common.REPO, env=env, check=True, stdout=subprocess.DEVNULL
+        )
+    scored = (
+        pq.ParquetDataset(lake / "scores" / common.TABLE / f"detector={NIGHTLY_DETECTOR}")
+        .read(columns=["score"])
+        .num_rows
+    )
+    return {
+        "seconds": round(sum(seconds.values()), 3),
+        "rows": plan.rows_in,
+        "scored_windows": scored,
+        "days": len(plan.days),
+        "jobs_s": {k: round(v, 3) for k, v in seconds.items()},
+    }
 
 
 if __name__ == "__main__":

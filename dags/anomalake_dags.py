@@ -8,6 +8,7 @@ ANOMALAKE_LAKE (default ../lake), ANOMALAKE_MASTER (default local[*]), ANOMALAKE
 default this interpreter's `-m anomalake.pipelines.jobs.cli`), ANOMALAKE_RAW_WAIT_SECONDS (how long to wait for the
 raw partition; default 6 hours).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,8 @@ START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SKIP = 99  # exit code that marks a training task as skipped (not selected by the run's params)
 JOB_ENV = {"ANOMALAKE_LAKE": str(LAKE), "ANOMALAKE_TABLES": str(TABLES_FILE)}
 
-# Names and params reach bash commands and paths: a strict pattern keeps quotes and separators out (as pipelines/config.py).
+# Names and params reach bash commands and paths: a strict pattern keeps quotes and separators out (as
+# pipelines/config.py).
 NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"
 DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 VERSION = r"v?[0-9A-Za-z][0-9A-Za-z_.-]{0,127}"
@@ -43,7 +45,13 @@ def checked_tables(path: Path) -> dict:
             if not isinstance(name, str) or not re.fullmatch(NAME, name):
                 raise ValueError(f"{path}: {name!r} is not a valid table or detector name (letters, digits, _)")
     return tables
-DEFAULT_DETECTORS = {"timeseries": "dense_autoencoder", "image": "conv_autoencoder", "text": "text_transformer"}  # as pipelines/config.py
+
+
+DEFAULT_DETECTORS = {
+    "timeseries": "dense_autoencoder",
+    "image": "conv_autoencoder",
+    "text": "text_transformer",
+}  # as pipelines/config.py
 
 
 def detectors_of(entry: dict) -> list[str]:
@@ -62,7 +70,8 @@ def scores_asset(table: str) -> Asset:
 
 
 def nightly_dag(table: str, entry: dict) -> DAG:
-    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check (publish) -> catalog + reports."""
+    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check (publish) -> catalog +
+    reports."""
     raw_path = LAKE / entry.get("path", f"raw/{table}")
     detectors = detectors_of(entry)
     asset = scores_asset(table)
@@ -77,7 +86,13 @@ def nightly_dag(table: str, entry: dict) -> DAG:
         tags=["anomalake", table],
     ) as dag:
 
-        @task.sensor(task_id="wait_for_raw", poke_interval=min(60, RAW_WAIT_SECONDS), timeout=RAW_WAIT_SECONDS, mode="poke", retries=0)
+        @task.sensor(
+            task_id="wait_for_raw",
+            poke_interval=min(60, RAW_WAIT_SECONDS),
+            timeout=RAW_WAIT_SECONDS,
+            mode="poke",
+            retries=0,
+        )
         def wait_for_raw(ds: str | None = None) -> bool:
             folder = raw_path / f"dt={ds}"
             present = folder.is_dir() and any(folder.glob("*.parquet"))
@@ -110,17 +125,37 @@ def training_dag(tables: dict) -> DAG:
         max_active_runs=1,
         params={
             "table": Param("all", type="string", pattern=f"^{NAME}$", description="a table of the catalog, or all"),
-            "detector": Param("all", type="string", pattern=f"^{NAME}$", description="a detector of that table, or all"),
-            "start": Param("", type="string", pattern=f"^({DAY})?$", description="first training day (default: 28 days before the run)"),
-            "end": Param("", type="string", pattern=f"^({DAY})?$", description="last training day (default: the day before the run)"),
-            "version": Param("", type="string", pattern=f"^({VERSION})?$", description="gate this existing candidate instead of training one"),
+            "detector": Param(
+                "all", type="string", pattern=f"^{NAME}$", description="a detector of that table, or all"
+            ),
+            "start": Param(
+                "",
+                type="string",
+                pattern=f"^({DAY})?$",
+                description="first training day (default: 28 days before the run)",
+            ),
+            "end": Param(
+                "",
+                type="string",
+                pattern=f"^({DAY})?$",
+                description="last training day (default: the day before the run)",
+            ),
+            "version": Param(
+                "",
+                type="string",
+                pattern=f"^({VERSION})?$",
+                description="gate this existing candidate instead of training one",
+            ),
         },
         tags=["anomalake"],
     ) as dag:
         start = "{{ params.start or macros.ds_add(ds, -28) }}"
         end = "{{ params.end or macros.ds_add(ds, -1) }}"
         for table, detector in pairs:
-            selected = f"[ '{{{{ params.table }}}}' = all -o '{{{{ params.table }}}}' = {table} ] && [ '{{{{ params.detector }}}}' = all -o '{{{{ params.detector }}}}' = {detector} ]"
+            selected = (
+                f"[ '{{{{ params.table }}}}' = all -o '{{{{ params.table }}}}' = {table} ] && "
+                f"[ '{{{{ params.detector }}}}' = all -o '{{{{ params.detector }}}}' = {detector} ]"
+            )
             train = job(
                 f"train_{table}_{detector}",
                 # The log goes to the task log; the last line (the XCom) is the candidate's version.
@@ -132,10 +167,13 @@ def training_dag(tables: dict) -> DAG:
             given = "{{ params.version }}"
             train.bash_command = (
                 f"{selected} || exit {SKIP}; set -o pipefail; "
-                f"if [ -n '{given}' ]; then echo 'candidate version: {given}' && echo {given}; else {train.bash_command}; fi"
+                f"if [ -n '{given}' ]; then echo 'candidate version: {given}' && echo {given}; else "
+                f"{train.bash_command}; fi"
             )
             version = f"{{{{ ti.xcom_pull(task_ids='train_{table}_{detector}') }}}}"
-            train >> job(f"promote_{table}_{detector}", f"promote --detector {detector} --table {table} --version {version}")
+            train >> job(
+                f"promote_{table}_{detector}", f"promote --detector {detector} --table {table} --version {version}"
+            )
     return dag
 
 

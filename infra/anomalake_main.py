@@ -4,6 +4,7 @@
 
 takes the same arguments as the `anomalake` command; the master is spark-submit's unless ANOMALAKE_MASTER is set.
 """
+
 import sys
 
 from anomalake.pipelines.jobs.cli import main

@@ -6,6 +6,7 @@ The folder is tamper-evident: `save_artifact` writes checksums.json last (a sha2
 and only from a Keras v3 zip archive (see anomalake.models.keras_archive), so a rewritten checksums.json
 still cannot smuggle in a pickle, an HDF5 file or a Lambda layer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,12 @@ class Artifact:
 
 
 def input_signature(
-    kind: str, sample_shape: Sequence[int], features: Sequence[str], window_length: int, window_stride: int, step_seconds: int
+    kind: str,
+    sample_shape: Sequence[int],
+    features: Sequence[str],
+    window_length: int,
+    window_stride: int,
+    step_seconds: int,
 ) -> dict[str, Any]:
     """What a model's inputs look like (meta.json's "signature"): compared with the table before scoring."""
     return {
@@ -62,8 +68,11 @@ def check_signature(meta: dict[str, Any], expected: dict[str, Any], folder: str 
     if "signature" not in meta:
         raise ArtifactError(where, "no input signature; retrain")
     trained, wanted = _plain(meta["signature"]), _plain(expected)
-    differ = [f"{key}: trained on {trained.get(key)}, the table has {wanted.get(key)}"
-              for key in sorted(set(trained) | set(wanted)) if trained.get(key) != wanted.get(key)]
+    differ = [
+        f"{key}: trained on {trained.get(key)}, the table has {wanted.get(key)}"
+        for key in sorted(set(trained) | set(wanted))
+        if trained.get(key) != wanted.get(key)
+    ]
     if differ:
         raise ArtifactError(where, "input signature differs: " + "; ".join(differ) + "; retrain")
 
@@ -76,7 +85,8 @@ def _plain(value: Any) -> Any:
 def save_artifact(
     folder: Path, detector: Detector, scaling: EntityScaling, calibration: Calibration, meta: dict[str, Any]
 ) -> Path:
-    """Write a complete artifact folder, checksums.json last (the CURRENT pointer is the caller's, written after this)."""
+    """Write a complete artifact folder, checksums.json last (the CURRENT pointer is the caller's, written after
+    this)."""
     folder = Path(folder)
     detector.save(folder)
     scaling.save(folder)
@@ -87,7 +97,8 @@ def save_artifact(
 
 
 def write_checksums(folder: Path) -> Path:
-    """Write checksums.json: the sha256 of every file in `folder` (recursively), but itself and .hidden/_private ones."""
+    """Write checksums.json: the sha256 of every file in `folder` (recursively), but itself and .hidden/_private
+    ones."""
     files = {name: file_digest(Path(folder) / name) for name in _checksummed_files(Path(folder))}
     payload = json.dumps({"algorithm": CHECKSUM_ALGORITHM, "files": files}, indent=2, sort_keys=True)
     return write_text_atomically(Path(folder) / CHECKSUMS_FILE, payload)
@@ -109,8 +120,11 @@ def _relative_files(folder: Path) -> Iterable[str]:
 
 def _checksummed_files(folder: Path) -> list[str]:
     """The files checksums.json covers: all but itself and anything under a name starting with "." or "_"."""
-    return [name for name in _relative_files(folder)
-            if name != CHECKSUMS_FILE and not any(part[:1] in (".", "_") for part in name.split("/"))]
+    return [
+        name
+        for name in _relative_files(folder)
+        if name != CHECKSUMS_FILE and not any(part[:1] in (".", "_") for part in name.split("/"))
+    ]
 
 
 def verify_artifact(folder: Path) -> None:
@@ -180,7 +194,9 @@ def read_current(model_root: Path) -> str:
     model_root = Path(model_root)
     path = model_root / CURRENT_FILE
     if not path.exists():
-        raise FileNotFoundError(f"no trained model under {model_root} (no {CURRENT_FILE} pointer): run `anomalake train` first")
+        raise FileNotFoundError(
+            f"no trained model under {model_root} (no {CURRENT_FILE} pointer): run `anomalake train` first"
+        )
     with open(path, "rb") as handle:
         raw = handle.read(256)
     try:
@@ -189,11 +205,16 @@ def read_current(model_root: Path) -> str:
         raise ArtifactError(path, "the pointer is not text: tampered; rewrite it with `anomalake promote`") from None
     _check_version(path, version)
     if not (model_root / version).is_dir():
-        raise FileNotFoundError(f"{path} points at version {version}, but {model_root / version} does not exist: promote an existing version or retrain")
+        raise FileNotFoundError(
+            f"{path} points at version {version}, but {model_root / version} does not exist: promote an existing "
+            "version or retrain"
+        )
     return version
 
 
 def _check_version(pointer: Path, version: str) -> None:
     """Raise ArtifactError naming `pointer` unless `version` is a plain version folder name."""
     if not VERSION_PATTERN.fullmatch(version) or ".." in version:
-        raise ArtifactError(pointer, f"{version[:64]!r} is not a version name (letters, digits, _ . -; no '..'): tampered")
+        raise ArtifactError(
+            pointer, f"{version[:64]!r} is not a version name (letters, digits, _ . -; no '..'): tampered"
+        )

@@ -1,4 +1,5 @@
 """The detector contract: a frozen config in, fit / score_samples / explain / save / load out."""
+
 from __future__ import annotations
 
 import abc
@@ -40,8 +41,10 @@ class DetectorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                             f"(known: {', '.join(sorted(names))})")
+            raise ValueError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(names))})"
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -57,7 +60,9 @@ class Detector(abc.ABC):
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     input_kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
     tiny_params: ClassVar[dict[str, Any]] = {}  # the smallest sizes that still learn (conformance tests)
-    distributable: ClassVar[bool] = False  # fit can run data-parallel inside anomalake.models.distributed.distributed_training
+    distributable: ClassVar[bool] = (
+        False  # fit can run data-parallel inside anomalake.models.distributed.distributed_training
+    )
 
     def __init__(self, config: DetectorConfig):
         if not isinstance(config, self.config_class):
@@ -105,7 +110,10 @@ class Detector(abc.ABC):
         names, parts = self._explanation_parts(samples, self.explain(samples))
         shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-300)
         order = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-        return [[(row_names[j], round(float(share[j]), 6)) for j in top] for row_names, share, top in zip(names, shares, order)]
+        return [
+            [(row_names[j], round(float(share[j]), 6)) for j in top]
+            for row_names, share, top in zip(names, shares, order)
+        ]
 
     def _explanation_parts(self, samples: np.ndarray, contributions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
         """Names (per sample) and values of the parts an explanation is summarised into."""
@@ -152,7 +160,9 @@ class Detector(abc.ABC):
         shape = tuple(self.config.input_shape)
         arr = np.asarray(x)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{self.family}: expected numeric samples of shape {shape} (float32), got dtype {arr.dtype}")
+            raise TypeError(
+                f"{self.family}: expected numeric samples of shape {shape} (float32), got dtype {arr.dtype}"
+            )
         arr = arr.astype(np.float32, copy=False)
         if arr.shape[1:] == shape:
             return arr
@@ -189,7 +199,9 @@ def registered_family(folder: Path, name: Any) -> type["Detector"]:
     """The registry's class for config.json's family `name` (nothing else is imported); else ArtifactError."""
     families = registry.discover()
     if not isinstance(name, str) or name not in families:
-        raise ArtifactError(folder, f"{CONFIG_FILE} names family {name!r}, not a registered family ({', '.join(families)})")
+        raise ArtifactError(
+            folder, f"{CONFIG_FILE} names family {name!r}, not a registered family ({', '.join(families)})"
+        )
     return families[name]
 
 

@@ -17,6 +17,7 @@ where the threshold is put:
 - `contamination`: at the (1 - `contamination`) quantile, for a user who knows the anomaly rate.
 Every threshold is capped at `max_threshold` (default 6, one in a million held-out samples).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -141,8 +142,12 @@ def fit_calibration(
     excesses = raw[raw > tail_start] - tail_start
     tail_share = max(excesses.size, 1) / raw.size
     shape, scale = fit_gpd(excesses) if excesses.size >= 10 else (0.0, max(float(np.std(raw)), _EPS))
-    partial = Calibration(method, 0.0, tuple(body_raw), tuple(body_score), tail_start, tail_share, shape, scale, raw.size)
-    threshold = min(_threshold(partial, raw, method, risk, quantile, threshold_z, contamination), max_threshold, MAX_SCORE - 1e-6)
+    partial = Calibration(
+        method, 0.0, tuple(body_raw), tuple(body_score), tail_start, tail_share, shape, scale, raw.size
+    )
+    threshold = min(
+        _threshold(partial, raw, method, risk, quantile, threshold_z, contamination), max_threshold, MAX_SCORE - 1e-6
+    )
     return replace(partial, threshold=threshold)
 
 

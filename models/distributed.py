@@ -5,6 +5,7 @@ addresses of all and its own rank; inside `distributed_training(...)` the Keras 
 the strategy and `fit_keras` trains on the worker's shard. Each worker reads a different shard with a batch of
 batch_size / workers, so the global batch and the number of updates per epoch are those of one process.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -108,9 +109,14 @@ def _patch_keras_multi_worker() -> None:
     def build_from_local_batch(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None:
             return
+
+        def local(value):  # this worker's part of a distributed value
+            if isinstance(value, tf.distribute.DistributedValues):
+                return self.distribute_strategy.experimental_local_results(value)[0]
+            return value
+
         if iterator is not None:
             for _, _, batches in iterator:
-                local = lambda v: self.distribute_strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v  # noqa: E731
                 data_batch = trainer.tree.map_structure(local, next(batches))
                 break
         with self.distribute_strategy.scope():

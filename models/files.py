@@ -1,4 +1,5 @@
 """Small files written whole or not at all: the one atomic write that artifacts, pointers and run records use."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 ArtifactError lives here because this is the lowest module that refuses an artifact; models.artifacts re-uses it.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -31,7 +32,9 @@ def load_keras_model(path: Path) -> Any:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
         if "Lambda" in str(error) or "safe_mode" in str(error):
-            raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True") from error
+            raise ArtifactError(
+                path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True"
+            ) from error
         raise
 
 
@@ -42,10 +45,14 @@ def check_keras_archive(path: Path) -> None:
     if head[:1] == b"\x80":
         raise ArtifactError(path.parent, f"{path.name} is a pickle file: refused")
     if head != b"PK\x03\x04" or not zipfile.is_zipfile(path):
-        raise ArtifactError(path.parent, f"{path.name} is not a Keras v3 .keras archive (pickle or HDF5 files are refused)")
+        raise ArtifactError(
+            path.parent, f"{path.name} is not a Keras v3 .keras archive (pickle or HDF5 files are refused)"
+        )
     # Keras's safe_mode refuses Lambda layers at load time; reading the archive's config says so before any
     # worker tries (a refusal inside a Spark task would surface as a stack trace, not one line).
     with zipfile.ZipFile(path) as archive:
         config = archive.read("config.json").decode("utf-8", "replace") if "config.json" in archive.namelist() else ""
     if '"class_name": "Lambda"' in config or "__lambda__" in config:
-        raise ArtifactError(path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True")
+        raise ArtifactError(
+            path.parent, f"{path.name} needs unsafe deserialisation (a Lambda layer): refused; safe_mode=True"
+        )

@@ -1,4 +1,5 @@
 """The one list of detector families: `@register` on a class, discovery by importing anomalake.models.families.*."""
+
 from __future__ import annotations
 
 import importlib
@@ -8,7 +9,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the base module imports this one; a family's class is only annotated here
     from anomalake.models.base import Detector
 
-FAMILIES_PACKAGE = f"{__name__.rpartition('.')[0]}.families"  # beside this module, wherever the package is imported from
+FAMILIES_PACKAGE = (
+    f"{__name__.rpartition('.')[0]}.families"  # beside this module, wherever the package is imported from
+)
 _FAMILIES: dict[str, type[Detector]] = {}
 
 

@@ -5,6 +5,7 @@ model learns their common shape far better once each is expressed in its own uni
 then shows as a shift, not as "looks like another entity". Stored as JSON beside the model (baseline.json, the
 name artifacts have always used).
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ class EntityScaling:
 
     def to_json(self) -> str:
         """The scaling as a JSON string (what baseline.json holds)."""
-        return json.dumps({"features": list(self.features), "centers": self.centers, "scales": self.scales}, sort_keys=True)
+        return json.dumps(
+            {"features": list(self.features), "centers": self.centers, "scales": self.scales}, sort_keys=True
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "EntityScaling":

@@ -3,6 +3,7 @@
 Training data is either a numpy array (shuffled and batched here with the config's seed) or a finite
 tf.data.Dataset of batches with a known number of batches per pass (the Petastorm feed of the train job).
 """
+
 from __future__ import annotations
 
 import time
@@ -99,12 +100,17 @@ class EpochProgress:
                 spent = time.monotonic() - self.started
                 left = spent / (epoch + 1) * (epochs - epoch - 1)
                 losses = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k.endswith("loss"))
-                print(f"epoch {epoch + 1}/{epochs}: {losses}; {spent:.0f}s spent, about {left:.0f}s left at most", flush=True)
+                print(
+                    f"epoch {epoch + 1}/{epochs}: {losses}; {spent:.0f}s spent, about {left:.0f}s left at most",
+                    flush=True,
+                )
 
         return _Progress()
 
 
-def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_xy: Callable[[Any], Any]) -> dict[str, list[float]]:
+def fit_keras(
+    model: Any, train: Any, validation: Any, config: KerasConfig, to_xy: Callable[[Any], Any]
+) -> dict[str, list[float]]:
     """Fit a compiled model on (x, y) pairs made by `to_xy` from each batch; early stopping; the history.
 
     verbose 1: Keras's progress bar and a line per epoch (a terminal); 2: the line per epoch only (logs,
@@ -127,7 +133,10 @@ def fit_keras(model: Any, train: Any, validation: Any, config: KerasConfig, to_x
         steps = max(steps_per_pass(train, config.batch_size), config.min_steps_per_epoch)
         validation_steps = steps_per_pass(validation, config.batch_size) if val_ds is not None else None
     else:  # every worker must take the same number of steps, whatever the size of its shard
-        steps, validation_steps = max(distribution.steps_per_epoch, config.min_steps_per_epoch), distribution.validation_steps
+        steps, validation_steps = (
+            max(distribution.steps_per_epoch, config.min_steps_per_epoch),
+            distribution.validation_steps,
+        )
         train_ds, val_ds = without_autoshard(train_ds), without_autoshard(val_ds) if val_ds is not None else None
     history = model.fit(
         train_ds.repeat(),

@@ -1,4 +1,5 @@
 """Table and detector configuration: YAML read once at job start into frozen, validated objects."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,14 +32,20 @@ PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=.-]{0,127}")
 def check_name(what: str, value: Any) -> str:
     """`value` when it is a safe table or detector name; else ConfigError saying what is allowed."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise ConfigError(f"{what} {str(value)[:80]!r} is not a valid name: a letter, then letters, digits or _ (at most 64; no quotes, dots or path separators)")
+        raise ConfigError(
+            f"{what} {str(value)[:80]!r} is not a valid name: a letter, then letters, digits or _ (at most 64; no "
+            "quotes, dots or path separators)"
+        )
     return value
 
 
 def check_column(where: str, value: Any) -> str:
     """`value` when it is a safe column name; else ConfigError naming where it was configured."""
     if not isinstance(value, str) or not COLUMN_PATTERN.fullmatch(value):
-        raise ConfigError(f"{where}: column {str(value)[:80]!r} is not a valid column name: letters, digits and _ (rename it upstream or in a view)")
+        raise ConfigError(
+            f"{where}: column {str(value)[:80]!r} is not a valid column name: letters, digits and _ (rename it "
+            "upstream or in a view)"
+        )
     return value
 
 
@@ -46,7 +53,9 @@ def check_lake_path(where: str, value: Any) -> str:
     """`value` when it is a relative path inside the lake (no '..', no absolute path, plain segments)."""
     segments = str(value).split("/")
     if not isinstance(value, str) or any(not PATH_SEGMENT.fullmatch(s) or set(s) == {"."} for s in segments):
-        raise ConfigError(f"{where}: path {str(value)[:80]!r} must be a relative folder inside the lake (plain names, no '..')")
+        raise ConfigError(
+            f"{where}: path {str(value)[:80]!r} must be a relative folder inside the lake (plain names, no '..')"
+        )
     return value
 
 
@@ -85,7 +94,9 @@ class TableConfig:
     max_chars: int = 2000  # texts are cut to this many characters after normalising
     max_record_chars: int = 1_000_000  # a raw text longer than this is quarantined (oversize_record), not cut
     bounds: tuple[tuple[str, float, float], ...] = ()  # (feature, low, high): values outside are quarantined
-    unseen_entities: str = "quarantine"  # entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline")
+    unseen_entities: str = (
+        "quarantine"  # entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline")
+    )
 
     @property
     def lookback_steps(self) -> int:
@@ -94,7 +105,9 @@ class TableConfig:
 
     def signature(self) -> dict[str, Any]:
         """What one model input of this table is (compared with a model's recorded signature before scoring)."""
-        return input_signature(self.kind, self.sample_shape, self.features, self.window.length, self.window.stride, self.step_seconds)
+        return input_signature(
+            self.kind, self.sample_shape, self.features, self.window.length, self.window.stride, self.step_seconds
+        )
 
     @property
     def n_inputs(self) -> int:
@@ -128,8 +141,22 @@ class DetectorSpec:
 
 
 # The keys a table entry may hold, per level; anything else is a ConfigError naming the file and the key.
-TABLE_KEYS = ("kind", "path", "entity", "time", "features", "step", "fill_limit", "window", "detectors",
-              "max_quarantine_share", "bounds", "unseen_entities", "image", "text")
+TABLE_KEYS = (
+    "kind",
+    "path",
+    "entity",
+    "time",
+    "features",
+    "step",
+    "fill_limit",
+    "window",
+    "detectors",
+    "max_quarantine_share",
+    "bounds",
+    "unseen_entities",
+    "image",
+    "text",
+)
 SECTION_KEYS = {
     "window": ("length", "stride"),
     "image": ("column", "path_column", "height", "width", "channels", "resize", "convert_channels"),
@@ -145,8 +172,10 @@ def check_keys(where: str, entry: Any, allowed: tuple[str, ...]) -> Mapping[str,
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(entry).__name__}")
     unknown = [str(k) for k in entry if k not in allowed]
     if unknown:
-        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                          f"(known: {', '.join(allowed)})")
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(allowed)})"
+        )
     return entry
 
 
@@ -288,7 +317,9 @@ def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
     if not isinstance(params, Mapping):
         raise ConfigError(f"{path}: params: expected a mapping of settings, got {type(params).__name__}")
     calibration = check_keys(f"{path}: calibration", raw.get("calibration") or {}, CALIBRATION_KEYS)
-    return DetectorSpec(name=name, family=raw.get("family", name), params=dict(params), calibration=dict(calibration), source=str(path))
+    return DetectorSpec(
+        name=name, family=raw.get("family", name), params=dict(params), calibration=dict(calibration), source=str(path)
+    )
 
 
 def configured_detectors(conf_dir: Path = CONF_DIR) -> list[DetectorSpec]:

@@ -1,4 +1,5 @@
 """The one error type jobs raise for bad input: its message is the single line the CLI prints."""
+
 from __future__ import annotations
 
 

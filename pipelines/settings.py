@@ -1,4 +1,5 @@
 """Process settings read from the environment: the only module that reads os.environ."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The SparkSession every job uses, configured once from Settings."""
+
 from __future__ import annotations
 
 from pathlib import Path

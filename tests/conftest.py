@@ -3,6 +3,7 @@
 Tiers (markers): unit (the default, added to every test without a tier), spark, slow, airflow, cluster.
 Each tier runs alone with `python -m pytest -m <tier>`; its fixtures start what it needs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,9 @@ def spark(tmp_path_factory):
     from anomalake.pipelines.spark import get_spark
 
     lake = tmp_path_factory.mktemp("session-lake")
-    settings = dataclasses.replace(load_settings(), lake=str(lake), master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    settings = dataclasses.replace(
+        load_settings(), lake=str(lake), master="local[2]", shuffle_partitions=2, driver_memory="2g"
+    )
     session = get_spark(settings, "anomalake-tests")
     yield session
     session.stop()

@@ -1,4 +1,5 @@
 """Fault injection shared by the crash tests: kill a job's process at a moment seen from outside it."""
+
 from __future__ import annotations
 
 import subprocess

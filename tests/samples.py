@@ -1,4 +1,5 @@
 """Tiny samples of every input kind, each with a normal class and an anomaly injected at a known place."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,12 +71,21 @@ def odd_texts(x: np.ndarray) -> np.ndarray:
 
 KINDS = {
     "timeseries": Kind(
-        (16, 3), normal_windows, spiked_windows,
-        lambda e: np.array([e.sum(axis=1).argmax(), e.sum(axis=0).argmax()]), (15, 1), "b", ("a", "b", "c"),
+        (16, 3),
+        normal_windows,
+        spiked_windows,
+        lambda e: np.array([e.sum(axis=1).argmax(), e.sum(axis=0).argmax()]),
+        (15, 1),
+        "b",
+        ("a", "b", "c"),
     ),
     "image": Kind(
-        (8, 8, 1), normal_images, patched_images,
-        lambda e: np.array(np.unravel_index(e.sum(axis=-1).argmax(), e.shape[:2])) // 4, (0, 0), "rows 0-1, cols 0-1",
+        (8, 8, 1),
+        normal_images,
+        patched_images,
+        lambda e: np.array(np.unravel_index(e.sum(axis=-1).argmax(), e.shape[:2])) // 4,
+        (0, 0),
+        "rows 0-1, cols 0-1",
     ),
     "text": Kind((), normal_texts, odd_texts, lambda e: np.array([e.argmax()]), (2,), "[UNK]"),
 }

@@ -4,6 +4,7 @@ The module's fixture creates and migrates its own AIRFLOW_HOME (SQLite), writes 
 a lake and trains a model through the CLI; the backfill test starts `airflow standalone` on 127.0.0.1 and
 stops it (and every process it left) at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import TINY_TABLE
 
 pytestmark = pytest.mark.airflow
@@ -30,7 +30,9 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 def run(env, *args, timeout=900, check=True):
     result = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -39,11 +41,17 @@ def run_beside_scheduler(env, *args, attempts: int = 5):
     one writer, and on a loaded machine a write can wait past its lock timeout ("database is locked"); try again."""
     for attempt in range(attempts):
         result = run(env, *args, check=False)
-        if result.returncode == 0 or "database is locked" not in result.stdout + result.stderr or attempt == attempts - 1:
+        if (
+            result.returncode == 0
+            or "database is locked" not in result.stdout + result.stderr
+            or attempt == attempts - 1
+        ):
             break
         time.sleep(5)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -74,9 +82,33 @@ def airflow_env(tmp_path_factory):
         "ANOMALAKE_RAW_WAIT_SECONDS": "4",
     }
     run(env, AIRFLOW, "db", "migrate")
-    anomalake(env, "generate", "--table", "telemetry", "--start", "2026-02-02", "--days", "6", "--entities", "2", "--seed", "3")
+    anomalake(
+        env,
+        "generate",
+        "--table",
+        "telemetry",
+        "--start",
+        "2026-02-02",
+        "--days",
+        "6",
+        "--entities",
+        "2",
+        "--seed",
+        "3",
+    )
     anomalake(env, "windows", "--table", "telemetry", "--start", "2026-02-02", "--end", "2026-02-04")
-    anomalake(env, "train", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", "2026-02-02", "--end", "2026-02-04")
+    anomalake(
+        env,
+        "train",
+        "--detector",
+        "dense_autoencoder",
+        "--table",
+        "telemetry",
+        "--start",
+        "2026-02-02",
+        "--end",
+        "2026-02-04",
+    )
     yield env
     _kill_processes_of(home)
 
@@ -115,15 +147,18 @@ def test_dagbag_parses_fast_without_heavy_imports(airflow_env):
 
 def test_training_dag_params_refuse_names_that_could_reach_a_shell_or_a_path(airflow_env):
     probe = (
-        "import sys; from airflow.dag_processing.dagbag import DagBag; from airflow.exceptions import ParamValidationError\n"
+        "import sys; from airflow.dag_processing.dagbag import DagBag; from airflow.exceptions import "
+        "ParamValidationError\n"
         "params = DagBag(dag_folder=sys.argv[1]).dags['anomalake_train'].params\n"
         "def ok(key, value):\n"
         "    try:\n"
         "        params.get_param(key).resolve(value); return True\n"
         "    except ParamValidationError:\n"
         "        return False\n"
-        "print(repr([ok('table', 'telemetry'), ok('table', \"x'; rm -rf ~; '\"), ok('table', '../raw'), ok('detector', 'a b'),"
-        " ok('start', '2026-03-01'), ok('start', '2026-03-01; id'), ok('version', 'v20260301T000000Z'), ok('version', '../v1')]))"
+        "print(repr([ok('table', 'telemetry'), ok('table', \"x'; rm -rf ~; '\"), ok('table', '../raw'), ok('detector', "
+        "'a b'),"
+        " ok('start', '2026-03-01'), ok('start', '2026-03-01; id'), ok('version', 'v20260301T000000Z'), ok('version', "
+        "'../v1')]))"
     )
     out = run(airflow_env, sys.executable, "-c", probe, str(REPO / "dags")).stdout.strip().splitlines()[-1]
     assert eval(out) == [True, False, False, False, True, False, True, False]  # noqa: S307 - our probe's repr of booleans
@@ -134,7 +169,14 @@ def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
     assert "state=success" in log, log[-3000:]
     first = scores(airflow_env, "2026-02-05")
     assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
-    report = Path(airflow_env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / "dt=2026-02-05" / "_report.html"
+    report = (
+        Path(airflow_env["ANOMALAKE_LAKE"])
+        / "scores"
+        / "telemetry"
+        / "detector=dense_autoencoder"
+        / "dt=2026-02-05"
+        / "_report.html"
+    )
     assert "Run health" in report.read_text()
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
     assert "state=success" in log, log[-3000:]
@@ -145,13 +187,17 @@ def test_a_missing_raw_partition_fails_the_run_and_publishes_nothing(airflow_env
     result, log = dags_test(airflow_env, DAG_ID, "2026-03-01")
     assert "state=failed" in log
     assert "table telemetry, partition dt=2026-03-01: raw partition" in log and "is not there yet" in log
-    assert not (Path(airflow_env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / "dt=2026-03-01").exists()
+    assert not (
+        Path(airflow_env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / "dt=2026-03-01"
+    ).exists()
 
 
 def test_training_dag_trains_a_candidate_and_promotes_it(airflow_env):
     models = Path(airflow_env["ANOMALAKE_LAKE"]) / "models" / "dense_autoencoder" / "telemetry"
     before = (models / "CURRENT").read_text().strip()
-    conf = json.dumps({"table": "telemetry", "detector": "dense_autoencoder", "start": "2026-02-02", "end": "2026-02-04"})
+    conf = json.dumps(
+        {"table": "telemetry", "detector": "dense_autoencoder", "start": "2026-02-02", "end": "2026-02-04"}
+    )
     result, log = dags_test(airflow_env, "anomalake_train", "2026-02-07", "--conf", conf)
     assert "state=success" in log, log[-3000:]
     after = (models / "CURRENT").read_text().strip()
@@ -214,12 +260,26 @@ def test_backfill_gives_the_partitions_of_nightly_runs(airflow_env):
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
     log = open(Path(env["AIRFLOW_HOME"]) / "standalone.log", "w")
-    server = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    server = subprocess.Popen(
+        [AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+    )
     try:
         run_beside_scheduler(env, AIRFLOW, "dags", "unpause", DAG_ID)
         since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        run_beside_scheduler(env, AIRFLOW, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1],
-            "--reprocess-behavior", "completed")
+        run_beside_scheduler(
+            env,
+            AIRFLOW,
+            "backfill",
+            "create",
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            days[0],
+            "--to-date",
+            days[-1],
+            "--reprocess-behavior",
+            "completed",
+        )
         assert _wait_for_backfill(env, days, since) == {day: "success" for day in days}
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -1,4 +1,5 @@
 """Artifact folders are tamper-evident (checksums.json) and unsafe models are refused even with rewritten checksums."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,13 +47,22 @@ def saved(tmp_path_factory):
     """One tiny dense autoencoder artifact (hidden [8, 2], one epoch on 64 random windows) and its probe windows."""
     family = get_family("dense_autoencoder")
     config = family.config_class.from_dict(
-        {"input_shape": (8, 4), "feature_names": FEATURES, "hidden": (8, 2), "epochs": 1, "batch_size": 64, "verbose": 0}
+        {
+            "input_shape": (8, 4),
+            "feature_names": FEATURES,
+            "hidden": (8, 2),
+            "epochs": 1,
+            "batch_size": 64,
+            "verbose": 0,
+        }
     )
     x = np.random.default_rng(0).normal(size=(64, 8, 4)).astype(np.float32)
     detector = family(config).fit(x)
     calibration = fit_calibration(detector.score_samples(x), method="robust_z")
     meta = {"detector": "dense_autoencoder", "table": "telemetry", "signature": SIGNATURE}
-    folder = save_artifact(tmp_path_factory.mktemp("artifacts") / "v1", detector, EntityScaling.identity(), calibration, meta)
+    folder = save_artifact(
+        tmp_path_factory.mktemp("artifacts") / "v1", detector, EntityScaling.identity(), calibration, meta
+    )
     return folder, detector, x[:5]
 
 

@@ -5,6 +5,7 @@ rows in (the raw or features partition) = rows out (features or scores, plus the
 + rows quarantined (the quarantine partition), and the quarantine reasons are exactly the expected ones.
 Error cases check the one-line message and that nothing was written for the partition (0 = 0 + 0).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,27 +19,39 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import START, TINY_DETECTOR, TINY_TABLE
+
 from anomalake.models.artifacts import ArtifactError, read_current, write_checksums
 from anomalake.pipelines.config import ConfigError, load_table, parse_table
 from anomalake.pipelines.errors import JobError
-from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
-from anomalake.pipelines.lake.layout import partition_path
-from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.ingest.files import write_raw_partition
-from anomalake.pipelines.scoring.job import run_score
-from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.features.decoding import encode_png
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.files import write_raw_partition
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import partition_path
+from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
+from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.spark
 DAY = START + timedelta(days=1)  # the day each windows case runs (START is its lookback)
 SCORE_DAY = START + timedelta(days=2)
 DETECTOR = "dense_autoencoder"
-IMAGE_TABLE = {"kind": "image", "path": "raw/shots", "entity": "image_id", "image": {"height": 8, "width": 8, "channels": 1}, "max_quarantine_share": 0.5}
-TEXT_TABLE = {"kind": "text", "path": "raw/notes", "entity": "message_id", "text": {"column": "text"}, "max_quarantine_share": 0.5}
+IMAGE_TABLE = {
+    "kind": "image",
+    "path": "raw/shots",
+    "entity": "image_id",
+    "image": {"height": 8, "width": 8, "channels": 1},
+    "max_quarantine_share": 0.5,
+}
+TEXT_TABLE = {
+    "kind": "text",
+    "path": "raw/notes",
+    "entity": "message_id",
+    "text": {"column": "text"},
+    "max_quarantine_share": 0.5,
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,11 @@ def at(frame: pd.DataFrame, row: int, **values) -> pd.DataFrame:
     frame = frame.copy()
     for column, value in values.items():
         if pd.api.types.is_datetime64_any_dtype(frame[column]) and value is not None:
-            value = pd.Timestamp(value).tz_localize(frame[column].dt.tz) if pd.Timestamp(value).tz is None else pd.Timestamp(value)
+            value = (
+                pd.Timestamp(value).tz_localize(frame[column].dt.tz)
+                if pd.Timestamp(value).tz is None
+                else pd.Timestamp(value)
+            )
         frame.loc[row, column] = value
     return frame
 
@@ -76,7 +93,9 @@ def gap(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def corrupt_file(ctx, table) -> None:
-    next(partition_path(ctx.lake.raw(table), dt=DAY.isoformat()).glob("*.parquet")).write_bytes(b"PAR1 this is not parquet" * 40)
+    next(partition_path(ctx.lake.raw(table), dt=DAY.isoformat()).glob("*.parquet")).write_bytes(
+        b"PAR1 this is not parquet" * 40
+    )
 
 
 def one_row_without_history(ctx, table) -> None:
@@ -86,21 +105,32 @@ def one_row_without_history(ctx, table) -> None:
 
 def images(n: int = 12, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"image_id": [f"img-{i:03d}" for i in range(n)],
-                         "image": [encode_png((rng.random((8, 8, 1)) * 255).astype(np.uint8)) for _ in range(n)]})
+    return pd.DataFrame(
+        {
+            "image_id": [f"img-{i:03d}" for i in range(n)],
+            "image": [encode_png((rng.random((8, 8, 1)) * 255).astype(np.uint8)) for _ in range(n)],
+        }
+    )
 
 
 def texts(n: int = 12) -> pd.DataFrame:
-    return pd.DataFrame({"message_id": [f"m-{i:03d}" for i in range(n)], "text": [f"meeting moved to room {i} at noon" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "message_id": [f"m-{i:03d}" for i in range(n)],
+            "text": [f"meeting moved to room {i} at noon" for i in range(n)],
+        }
+    )
 
 
 def media(frame_change: Callable[[pd.DataFrame], pd.DataFrame], kind: str) -> Callable:
     def make(ctx, table):
         write_raw_partition(ctx.lake, table, DAY, frame_change(images() if kind == "image" else texts()))
+
     return make
 
 
 # ---- the model cases: the lake of `trained_lake`, with its CURRENT artifact changed ----
+
 
 def current_artifact(ctx):
     root = ctx.lake.models(DETECTOR, "telemetry")
@@ -126,7 +156,9 @@ def other_schema(ctx, table) -> None:
 def pickle_model(ctx, table) -> None:
     folder = current_artifact(ctx)
     # The bytes of a pickle (protocol 4) that would call os.system on load; written as bytes, never unpickled here.
-    (folder / "model.keras").write_bytes(b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
+    (folder / "model.keras").write_bytes(
+        b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R."
+    )
     write_checksums(folder)
 
 
@@ -155,6 +187,7 @@ def unseen_entity(ctx, table) -> None:
 def config_error(entry_change: dict | None = None, name: str = "telemetry") -> Callable:
     def make(ctx, table):
         parse_table(name, {**TINY_TABLE, **(entry_change or {})})
+
     return make
 
 
@@ -169,49 +202,164 @@ def traversal_table(ctx, table) -> None:
 NAN = float("nan")
 CASES = {
     # Contract breaks of a raw partition: the job stops with one line, nothing is written.
-    "missing_column": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.drop(columns="memory")), (JobError, r"column memory: missing")),
-    "wrong_type": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.assign(cpu=f["cpu"].astype(str))), (JobError, r"column cpu: expected a numeric type, found string")),
-    "time_as_text": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.assign(ts=f["ts"].astype(str))), (JobError, r"column ts: expected a timestamp, found string")),
-    "all_null_column": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.assign(latency=None)), (JobError, r"column latency: all 576 values are null")),
-    "empty_partition": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.iloc[0:0]), (JobError, r"partition dt=2026-02-03: the partition holds no rows")),
-    "corrupt_parquet": Case("windows", corrupt_file, (JobError, r"partition dt=2026-02-03: file part-00000.parquet is not readable Parquet")),
-    "too_many_bad_rows": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.assign(cpu=np.where(np.arange(len(f)) % 3 == 0, f["cpu"], NAN))), (JobError, r"quarantined .* > max_quarantine_share 50%")),
+    "missing_column": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: f.drop(columns="memory")), (JobError, r"column memory: missing")
+    ),
+    "wrong_type": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: f.assign(cpu=f["cpu"].astype(str))),
+        (JobError, r"column cpu: expected a numeric type, found string"),
+    ),
+    "time_as_text": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: f.assign(ts=f["ts"].astype(str))),
+        (JobError, r"column ts: expected a timestamp, found string"),
+    ),
+    "all_null_column": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: f.assign(latency=None)),
+        (JobError, r"column latency: all 576 values are null"),
+    ),
+    "empty_partition": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: f.iloc[0:0]),
+        (JobError, r"partition dt=2026-02-03: the partition holds no rows"),
+    ),
+    "corrupt_parquet": Case(
+        "windows", corrupt_file, (JobError, r"partition dt=2026-02-03: file part-00000.parquet is not readable Parquet")
+    ),
+    "too_many_bad_rows": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: f.assign(cpu=np.where(np.arange(len(f)) % 3 == 0, f["cpu"], NAN))),
+        (JobError, r"quarantined .* > max_quarantine_share 50%"),
+    ),
     # Row problems: quarantined with a reason, the rest windowed.
-    "nan_value": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, cpu=NAN)), quarantined={"non_finite_value": 1}),
-    "positive_infinity": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, latency=np.inf)), quarantined={"non_finite_value": 1}),
-    "negative_infinity": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, memory=-np.inf)), quarantined={"non_finite_value": 1}),
-    "null_entity": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, entity_id=None)), quarantined={"null_key": 1}),
-    "null_timestamp": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts=None)), quarantined={"null_key": 1}),
-    "duplicate_key": Case("windows", lambda c, t: rewrite(c, t, lambda f: pd.concat([f, f.iloc[[10]]], ignore_index=True)), quarantined={"duplicate_key": 1}),
-    "duplicate_timestamp": Case("windows", lambda c, t: rewrite(c, t, lambda f: pd.concat([f, at(f, 10, ts=f["ts"][10] + pd.Timedelta(seconds=30), cpu=99.0).iloc[[10]]], ignore_index=True)), quarantined={"duplicate_key": 1}),
-    "out_of_order_timestamps": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.sample(frac=1.0, random_state=3))),
-    "timestamp_far_in_future": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts="2200-01-01")), quarantined={"outside_partition": 1}),
-    "timestamp_before_epoch": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts="1900-01-01")), quarantined={"outside_partition": 1}),
+    "nan_value": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, cpu=NAN)), quarantined={"non_finite_value": 1}
+    ),
+    "positive_infinity": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, latency=np.inf)), quarantined={"non_finite_value": 1}
+    ),
+    "negative_infinity": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, memory=-np.inf)), quarantined={"non_finite_value": 1}
+    ),
+    "null_entity": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, entity_id=None)), quarantined={"null_key": 1}
+    ),
+    "null_timestamp": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts=None)), quarantined={"null_key": 1}
+    ),
+    "duplicate_key": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: pd.concat([f, f.iloc[[10]]], ignore_index=True)),
+        quarantined={"duplicate_key": 1},
+    ),
+    "duplicate_timestamp": Case(
+        "windows",
+        lambda c, t: rewrite(
+            c,
+            t,
+            lambda f: pd.concat(
+                [f, at(f, 10, ts=f["ts"][10] + pd.Timedelta(seconds=30), cpu=99.0).iloc[[10]]], ignore_index=True
+            ),
+        ),
+        quarantined={"duplicate_key": 1},
+    ),
+    "out_of_order_timestamps": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: f.sample(frac=1.0, random_state=3))
+    ),
+    "timestamp_far_in_future": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts="2200-01-01")), quarantined={"outside_partition": 1}
+    ),
+    "timestamp_before_epoch": Case(
+        "windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts="1900-01-01")), quarantined={"outside_partition": 1}
+    ),
     "gap_over_fill_limit": Case("windows", lambda c, t: rewrite(c, t, gap), quarantined={"gap_exceeds_fill_limit": 7}),
     "one_row_partition": Case("windows", one_row_without_history, quarantined={"insufficient_history": 1}),
-    "value_outside_bounds": Case("windows", lambda c, t: rewrite(c, t, lambda f: at(f, 5, cpu=1e6)), quarantined={"out_of_bounds": 1}, table={**TINY_TABLE, "bounds": {"cpu": [None, 1e5]}}),
+    "value_outside_bounds": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: at(f, 5, cpu=1e6)),
+        quarantined={"out_of_bounds": 1},
+        table={**TINY_TABLE, "bounds": {"cpu": [None, 1e5]}},
+    ),
     "extra_column": Case("windows", lambda c, t: rewrite(c, t, lambda f: f.assign(region="eu-west"))),
     # Images and texts.
-    "corrupt_image": Case("image", media(lambda f: at(f, 3, image=b"\x89PNG\r\n\x1a\n broken"), "image"), quarantined={"corrupt_image": 1}, table=IMAGE_TABLE),
-    "wrong_size_image": Case("image", media(lambda f: at(f, 3, image=encode_png(np.zeros((9, 7, 1), np.uint8))), "image"), quarantined={"wrong_size": 1}, table=IMAGE_TABLE),
-    "null_image": Case("image", media(lambda f: at(f, 3, image=None), "image"), quarantined={"null_image": 1}, table=IMAGE_TABLE),
-    "duplicate_image_id": Case("image", media(lambda f: pd.concat([f, f.iloc[[2]]], ignore_index=True), "image"), quarantined={"duplicate_key": 1}, table=IMAGE_TABLE),
-    "empty_text": Case("text", media(lambda f: at(f, 3, text="  \x00\t "), "text"), quarantined={"empty_text": 1}, table=TEXT_TABLE),
-    "null_text": Case("text", media(lambda f: at(f, 3, text=None), "text"), quarantined={"null_text": 1}, table=TEXT_TABLE),
-    "ten_megabyte_string": Case("text", media(lambda f: at(f, 3, text="spam " * 2_000_000), "text"), quarantined={"oversize_record": 1}, table=TEXT_TABLE),
+    "corrupt_image": Case(
+        "image",
+        media(lambda f: at(f, 3, image=b"\x89PNG\r\n\x1a\n broken"), "image"),
+        quarantined={"corrupt_image": 1},
+        table=IMAGE_TABLE,
+    ),
+    "wrong_size_image": Case(
+        "image",
+        media(lambda f: at(f, 3, image=encode_png(np.zeros((9, 7, 1), np.uint8))), "image"),
+        quarantined={"wrong_size": 1},
+        table=IMAGE_TABLE,
+    ),
+    "null_image": Case(
+        "image", media(lambda f: at(f, 3, image=None), "image"), quarantined={"null_image": 1}, table=IMAGE_TABLE
+    ),
+    "duplicate_image_id": Case(
+        "image",
+        media(lambda f: pd.concat([f, f.iloc[[2]]], ignore_index=True), "image"),
+        quarantined={"duplicate_key": 1},
+        table=IMAGE_TABLE,
+    ),
+    "empty_text": Case(
+        "text", media(lambda f: at(f, 3, text="  \x00\t "), "text"), quarantined={"empty_text": 1}, table=TEXT_TABLE
+    ),
+    "null_text": Case(
+        "text", media(lambda f: at(f, 3, text=None), "text"), quarantined={"null_text": 1}, table=TEXT_TABLE
+    ),
+    "ten_megabyte_string": Case(
+        "text",
+        media(lambda f: at(f, 3, text="spam " * 2_000_000), "text"),
+        quarantined={"oversize_record": 1},
+        table=TEXT_TABLE,
+    ),
     # The score job and its model.
     "unseen_entity": Case("score", unseen_entity, quarantined={"unknown_entity": 288}),
-    "model_bytes_changed": Case("score", flip_a_byte, (JobError, r"table telemetry, detector dense_autoencoder: .*model.keras was changed after training \(sha256 mismatch\)")),
-    "model_of_another_schema": Case("score", other_schema, (JobError, r"input signature differs: features: trained on \['temperature'")),
+    "model_bytes_changed": Case(
+        "score",
+        flip_a_byte,
+        (
+            JobError,
+            r"table telemetry, detector dense_autoencoder: .*model.keras was changed after training \(sha256 "
+            r"mismatch\)",
+        ),
+    ),
+    "model_of_another_schema": Case(
+        "score", other_schema, (JobError, r"input signature differs: features: trained on \['temperature'")
+    ),
     "pickle_model_file": Case("score", pickle_model, (JobError, r"model.keras is a pickle file: refused")),
-    "lambda_layer_model": Case("score", lambda_model, (JobError, r"needs unsafe deserialisation \(a Lambda layer\): refused")),
-    "current_pointer_traversal": Case("score", traversal_pointer, (ArtifactError, r"CURRENT: '../../../../etc' is not a version name")),
+    "lambda_layer_model": Case(
+        "score", lambda_model, (JobError, r"needs unsafe deserialisation \(a Lambda layer\): refused")
+    ),
+    "current_pointer_traversal": Case(
+        "score", traversal_pointer, (ArtifactError, r"CURRENT: '../../../../etc' is not a version name")
+    ),
     # Names that would reach a path or a statement.
-    "unknown_detector_name": Case("config", unknown_detector, (ConfigError, r"detector no_such_detector: no .*no_such_detector.yml \(known: ")),
-    "table_name_with_dotdot": Case("config", traversal_table, (ConfigError, r"table '../../etc/passwd' is not a valid name")),
-    "detector_name_with_quote": Case("config", config_error({"detectors": ["x'; DROP TABLE scores_telemetry; --"]}), (ConfigError, r"detector \"x'; DROP")),
-    "column_name_with_backtick": Case("config", config_error({"features": ["cpu`", "memory"]}), (ConfigError, r"column 'cpu`' is not a valid column name")),
-    "lake_path_escaping": Case("config", config_error({"path": "../../home"}), (ConfigError, r"path '../../home' must be a relative folder inside the lake")),
+    "unknown_detector_name": Case(
+        "config", unknown_detector, (ConfigError, r"detector no_such_detector: no .*no_such_detector.yml \(known: ")
+    ),
+    "table_name_with_dotdot": Case(
+        "config", traversal_table, (ConfigError, r"table '../../etc/passwd' is not a valid name")
+    ),
+    "detector_name_with_quote": Case(
+        "config",
+        config_error({"detectors": ["x'; DROP TABLE scores_telemetry; --"]}),
+        (ConfigError, r"detector \"x'; DROP"),
+    ),
+    "column_name_with_backtick": Case(
+        "config",
+        config_error({"features": ["cpu`", "memory"]}),
+        (ConfigError, r"column 'cpu`' is not a valid column name"),
+    ),
+    "lake_path_escaping": Case(
+        "config",
+        config_error({"path": "../../home"}),
+        (ConfigError, r"path '../../home' must be a relative folder inside the lake"),
+    ),
 }
 
 
@@ -247,7 +395,9 @@ def test_bad_input(ctx, kind, request, caplog):
     day = SCORE_DAY if case.job == "score" else DAY
     if case.job != "config":
         case.make(ctx, table)
-    run = {"score": lambda: run_score(ctx.with_new_run(), table, DETECTOR, day)}.get(case.job, lambda: run_windows(ctx, table, [day]))
+    run = {"score": lambda: run_score(ctx.with_new_run(), table, DETECTOR, day)}.get(
+        case.job, lambda: run_windows(ctx, table, [day])
+    )
     if case.job == "config":
         run = lambda: None  # noqa: E731 (the error came from making the case)
 
@@ -273,6 +423,8 @@ def test_bad_input(ctx, kind, request, caplog):
         rows_in = len(raw_day(ctx, table, day))
         rows_out, context = len(rows(ctx, ctx.lake.features(table.name), dt=day.isoformat())), result.context
     assert reasons == expected, f"{kind}: quarantine reasons {reasons}, expected {expected}"
-    assert rows_in == rows_out + context + len(quarantine) > 0, f"{kind}: {rows_in} rows in, {rows_out} out, {context} context, {len(quarantine)} quarantined"
+    assert rows_in == rows_out + context + len(quarantine) > 0, (
+        f"{kind}: {rows_in} rows in, {rows_out} out, {context} context, {len(quarantine)} quarantined"
+    )
     if kind == "extra_column":
         assert "columns not in the config are ignored: region" in caplog.text

@@ -1,4 +1,5 @@
 """Benchmark metrics against numbers worked out by hand: intervals, Orion overlap segments, point-wise, AUCs, NAB."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def test_intervals_are_timestamps_not_row_numbers():
     ints = flags_to_intervals([100, 200, 300, 400], [0, 1, 1, 0])
     assert ints == [(200, 300)] and all(type(v) is int for v in ints[0])
     ts = pd.date_range("2026-02-03", periods=4, freq="5min")
-    (start, end), = flags_to_intervals(ts, [0, 1, 1, 0])
+    ((start, end),) = flags_to_intervals(ts, [0, 1, 1, 0])
     assert isinstance(start, pd.Timestamp) and (start, end) == (ts[1], ts[2])
 
 

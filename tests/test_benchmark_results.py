@@ -1,4 +1,5 @@
 """Benchmark results: event merging, hand-computed records, the Markdown table, the dataset readers' errors."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,14 @@ def test_close_runs_merge_into_one_event_and_far_ones_stay_apart():
 
 def test_anomaly_events_group_each_entitys_close_flags_and_rank_by_peak():
     ts = stamps(12)
-    scores = pd.DataFrame({
-        "entity_id": ["a"] * 6 + ["b"] * 6,
-        "ts": list(ts[:6]) * 2,
-        "score": [1, 5, 1, 6, 1, 9, 1, 1, 8, 1, 1, 1],
-        "is_anomaly": [0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0],
-    }).astype({"is_anomaly": bool})
+    scores = pd.DataFrame(
+        {
+            "entity_id": ["a"] * 6 + ["b"] * 6,
+            "ts": list(ts[:6]) * 2,
+            "score": [1, 5, 1, 6, 1, 9, 1, 1, 8, 1, 1, 1],
+            "is_anomaly": [0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0],
+        }
+    ).astype({"is_anomaly": bool})
     # a: flags at steps 1, 3, 5 (10 minutes apart) -> one event with a 10-minute gap, three with a 5-minute gap
     events = anomaly_events(scores, gap_seconds=600)
     assert events[["entity_id", "windows", "peak_score"]].values.tolist() == [["a", 3, 9.0], ["b", 1, 8.0]]
@@ -50,7 +53,9 @@ def series(n: int, flagged: list[int], labelled: list[int], unscored: int = 0) -
     label = np.zeros(n, dtype=int)
     label[labelled] = 1
     truth = pd.DataFrame({"entity_id": "e", "ts": ts, "label": label, "group": "g"})
-    scored = pd.DataFrame({"entity_id": "e", "ts": ts, "raw_score": score, "score": score, "threshold": 0.5, "is_anomaly": score > 0.5})
+    scored = pd.DataFrame(
+        {"entity_id": "e", "ts": ts, "raw_score": score, "score": score, "threshold": 0.5, "is_anomaly": score > 0.5}
+    )
     return results.series_frame(truth, scored.iloc[unscored:], event_gap=1)
 
 
@@ -61,7 +66,9 @@ def test_records_sum_segment_and_point_counts_over_a_category():
     # b: window rows 20-24, nothing flagged -> fn 1
     b = series(40, [], list(range(20, 25)))
     windows = {"cat/a.csv": ((ts[10], ts[14]),), "cat/b.csv": ((ts[20], ts[24]),)}
-    records = results.timeseries_records("nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows)
+    records = results.timeseries_records(
+        "nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows
+    )
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("cat", "overlap_segment_precision")] == 0.5
     assert got[("cat", "overlap_segment_recall")] == 0.5
@@ -95,9 +102,14 @@ def test_media_records_give_per_class_and_mean():
 
 
 def test_markdown_table_lists_detectors_before_baselines():
-    records = [results.record("nab", d, "overall", "roc_auc", v) for d, v in (("baseline_pca", 0.6), ("zeta", 0.7), ("alpha", float("nan")))]
+    records = [
+        results.record("nab", d, "overall", "roc_auc", v)
+        for d, v in (("baseline_pca", 0.6), ("zeta", 0.7), ("alpha", float("nan")))
+    ]
     text = results.markdown_table(records, ["overall"])
-    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "detector" not in line]
+    rows = [
+        line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "detector" not in line
+    ]
     assert rows == ["alpha", "zeta", "baseline_pca"]
     assert "| alpha | – |" in text
 
@@ -113,7 +125,11 @@ def write_nab(root, series: dict[str, pd.DataFrame], windows: dict) -> None:
 
 def test_nab_reader_names_the_file_and_what_it_expected(tmp_path):
     good = pd.DataFrame({"timestamp": stamps(10).dt.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(10.0)})
-    write_nab(tmp_path, {"cat/a.csv": good, "cat/b.csv": good.rename(columns={"value": "v"})}, {"cat/a.csv": [], "cat/b.csv": []})
+    write_nab(
+        tmp_path,
+        {"cat/a.csv": good, "cat/b.csv": good.rename(columns={"value": "v"})},
+        {"cat/a.csv": [], "cat/b.csv": []},
+    )
     with pytest.raises(DatasetError, match=r"cat/b.csv: expected a numeric column 'value'"):
         load_nab(tmp_path)
     write_nab(tmp_path, {"cat/b.csv": good}, {"cat/a.csv": []})
@@ -126,7 +142,12 @@ def test_nab_reader_names_the_file_and_what_it_expected(tmp_path):
 
 
 def test_nab_cases_are_one_table_per_series_on_its_own_step(tmp_path):
-    hourly = pd.DataFrame({"timestamp": pd.Series(T0 + pd.Timedelta("1h") * np.arange(60)).dt.strftime("%Y-%m-%d %H:%M:%S"), "value": np.ones(60)})
+    hourly = pd.DataFrame(
+        {
+            "timestamp": pd.Series(T0 + pd.Timedelta("1h") * np.arange(60)).dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "value": np.ones(60),
+        }
+    )
     window = [[str(T0 + pd.Timedelta("10h")), str(T0 + pd.Timedelta("12h"))]]
     write_nab(tmp_path, {"realX/s-1.csv": hourly}, {"realX/s-1.csv": window})
     (case,) = nab_cases(tmp_path, None)
@@ -140,7 +161,19 @@ def test_evaluate_on_a_folder_of_the_wrong_format_exits_2_naming_the_file(tmp_pa
 
     (tmp_path / "data" / "valve1").mkdir(parents=True)
     (tmp_path / "data" / "valve1" / "1.csv").write_text("datetime;x\n2020-01-01 00:00:00;1\n")
-    code = main(["evaluate", "--benchmark", "nab", "--data", str(tmp_path), "--detector", "default", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "evaluate",
+            "--benchmark",
+            "nab",
+            "--data",
+            str(tmp_path),
+            "--detector",
+            "default",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "combined_windows.json does not exist: expected NAB's anomaly windows" in err
@@ -157,7 +190,11 @@ def test_evaluate_refuses_an_unknown_detector_before_starting_spark(tmp_path, ca
 def test_pooled_baseline_gives_new_entities_the_median_of_the_known_ones():
     from anomalake.models.scaling import EntityScaling
 
-    known = EntityScaling(("a", "b"), {"h1": (0.0, 10.0), "h2": (2.0, 30.0), "h3": (4.0, 20.0)}, {"h1": (1.0, 1.0), "h2": (3.0, 5.0), "h3": (2.0, 3.0)})
+    known = EntityScaling(
+        ("a", "b"),
+        {"h1": (0.0, 10.0), "h2": (2.0, 30.0), "h3": (4.0, 20.0)},
+        {"h1": (1.0, 1.0), "h2": (3.0, 5.0), "h3": (2.0, 3.0)},
+    )
     merged = known.merged(known.pooled(["new"]))
     assert merged.centers["new"] == (2.0, 20.0) and merged.scales["new"] == (2.0, 3.0)
     assert merged.centers["h1"] == (0.0, 10.0) and merged.knows(["new", "h2", "other"]).tolist() == [True, True, False]

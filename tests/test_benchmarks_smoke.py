@@ -4,6 +4,7 @@ Nothing is timed against a bound here (tiny sizes measure start-up, not throughp
 Each script runs as `make bench` runs it, in its own process with a temporary --work and --out; then
 benchmarks.run_all composes perf.json from their results.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,40 @@ TINY = {
     "scaling": ["--rows", "2000", *SMALL],
 }
 KEYS = {
-    "scoring": ("scoring_ratio", "scoring_ratio_cold", "model_only_rps", "model_load_s", "loads_per_worker", "python_workers", "peak_rss_mb"),
-    "windowing": ("windowing_ratio", "spark_rows_per_s", "baseline_rows_per_s", "nightly_path_s", "nightly_rows", "peak_rss_mb"),
+    "scoring": (
+        "scoring_ratio",
+        "scoring_ratio_cold",
+        "model_only_rps",
+        "model_load_s",
+        "loads_per_worker",
+        "python_workers",
+        "peak_rss_mb",
+    ),
+    "windowing": (
+        "windowing_ratio",
+        "spark_rows_per_s",
+        "baseline_rows_per_s",
+        "nightly_path_s",
+        "nightly_rows",
+        "peak_rss_mb",
+    ),
     "feed": ("feed_ratio", "peak_rss_mb"),
     "scaling": ("scaling_4x", "peak_rss_mb"),
 }
-PERF_KEYS = ("scoring_ratio", "scoring_ratio_cold", "windowing_ratio", "feed_ratio", "scaling_4x", "model_load_s",
-             "peak_rss_mb", "model_only_rps", "absolute", "sizes", "machine", "gpu")
+PERF_KEYS = (
+    "scoring_ratio",
+    "scoring_ratio_cold",
+    "windowing_ratio",
+    "feed_ratio",
+    "scaling_4x",
+    "model_load_s",
+    "peak_rss_mb",
+    "model_only_rps",
+    "absolute",
+    "sizes",
+    "machine",
+    "gpu",
+)
 TIMED = ("_s", "_rps", "per_s", "_mb")  # keys whose values are durations, rates or memory: all must be positive
 
 
@@ -42,8 +70,13 @@ def results(tmp_path_factory) -> Path:
 
 def run(module: str, args: list[str], work: Path) -> subprocess.CompletedProcess:
     """`python -m benchmarks.<module> ARGS --work WORK` from the repository root; fails the test on a bad exit."""
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args, "--work", str(work)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args, "--work", str(work)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -74,17 +107,39 @@ def test_benchmark_writes_its_keys(name, results, tmp_path):
         ratios = [result["scoring_ratio"]["dense_autoencoder"], result["scoring_ratio_cold"]["dense_autoencoder"]]
         assert all(r > 0 for r in ratios)
     if name == "windowing":
-        assert result["windowing_ratio"] > 0 and result["nightly_rows"] == result["sizes"]["rows"], "the nightly path covers every raw row"
+        assert result["windowing_ratio"] > 0 and result["nightly_rows"] == result["sizes"]["rows"], (
+            "the nightly path covers every raw row"
+        )
     if name in ("feed", "scaling"):
         assert result["feed_ratio" if name == "feed" else "scaling_4x"] > 0
     if name == "feed":
-        assert len(result["absolute"]["petastorm"]["rounds_steps_per_s"]) == 2 and result["absolute"]["feed_ratio_shuffled_once"] > 0
+        assert (
+            len(result["absolute"]["petastorm"]["rounds_steps_per_s"]) == 2
+            and result["absolute"]["feed_ratio_shuffled_once"] > 0
+        )
 
 
 def test_run_all_composes_perf_json(results, tmp_path):
     out = tmp_path / "perf.json"
-    flags = ["--scoring-rows", "2000", "--families", "dense_autoencoder", "--windowing-rows", "2000", "--windowing-entities", "20",
-             "--feed-rows", "2000", "--scaling-rows", "2000", "--results", str(results), "--reuse", "--out", str(out)]
+    flags = [
+        "--scoring-rows",
+        "2000",
+        "--families",
+        "dense_autoencoder",
+        "--windowing-rows",
+        "2000",
+        "--windowing-entities",
+        "20",
+        "--feed-rows",
+        "2000",
+        "--scaling-rows",
+        "2000",
+        "--results",
+        str(results),
+        "--reuse",
+        "--out",
+        str(out),
+    ]
     done = run("run_all", flags, tmp_path / "work")
     perf = json.loads(out.read_text())
     assert [k for k in PERF_KEYS if k not in perf] == []

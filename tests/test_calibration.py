@@ -1,4 +1,5 @@
 """Calibration without labels: one -log10 tail-probability scale, thresholds that keep their promise."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,17 +1,24 @@
 """The nightly check on hand-written run records: the anomaly-rate jump rule."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
 
-from anomalake.pipelines.lake.layout import Lake
 from anomalake.pipelines.lake.checks import run_check
+from anomalake.pipelines.lake.layout import Lake
 from anomalake.pipelines.lake.runs import write_run_record
 
 DAY = date(2026, 3, 20)
 
 
 def night(lake: Lake, day: date, anomalies: int, rows: int = 1000) -> None:
-    write_run_record(lake.root, "telemetry", "windows", day, {"run_id": f"w{day}", "rows_in": rows, "rows_out": rows, "context": 0, "quarantined": {}})
+    write_run_record(
+        lake.root,
+        "telemetry",
+        "windows",
+        day,
+        {"run_id": f"w{day}", "rows_in": rows, "rows_out": rows, "context": 0, "quarantined": {}},
+    )
     score = {"run_id": f"s{day}", "rows_in": rows, "rows_out": rows, "anomalies": anomalies, "quarantined": {}}
     write_run_record(lake.root, "telemetry", "score_dense_autoencoder", day, score)
 
@@ -37,6 +44,11 @@ def test_a_short_history_does_not_judge_jumps(tmp_path, tiny_table):
 def test_the_latest_record_of_a_day_wins(tmp_path, tiny_table):
     lake = Lake(tmp_path)
     night(lake, DAY, anomalies=5)
-    write_run_record(lake.root, "telemetry", "score_dense_autoencoder", DAY,
-                     {"run_id": "rerun", "rows_in": 1000, "rows_out": 990, "anomalies": 5, "quarantined": {"unknown_entity": 10}})
+    write_run_record(
+        lake.root,
+        "telemetry",
+        "score_dense_autoencoder",
+        DAY,
+        {"run_id": "rerun", "rows_in": 1000, "rows_out": 990, "anomalies": 5, "quarantined": {"unknown_entity": 10}},
+    )
     assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()

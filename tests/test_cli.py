@@ -1,4 +1,5 @@
 """The console script end to end, as a user runs it (the `slow` tier)."""
+
 from __future__ import annotations
 
 import io
@@ -17,7 +18,13 @@ pytestmark = pytest.mark.slow
 
 def anomalake(lake, *args, check=True):
     env = {**os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": "local[2]"}
-    result = subprocess.run([sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"anomalake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -25,14 +32,46 @@ def anomalake(lake, *args, check=True):
 
 def test_generate_windows_train_score_sql(tmp_path):
     lake = tmp_path / "lake"
-    anomalake(lake, "generate", "--table", "telemetry", "--start", "2026-03-01", "--days", "3", "--entities", "2", "--seed", "1")
+    anomalake(
+        lake,
+        "generate",
+        "--table",
+        "telemetry",
+        "--start",
+        "2026-03-01",
+        "--days",
+        "3",
+        "--entities",
+        "2",
+        "--seed",
+        "1",
+    )
     out = anomalake(lake, "windows", "--table", "telemetry", "--start", "2026-03-01", "--end", "2026-03-03").stdout
     assert "rows in 1,728 = windows" in out
-    out = anomalake(lake, "train", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", "2026-03-01", "--end", "2026-03-02").stdout
+    out = anomalake(
+        lake,
+        "train",
+        "--detector",
+        "dense_autoencoder",
+        "--table",
+        "telemetry",
+        "--start",
+        "2026-03-01",
+        "--end",
+        "2026-03-02",
+    ).stdout
     assert "CURRENT ->" in out
-    out = anomalake(lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-03").stdout
+    out = anomalake(
+        lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-03"
+    ).stdout
     assert "576 windows in, 576 scored" in out
-    csv = anomalake(lake, "sql", "SELECT entity_id, count(*) AS n FROM scores_telemetry GROUP BY entity_id ORDER BY entity_id", "--format", "csv").stdout
+    csv = anomalake(
+        lake,
+        "sql",
+        "SELECT entity_id, count(*) AS n FROM scores_telemetry GROUP BY entity_id ORDER BY entity_id",
+        "--format",
+        "csv",
+    ).stdout
     assert pd.read_csv(io.StringIO(csv)).to_dict("list") == {"entity_id": ["host-000", "host-001"], "n": [288, 288]}
     lines = anomalake(lake, "sql", "SELECT count(*) AS n FROM raw_telemetry", "--format", "json").stdout.splitlines()
     assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
@@ -44,7 +83,11 @@ def test_generate_windows_train_score_sql(tmp_path):
     assert "registered nothing new" in anomalake(lake, "catalog").stdout
     anomalake(lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-02")
     env = {**os.environ, "SPARK_CONF_DIR": str(lake / "_catalog" / "conf"), "PYSPARK_PYTHON": sys.executable}
-    spark_sql = [str(Path(sys.executable).parent / "spark-sql"), "-e", "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt"]
+    spark_sql = [
+        str(Path(sys.executable).parent / "spark-sql"),
+        "-e",
+        "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt",
+    ]
     out = subprocess.run(spark_sql, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path).stdout
     assert out.split() == ["2026-03-02", "576", "2026-03-03", "576"]
 
@@ -85,5 +128,10 @@ def test_image_and_text_demos_report_their_roc_auc(tmp_path, kind, bar):
 
 def test_detectors_lists_every_family_with_its_input_kinds(tmp_path):
     out = anomalake(tmp_path / "lake", "detectors").stdout
-    for family, kinds in (("lstm_forecaster", "timeseries"), ("gan", "timeseries, image"), ("cnn_feature_stats", "image"), ("text_lstm", "text")):
+    for family, kinds in (
+        ("lstm_forecaster", "timeseries"),
+        ("gan", "timeseries, image"),
+        ("cnn_feature_stats", "image"),
+        ("text_lstm", "text"),
+    ):
         assert re.search(rf"^{family}\s+{kinds}\s+\S", out, re.MULTILINE), out

@@ -1,4 +1,5 @@
 """The command line's conventions: --help with an example everywhere, --version, exit codes, --lake, doctor."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,7 +37,9 @@ def test_a_failed_job_exits_1_and_lake_option_beats_the_environment(tmp_path, mo
     monkeypatch.setenv("ANOMALAKE_LAKE", str(tmp_path / "elsewhere"))
     code = main(["--lake", str(tmp_path / "mine"), "report", "--table", "telemetry", "--date", "2026-01-01"])
     err = capsys.readouterr().err
-    assert code == 1 and str(tmp_path / "mine") in err and "elsewhere" not in err and "run `anomalake score` first" in err
+    assert (
+        code == 1 and str(tmp_path / "mine") in err and "elsewhere" not in err and "run `anomalake score` first" in err
+    )
 
 
 def test_doctor_names_what_is_missing(tmp_path, monkeypatch, capsys):

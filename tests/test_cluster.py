@@ -4,6 +4,7 @@ Every cluster job is a real `anomalake` process (spark-submit's way: the driver 
 reaches the executors as the zip that infra/package.sh builds, never from the driver's folder). The lake is
 prepared once in this process on local[2]: raw telemetry, windows, a model trained in one process.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,20 +22,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import START, TINY_TABLE
 from faults import kill_while_writing
+
 from anomalake.models.artifacts import read_current
 from anomalake.pipelines.config import parse_table
-from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
-from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.training.promotion import run_promote
-from anomalake.pipelines.scoring.job import run_score_days
-from anomalake.pipelines.training.job import run_train
 from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.lake.publishing import STAGING
+from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.settings import REPO_ROOT, load_settings
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.training.promotion import run_promote
 
 pytestmark = pytest.mark.cluster
 DAYS = day_range(START, START + timedelta(days=3))
@@ -60,7 +61,9 @@ class Cluster:
     env: dict[str, str]
 
     def script(self, *args: str) -> str:
-        done = subprocess.run([str(REPO_ROOT / "infra" / "cluster.sh"), *args], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [str(REPO_ROOT / "infra" / "cluster.sh"), *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, f"infra/cluster.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -68,18 +71,29 @@ class Cluster:
         return int((self.folder / f"worker-{i}.pid").read_text())
 
     def alive_workers(self) -> list[int]:
-        return [int(line.split()[0].split("-")[1]) for line in self.script("status").splitlines() if line.startswith("worker") and line.endswith("running")]
+        return [
+            int(line.split()[0].split("-")[1])
+            for line in self.script("status").splitlines()
+            if line.startswith("worker") and line.endswith("running")
+        ]
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """Build the code zip, start a master and two workers (1 core, 2g each) on free ports; stop them after."""
     folder = tmp_path_factory.mktemp("spark-cluster")
-    built = subprocess.run([str(REPO_ROOT / "infra" / "package.sh"), str(folder / "dist")], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [str(REPO_ROOT / "infra" / "package.sh"), str(folder / "dist")], capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, f"infra/package.sh failed:\n{built.stdout}\n{built.stderr}"
     env = {
-        **os.environ, "CLUSTER_DIR": str(folder), "MASTER_PORT": str(free_port()), "MASTER_UI_PORT": str(free_port()),
-        "WORKER_CORES": "1", "WORKER_MEMORY": "2g", "PYTHON": sys.executable,
+        **os.environ,
+        "CLUSTER_DIR": str(folder),
+        "MASTER_PORT": str(free_port()),
+        "MASTER_UI_PORT": str(free_port()),
+        "WORKER_CORES": "1",
+        "WORKER_MEMORY": "2g",
+        "PYTHON": sys.executable,
     }
     running = Cluster("", folder, Path(built.stdout.strip().splitlines()[-1]), env)
     try:
@@ -131,12 +145,19 @@ def job(cluster: Cluster, lake: Path, *args: str, conf_dir: Path | None = None, 
     tables = lake.parent / "tables.yml"
     tables.write_text(yaml.safe_dump({"telemetry": TINY_TABLE}))
     environment = {
-        **os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": cluster.url, "ANOMALAKE_TABLES": str(tables),
-        "ANOMALAKE_CODE": str(cluster.code), "SPARK_CONF_DIR": str(conf_dir or REPO_ROOT / "infra"), **env,
+        **os.environ,
+        "ANOMALAKE_LAKE": str(lake),
+        "ANOMALAKE_MASTER": cluster.url,
+        "ANOMALAKE_TABLES": str(tables),
+        "ANOMALAKE_CODE": str(cluster.code),
+        "SPARK_CONF_DIR": str(conf_dir or REPO_ROOT / "infra"),
+        **env,
     }
     command = [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args]
     # The driver's folder is not the repository: nothing may be found there by accident.
-    return subprocess.Popen(command, env=environment, cwd=lake.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, env=environment, cwd=lake.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finished(process: subprocess.Popen) -> str:
@@ -146,13 +167,25 @@ def finished(process: subprocess.Popen) -> str:
 
 
 def score_args() -> list[str]:
-    return ["score", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
+    return [
+        "score",
+        "--detector",
+        "dense_autoencoder",
+        "--table",
+        "telemetry",
+        "--start",
+        SCORED[0].isoformat(),
+        "--end",
+        SCORED[-1].isoformat(),
+    ]
 
 
 def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert len(got) == len(expected) and len(got) > 0
     assert not got.duplicated(["entity_id", "ts"]).any(), "a row was written twice"
-    pd.testing.assert_frame_equal(got.drop(columns=VOLATILE), expected.drop(columns=VOLATILE), check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=VOLATILE), expected.drop(columns=VOLATILE), check_exact=False, rtol=1e-5
+    )
 
 
 def model_loads(cluster: Cluster, app_started: float) -> list[str]:
@@ -160,7 +193,9 @@ def model_loads(cluster: Cluster, app_started: float) -> list[str]:
     lines = []
     for log in cluster.folder.glob("work-*/app-*/*/stderr"):
         if log.stat().st_mtime >= app_started:
-            lines += [line for line in log.read_text(errors="replace").splitlines() if "anomalake: Python worker" in line]
+            lines += [
+                line for line in log.read_text(errors="replace").splitlines() if "anomalake: Python worker" in line
+            ]
     return lines
 
 
@@ -182,7 +217,9 @@ def python_daemon_in(pgid: int) -> bool:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and "pyspark.daemon" in (stat.parent / "cmdline").read_bytes().decode(errors="replace"):
+            if int(fields[2]) == pgid and "pyspark.daemon" in (stat.parent / "cmdline").read_bytes().decode(
+                errors="replace"
+            ):
                 return True
         except (OSError, IndexError, ValueError):
             continue
@@ -206,12 +243,16 @@ def retried_tasks(events: Path) -> list[tuple[int, int]]:
     return sorted(failed & succeeded)
 
 
-def test_killing_a_worker_mid_job_the_score_job_succeeds_with_every_row_once(cluster, prepared_lake, local_scores, tmp_path):
+def test_killing_a_worker_mid_job_the_score_job_succeeds_with_every_row_once(
+    cluster, prepared_lake, local_scores, tmp_path
+):
     lake = copy_lake(prepared_lake, tmp_path)
     conf, events = tmp_path / "conf", tmp_path / "events"
     conf.mkdir(), events.mkdir()
     defaults = (REPO_ROOT / "infra" / "spark-defaults.conf").read_text()
-    (conf / "spark-defaults.conf").write_text(defaults + f"\nspark.eventLog.enabled true\nspark.eventLog.dir file://{events}\nspark.eventLog.compress false\n")
+    (conf / "spark-defaults.conf").write_text(
+        defaults + f"\nspark.eventLog.enabled true\nspark.eventLog.dir file://{events}\nspark.eventLog.compress false\n"
+    )
     process = job(cluster, lake, *score_args(), conf_dir=conf)
     victim = None
     try:
@@ -238,13 +279,25 @@ def test_distributed_training_on_two_workers_matches_one_process(cluster, spark,
     lake = copy_lake(prepared_lake, tmp_path)
     root = lake / "models" / "dense_autoencoder" / "telemetry"
     single = read_current(root)
-    args = ["train", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", TRAIN_DAYS[0].isoformat(), "--end", TRAIN_DAYS[-1].isoformat()]
+    args = [
+        "train",
+        "--detector",
+        "dense_autoencoder",
+        "--table",
+        "telemetry",
+        "--start",
+        TRAIN_DAYS[0].isoformat(),
+        "--end",
+        TRAIN_DAYS[-1].isoformat(),
+    ]
     output = finished(job(cluster, lake, *args, "--workers", "2", "--candidate"))
     version = output.strip().splitlines()[-1].split()[-1]
     distributed_loss, training = holdout_loss(lake, version)
     single_loss, _ = holdout_loss(lake, single)
     assert training == {"workers": 2, "mode": "data-parallel barrier stage"}
-    assert abs(distributed_loss - single_loss) <= 0.10 * single_loss, f"held-out loss {distributed_loss:.4f} vs one process {single_loss:.4f}"
+    assert abs(distributed_loss - single_loss) <= 0.10 * single_loss, (
+        f"held-out loss {distributed_loss:.4f} vs one process {single_loss:.4f}"
+    )
     print(f"held-out loss: distributed {distributed_loss:.5f}, one process {single_loss:.5f}")
     # The same quality gate as any candidate, judged against the one-process model (CURRENT).
     ctx = JobContext(dataclasses.replace(load_settings(), lake=str(lake), master="local[2]"), spark)
@@ -253,16 +306,22 @@ def test_distributed_training_on_two_workers_matches_one_process(cluster, spark,
     assert not (root / "_distributed").exists(), "the chief's hand-over folder was left behind"
 
 
-def test_killing_the_driver_during_the_write_leaves_the_previous_partition_and_the_rerun_completes(cluster, scored_lake, local_scores, tmp_path):
+def test_killing_the_driver_during_the_write_leaves_the_previous_partition_and_the_rerun_completes(
+    cluster, scored_lake, local_scores, tmp_path
+):
     lake = copy_lake(scored_lake, tmp_path)
     before = read_scores(lake)
     process = job(cluster, lake, *score_args())
     kill_while_writing(process, lake / "scores" / "telemetry" / STAGING, JOB_TIMEOUT_S)
     output = process.communicate(timeout=JOB_TIMEOUT_S)[0]
-    assert process.returncode == -signal.SIGKILL, f"the driver was not killed while writing (rc {process.returncode}):\n{output[-3000:]}"
+    assert process.returncode == -signal.SIGKILL, (
+        f"the driver was not killed while writing (rc {process.returncode}):\n{output[-3000:]}"
+    )
     pd.testing.assert_frame_equal(read_scores(lake), before)  # every day readable, complete, from the previous run
     finished(job(cluster, lake, *score_args()))
     after = read_scores(lake)
     assert_same_scores(after, local_scores)
     assert set(after["run_id"]).isdisjoint(before["run_id"]), "the re-run did not replace the partitions"
-    assert not any(p.is_file() for p in (lake / "scores" / "telemetry" / STAGING).rglob("*")), "the re-run left staging files"
+    assert not any(p.is_file() for p in (lake / "scores" / "telemetry" / STAGING).rglob("*")), (
+        "the re-run left staging files"
+    )

@@ -1,5 +1,6 @@
 """Configuration is strict: an unknown key in a table or detector yml, or in a calibration block, is an error naming
 the file and the key, before any job starts (a misspelt setting must not silently do nothing)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,12 +22,15 @@ def _tables(tmp_path, entry: dict):
     return path
 
 
-@pytest.mark.parametrize("change, where, key", [
-    ({"windw": {"length": 8}}, "table telemetry", "windw"),
-    ({"window": {"length": 8, "strid": 2}}, "table telemetry: window", "strid"),
-    ({"kind": "image", "image": {"height": 8, "width": 8, "channel": 1}}, "table telemetry: image", "channel"),
-    ({"kind": "text", "text": {"column": "body", "max_char": 10}}, "table telemetry: text", "max_char"),
-])
+@pytest.mark.parametrize(
+    "change, where, key",
+    [
+        ({"windw": {"length": 8}}, "table telemetry", "windw"),
+        ({"window": {"length": 8, "strid": 2}}, "table telemetry: window", "strid"),
+        ({"kind": "image", "image": {"height": 8, "width": 8, "channel": 1}}, "table telemetry: image", "channel"),
+        ({"kind": "text", "text": {"column": "body", "max_char": 10}}, "table telemetry: text", "max_char"),
+    ],
+)
 def test_an_unknown_key_in_the_tables_file_names_the_file_and_the_key(tmp_path, change, where, key):
     path = _tables(tmp_path, {**TINY_TABLE, **change})
     with pytest.raises(ConfigError, match=rf"^{path}: {where}: unknown key '{key}' \(known: "):
@@ -43,8 +47,12 @@ def test_an_unknown_key_in_a_detector_file_or_its_calibration_block_names_both(t
     path = _detector_file(tmp_path, {"family": "dense_autoencoder", "paramz": {"epochs": 1}})
     with pytest.raises(ConfigError, match=rf"^{path}: unknown key 'paramz'"):
         load_detector("mine", tmp_path)
-    path = _detector_file(tmp_path, {"family": "dense_autoencoder", "calibration": {"method": "pot", "threshold_zz": 3}})
-    with pytest.raises(ConfigError, match=rf"^{path}: calibration: unknown key 'threshold_zz' \(known: holdout_fraction, method"):
+    path = _detector_file(
+        tmp_path, {"family": "dense_autoencoder", "calibration": {"method": "pot", "threshold_zz": 3}}
+    )
+    with pytest.raises(
+        ConfigError, match=rf"^{path}: calibration: unknown key 'threshold_zz' \(known: holdout_fraction, method"
+    ):
         load_detector("mine", tmp_path)
 
 
@@ -66,8 +74,12 @@ def test_an_unknown_family_parameter_names_the_detector_file_and_the_key(tmp_pat
 def test_detector_configs_refuse_unknown_settings_and_artifacts_say_so_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"unknown setting 'epochz'"):
         DetectorConfig.from_dict({"input_shape": [4], "epochz": 3})
-    (tmp_path / "config.json").write_text('{"family": "dense_autoencoder", "config": {"input_shape": [4, 1], "hiden": [2]}}')
-    with pytest.raises(ArtifactError, match=r"config.json does not configure a dense_autoencoder: unknown setting 'hiden'"):
+    (tmp_path / "config.json").write_text(
+        '{"family": "dense_autoencoder", "config": {"input_shape": [4, 1], "hiden": [2]}}'
+    )
+    with pytest.raises(
+        ArtifactError, match=r"config.json does not configure a dense_autoencoder: unknown setting 'hiden'"
+    ):
         Detector.load(tmp_path)
 
 

@@ -5,6 +5,7 @@ with `kill -9`) at a named point of pipelines/lake/publishing.py, or is SIGKILLe
 writing its staged files. After each kill a reader (Spark, as `anomalake sql` reads) must see each day with
 all its rows from one run, and the next run must complete the job and leave no staging folder behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,16 @@ from datetime import timedelta
 
 import pytest
 import yaml
-
 from conftest import START, TINY_DETECTOR, TINY_TABLE
 from faults import kill_while_writing
+
 from anomalake.models.artifacts import write_current
+from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.publishing import STAGING
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
-from anomalake.pipelines.lake.publishing import STAGING
 
 pytestmark = pytest.mark.slow
 DAYS = day_range(START, START + timedelta(days=3))
@@ -38,9 +39,13 @@ def two_models(ctx, tiny_table):
     run_windows(ctx, tiny_table, DAYS)
     old = run_train(ctx, tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0)
     run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", SCORED)
-    new = run_train(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0)
+    new = run_train(
+        ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0
+    )
     write_current(ctx.lake.models("dense_autoencoder", "telemetry"), new.version)
-    expected = {r["dt"]: r["n"] for r in read_scores(ctx).groupBy("dt").count().withColumnRenamed("count", "n").collect()}
+    expected = {
+        r["dt"]: r["n"] for r in read_scores(ctx).groupBy("dt").count().withColumnRenamed("count", "n").collect()
+    }
     assert set(expected) == {d.isoformat() for d in SCORED}
     return old.version, new.version, expected
 
@@ -51,34 +56,68 @@ def read_scores(ctx):
 
 def versions_by_day(ctx) -> dict[str, tuple[set[str], set[str], int]]:
     """Per day: the model versions and run ids of its rows, and its row count, as a reader sees them now."""
-    rows = read_scores(ctx).groupBy("dt").agg({"model_version": "collect_set", "run_id": "collect_set", "*": "count"}).collect()
+    rows = (
+        read_scores(ctx)
+        .groupBy("dt")
+        .agg({"model_version": "collect_set", "run_id": "collect_set", "*": "count"})
+        .collect()
+    )
     return {r["dt"]: (set(r["collect_set(model_version)"]), set(r["collect_set(run_id)"]), r["count(1)"]) for r in rows}
 
 
 def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     tables = tmp_path / "tables.yml"
     tables.write_text(yaml.safe_dump({"telemetry": TINY_TABLE}))
-    env = {**os.environ, "ANOMALAKE_LAKE": str(ctx.lake.root), "ANOMALAKE_MASTER": "local[2]", "ANOMALAKE_TABLES": str(tables)}
+    env = {
+        **os.environ,
+        "ANOMALAKE_LAKE": str(ctx.lake.root),
+        "ANOMALAKE_MASTER": "local[2]",
+        "ANOMALAKE_TABLES": str(tables),
+    }
     if crash_at != "writing":
         env["ANOMALAKE_CRASH_AT"] = crash_at
-    args = ["score", "--detector", "dense_autoencoder", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
-    return subprocess.Popen([sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [
+        "score",
+        "--detector",
+        "dense_autoencoder",
+        "--table",
+        "telemetry",
+        "--start",
+        SCORED[0].isoformat(),
+        "--end",
+        SCORED[-1].isoformat(),
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("crash_at", ["writing", "staged", "journaled", "swapping", "swapped"])
-def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(ctx, tiny_table, tmp_path, two_models, crash_at):
+def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(
+    ctx, tiny_table, tmp_path, two_models, crash_at
+):
     old, new, expected = two_models
     process = score_process(ctx, tmp_path, crash_at)
     if crash_at == "writing":
         kill_while_writing(process, ctx.lake.scores("telemetry") / STAGING)
     output = process.communicate(timeout=600)[0]
-    assert process.returncode in (137, -signal.SIGKILL), f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
+    assert process.returncode in (137, -signal.SIGKILL), (
+        f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
+    )
 
     seen = versions_by_day(ctx)
     assert set(seen) == set(expected), f"a day vanished after a kill at {crash_at}: {sorted(seen)}"
     for day, (versions, run_ids, count) in seen.items():
-        assert len(versions) == 1 and len(run_ids) == 1, f"{day} mixes runs after a kill at {crash_at}: {versions} {run_ids}"
-        assert count == expected[day], f"{day} is incomplete after a kill at {crash_at}: {count} of {expected[day]} rows"
+        assert len(versions) == 1 and len(run_ids) == 1, (
+            f"{day} mixes runs after a kill at {crash_at}: {versions} {run_ids}"
+        )
+        assert count == expected[day], (
+            f"{day} is incomplete after a kill at {crash_at}: {count} of {expected[day]} rows"
+        )
     after_commit = {"swapping": {new, old}, "swapped": {new}}.get(crash_at, {old})
     assert set().union(*(v for v, _, _ in seen.values())) <= after_commit | {old}
     if crash_at == "swapped":
@@ -92,4 +131,6 @@ def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(c
         day: ({new}, n) for day, n in expected.items()
     }
     staging = ctx.lake.scores("telemetry") / STAGING
-    assert not staging.exists() or not any(p for p in staging.rglob("*") if p.is_file()), "the re-run left staging files"
+    assert not staging.exists() or not any(p for p in staging.rglob("*") if p.is_file()), (
+        "the re-run left staging files"
+    )

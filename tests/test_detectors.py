@@ -4,14 +4,15 @@ scikit-learn's check_estimator idea: a new family file is picked up here without
 a tiny sample generator with a 'normal' class, an injected anomaly at a known place, and the place its
 explanation must point at.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from samples import KINDS, Kind
 
 from anomalake.models.base import Detector, NotFittedError
 from anomalake.models.registry import discover
-from samples import KINDS, Kind
 
 FAMILIES = discover()
 
@@ -22,7 +23,9 @@ IDS = [f"{name}-{kind}" for name, kind in CASES]
 def tiny_config(family: type[Detector], kind: Kind, seed: int = 0):
     """The family's config at test size (a family may define `tiny_params` for its own smallest sizes)."""
     params = {"epochs": 3, "batch_size": 64, "verbose": 0, **family.tiny_params}
-    return family.config_class.from_dict({**params, "input_shape": kind.shape, "feature_names": kind.feature_names, "seed": seed})
+    return family.config_class.from_dict(
+        {**params, "input_shape": kind.shape, "feature_names": kind.feature_names, "seed": seed}
+    )
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
@@ -36,8 +39,15 @@ def case(request):
 
 def test_registry_has_every_family_of_the_product():
     expected = {
-        "dense_autoencoder", "lstm_forecaster", "lstm_autoencoder", "conv1d_autoencoder", "gan",
-        "conv_autoencoder", "cnn_feature_stats", "text_transformer", "text_lstm",
+        "dense_autoencoder",
+        "lstm_forecaster",
+        "lstm_autoencoder",
+        "conv1d_autoencoder",
+        "gan",
+        "conv_autoencoder",
+        "cnn_feature_stats",
+        "text_transformer",
+        "text_lstm",
     }
     assert expected <= set(FAMILIES), f"missing: {sorted(expected - set(FAMILIES))}"
     assert all(set(f.input_kinds) <= set(KINDS) and f.describe() for f in FAMILIES.values())

@@ -1,4 +1,5 @@
 """`anomalake evaluate` through the real jobs on tiny folders in the benchmarks' formats (the `spark` tier)."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,8 +15,17 @@ from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, 
 pytestmark = pytest.mark.spark
 
 METRIC_NAMES = {
-    "overlap_segment_f1", "overlap_segment_precision", "overlap_segment_recall", "pointwise_f1", "pointwise_precision",
-    "pointwise_recall", "roc_auc", "pr_auc", "nab_standard", "nab_low_fp", "nab_low_fn",
+    "overlap_segment_f1",
+    "overlap_segment_precision",
+    "overlap_segment_recall",
+    "pointwise_f1",
+    "pointwise_precision",
+    "pointwise_recall",
+    "roc_auc",
+    "pr_auc",
+    "nab_standard",
+    "nab_low_fp",
+    "nab_low_fn",
 }
 
 
@@ -28,9 +38,9 @@ def tiny_nab(root, days: int = 4) -> None:
         value = 10 + 3 * np.sin(2 * np.pi * np.arange(len(ts)) / 288) + rng.normal(0, 0.3, len(ts))
         at = 3 * 288 + 144
         if bump == "spike":
-            value[at:at + 3] += 15
+            value[at : at + 3] += 15
         else:
-            value[at:at + 40] += 6
+            value[at : at + 40] += 6
         key = f"synthetic/{name}.csv"
         path = root / "data" / key
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +97,9 @@ def test_skab_format_runs_are_scored_by_the_anomaly_free_model(ctx, tmp_path):
     (data / "anomaly-free").mkdir(parents=True)
     (data / "valve1").mkdir()
     run(900, "2020-02-08 10:00:00", 1.0).to_csv(data / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
-    run(400, "2020-03-09 10:00:00", 1.0, anomaly=slice(250, 320)).to_csv(data / "valve1" / "0.csv", sep=";", index=False)
+    run(400, "2020-03-09 10:00:00", 1.0, anomaly=slice(250, 320)).to_csv(
+        data / "valve1" / "0.csv", sep=";", index=False
+    )
     records = run_evaluate(ctx, spec("skab", tmp_path / "skab", tmp_path / "out", plots=False))
     got = by_key(records)
     assert {r["group"] for r in records} == {"valve1/0.csv", "valve1", "overall"}
@@ -104,7 +116,9 @@ def test_mnist_format_gives_per_class_aucs_beside_baselines(ctx, tmp_path):
     rows = []
     for digit in (0, 1):
         for _ in range(300):
-            image = np.where(digit == 0, np.hypot(yy - 14, xx - 14) < 8, np.abs(xx - 14) < 3) * 200 + rng.integers(0, 40, (28, 28))
+            image = np.where(digit == 0, np.hypot(yy - 14, xx - 14) < 8, np.abs(xx - 14) < 3) * 200 + rng.integers(
+                0, 40, (28, 28)
+            )
             rows.append(np.append(np.clip(image, 0, 255).ravel(), digit))
     folder = tmp_path / "mnist"
     folder.mkdir()
@@ -113,6 +127,9 @@ def test_mnist_format_gives_per_class_aucs_beside_baselines(ctx, tmp_path):
     records = run_evaluate(ctx, spec("mnist", folder, tmp_path / "out", groups=("0",)))
     got = by_key(records)
     assert {r["detector"] for r in records} == {"conv_autoencoder", "baseline_isolation_forest", "baseline_pca"}
-    assert {(r["group"], r["metric"]) for r in records if r["detector"] == "conv_autoencoder"} == {("0", "roc_auc"), ("0", "pr_auc")}
+    assert {(r["group"], r["metric"]) for r in records if r["detector"] == "conv_autoencoder"} == {
+        ("0", "roc_auc"),
+        ("0", "pr_auc"),
+    }
     assert got[("baseline_pca", "0", "roc_auc")] > 0.9
     assert (tmp_path / "out" / "plots" / "conv_autoencoder" / "0.png").stat().st_size > 5000

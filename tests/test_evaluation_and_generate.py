@@ -1,4 +1,5 @@
 """Event-level metrics, the synthetic generator and the configuration loader."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -6,8 +7,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from anomalake.pipelines.evaluation import event_matching
 from anomalake.pipelines.config import ConfigError, load_detector, load_tables, parse_table
+from anomalake.pipelines.evaluation import event_matching
 from anomalake.pipelines.ingest.generate import ANOMALY_KINDS, GenerateSpec, generate_frames, write_generated
 from anomalake.pipelines.settings import load_settings
 
@@ -21,14 +22,27 @@ def test_runs_of_flagged_windows_are_one_detection_each():
     scores = flagged("a", times, [True, True, False, False, True, True, True, False])
     found = event_matching.detections(scores, window_seconds=600, stride_seconds=300)
     assert len(found) == 2
-    assert found.iloc[0]["start"] == pd.Timestamp("2025-12-31 23:50") and found.iloc[1]["end"] == pd.Timestamp("2026-01-01 00:30")
+    assert found.iloc[0]["start"] == pd.Timestamp("2025-12-31 23:50") and found.iloc[1]["end"] == pd.Timestamp(
+        "2026-01-01 00:30"
+    )
 
 
 def test_event_score_counts_found_anomalies_and_false_detections():
-    found = pd.DataFrame({"entity_id": ["a", "a", "b"], "start": pd.to_datetime(["2026-01-01 01:00", "2026-01-01 05:00", "2026-01-01 01:00"]),
-                          "end": pd.to_datetime(["2026-01-01 02:00", "2026-01-01 06:00", "2026-01-01 02:00"])})
-    labels = pd.DataFrame({"entity_id": ["a", "a"], "start": pd.to_datetime(["2026-01-01 01:30", "2026-01-01 09:00"]),
-                           "end": pd.to_datetime(["2026-01-01 01:40", "2026-01-01 09:10"]), "kind": ["spike", "spike"]})
+    found = pd.DataFrame(
+        {
+            "entity_id": ["a", "a", "b"],
+            "start": pd.to_datetime(["2026-01-01 01:00", "2026-01-01 05:00", "2026-01-01 01:00"]),
+            "end": pd.to_datetime(["2026-01-01 02:00", "2026-01-01 06:00", "2026-01-01 02:00"]),
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "entity_id": ["a", "a"],
+            "start": pd.to_datetime(["2026-01-01 01:30", "2026-01-01 09:00"]),
+            "end": pd.to_datetime(["2026-01-01 01:40", "2026-01-01 09:10"]),
+            "kind": ["spike", "spike"],
+        }
+    )
     result = event_matching.event_score(found, labels)
     assert (result.found, result.detections, result.true_detections) == (1, 3, 1)
     assert result.precision == pytest.approx(1 / 3) and result.recall == 0.5 and result.f1 == pytest.approx(0.4)

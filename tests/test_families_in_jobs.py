@@ -3,6 +3,7 @@
 Time-series families are also scored by the score job; image and text tables are written here directly in
 the feature-table layout (their windows job is the images-and-text work), so their check ends at the artifact.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,19 +11,19 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-
 from conftest import START, TINY_TABLE
+from samples import KINDS
+
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.registry import discover
 from anomalake.pipelines.config import DetectorSpec, parse_table
-from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
-from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.scoring.job import run_score
-from anomalake.pipelines.training.job import run_train
 from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
-from samples import KINDS
+from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.spark
 FAMILIES = discover()
@@ -38,7 +39,9 @@ CASES = sorted((name, kind) for name, family in FAMILIES.items() for kind in fam
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     """One lake with a feature table of each kind: generated telemetry windows, tiny images, short texts."""
-    settings = dataclasses.replace(load_settings(), lake=str(tmp_path_factory.mktemp("families") / "lake"), master="local[2]")
+    settings = dataclasses.replace(
+        load_settings(), lake=str(tmp_path_factory.mktemp("families") / "lake"), master="local[2]"
+    )
     ctx = JobContext(settings, spark)
     write_generated(ctx.lake.root, GenerateSpec("telemetry", START, 3, 2, 5))
     run_windows(ctx, TABLES["timeseries"], DAYS)

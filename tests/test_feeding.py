@@ -1,4 +1,5 @@
 """The training feed: Petastorm's reader with list columns turned into matrices by Arrow gives the same arrays."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,18 +14,21 @@ def _write_rows(folder, rows: int = 1000, width: int = 8):
     """A Parquet file of `rows` windows (list<float32>), an id and a text column, in row groups of 128."""
     rng = np.random.default_rng(0)
     windows = rng.normal(size=(rows, width)).astype(np.float32)
-    table = pa.table({
-        "x": pa.array(list(windows), type=pa.list_(pa.float32())),
-        "id": pa.array(np.arange(rows)),
-        "text": pa.array([f"row {i}" for i in range(rows)]),
-    })
+    table = pa.table(
+        {
+            "x": pa.array(list(windows), type=pa.list_(pa.float32())),
+            "id": pa.array(np.arange(rows)),
+            "text": pa.array([f"row {i}" for i in range(rows)]),
+        }
+    )
     path = folder / "part-0.parquet"
     pq.write_table(table, path, row_group_size=128)
     return path, windows
 
 
 def _passes(path, passes: int) -> list[list[dict]]:
-    """Each of `passes` single passes (num_epochs=1) of Petastorm's batch reader over `path` through MatrixResultsReader."""
+    """Each of `passes` single passes (num_epochs=1) of Petastorm's batch reader over `path` through
+    MatrixResultsReader."""
     from petastorm import make_batch_reader
 
     read = []
@@ -89,7 +93,12 @@ def test_a_sliced_multi_chunk_column_converts_to_its_own_rows():
     from petastorm.unischema import Unischema, UnischemaField
 
     windows = np.arange(40, dtype=np.float32).reshape(10, 4)
-    column = pa.chunked_array([pa.array(list(windows[:6]), type=pa.list_(pa.float32())), pa.array(list(windows[6:]), type=pa.list_(pa.float32()))])
+    column = pa.chunked_array(
+        [
+            pa.array(list(windows[:6]), type=pa.list_(pa.float32())),
+            pa.array(list(windows[6:]), type=pa.list_(pa.float32())),
+        ]
+    )
     table = pa.table({"x": column}).slice(3, 5)
     converted = arrow_to_numpy(table, Unischema("rows", [UnischemaField("x", np.float32, (None,), None, False)]))
     assert np.array_equal(converted["x"], windows[3:8])
@@ -105,5 +114,7 @@ def test_one_pass_of_the_feed_holds_every_row_once_in_full_batches(spark):
     assert feed.rows == rows and feed.steps == -(-rows // batch)
     assert [len(b) for b in batches] == [batch] * (rows // batch) + [rows % batch]
     fed = np.concatenate(batches)
-    assert fed.dtype == np.float32 and not np.array_equal(fed, windows), "shuffle=True fed the rows in their stored order"
+    assert fed.dtype == np.float32 and not np.array_equal(fed, windows), (
+        "shuffle=True fed the rows in their stored order"
+    )
     assert np.array_equal(fed[np.lexsort(fed.T[::-1])], windows[np.lexsort(windows.T[::-1])])

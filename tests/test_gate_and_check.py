@@ -1,4 +1,5 @@
 """The training quality gate and the nightly check, on real artifacts and run records (the `spark` tier)."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,16 @@ from datetime import timedelta
 import keras
 import numpy as np
 import pytest
-
 from conftest import START, TINY_DETECTOR
+
 from anomalake.models.artifacts import read_current, write_checksums
-from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.lake.checks import run_check
-from anomalake.pipelines.training.promotion import run_promote
-from anomalake.pipelines.scoring.job import run_score
-from anomalake.pipelines.training.job import run_train
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.checks import run_check
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.training.job import run_train
+from anomalake.pipelines.training.promotion import run_promote
 
 pytestmark = pytest.mark.spark
 DAYS = day_range(START, START + timedelta(days=2))
@@ -27,7 +28,9 @@ DAYS = day_range(START, START + timedelta(days=2))
 def lake_with_model(ctx, tiny_table):
     write_generated(ctx.lake.root, GenerateSpec("telemetry", START, 3, 2, seed=9))
     run_windows(ctx, tiny_table, DAYS)
-    first = run_train(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR)
+    first = run_train(
+        ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR
+    )
     return ctx, tiny_table, first.version
 
 
@@ -55,7 +58,9 @@ def test_a_broken_candidate_is_refused_and_current_kept(lake_with_model):
 
 def test_a_sound_candidate_is_promoted(lake_with_model):
     ctx, table, current = lake_with_model
-    candidate = run_train(ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR, promote=False)
+    candidate = run_train(
+        ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR, promote=False
+    )
     root = ctx.lake.models("dense_autoencoder", "telemetry")
     assert read_current(root) == current  # a candidate does not move CURRENT by itself
     decision = run_promote(ctx, table, "dense_autoencoder", candidate.version)
@@ -76,4 +81,8 @@ def test_check_passes_a_healthy_night_and_flags_broken_accounting(lake_with_mode
     record_path.write_text(json.dumps(record))
     problems = run_check(ctx.lake, table, ["dense_autoencoder"], day).problems
     assert any("rows in" in p for p in problems) and any("windows job wrote" not in p for p in problems)
-    assert run_check(ctx.lake, table, ["dense_autoencoder"], day + timedelta(days=1)).problems[0].endswith("no windows run recorded")
+    assert (
+        run_check(ctx.lake, table, ["dense_autoencoder"], day + timedelta(days=1))
+        .problems[0]
+        .endswith("no windows run recorded")
+    )

@@ -3,6 +3,7 @@ with each other and with the code: every manifest has the shape its kind needs, 
 one the image holds, the lake is the same claim at the same /lake everywhere, the CLI accepts the jobs'
 arguments, the GPU amounts match. No Docker engine, no cluster, no network: files are parsed, not deployed.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,15 @@ GPU_CONF = INFRA / "gpu" / "spark-gpu.conf"
 CLIENT_CONF = K8S / "spark-k8s.conf"
 DISCOVER = INFRA / "gpu" / "discover_gpus.sh"
 LAKE = "/lake"
-MANIFESTS = ["spark-application.yaml", "spark-application-train-gpu.yaml", "executor-pod-template.yaml",
-             "executor-pod-template-gpu.yaml", "rbac.yaml", "lake-pvc.yaml", "airflow-values.yaml"]
+MANIFESTS = [
+    "spark-application.yaml",
+    "spark-application-train-gpu.yaml",
+    "executor-pod-template.yaml",
+    "executor-pod-template-gpu.yaml",
+    "rbac.yaml",
+    "lake-pvc.yaml",
+    "airflow-values.yaml",
+]
 # Written by the packaging work (`make package`, the spark-submit entry point), not by these templates.
 BUILT_ELSEWHERE = {"infra/anomalake_main.py"}
 
@@ -43,98 +51,268 @@ BUILT_ELSEWHERE = {"infra/anomalake_main.py"}
 
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253}
 METADATA = {"type": "object", "required": ["name", "namespace"], "properties": {"name": NAME, "namespace": NAME}}
-ENV = {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
-    "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-    "value": {"type": "string"},  # a YAML number or boolean here is rejected by Kubernetes
-    "valueFrom": {"type": "object"}}}}
-MOUNTS = {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"],
-                                     "properties": {"name": {"type": "string"}, "mountPath": {"type": "string", "pattern": "^/"}}}}
-VOLUMES = {"type": "array", "items": {"type": "object", "required": ["name"], "minProperties": 2,
-                                      "properties": {"name": {"type": "string"}}}}
-TOLERATIONS = {"type": "array", "items": {"type": "object", "required": ["key", "operator"], "properties": {
-    "key": {"type": "string"}, "operator": {"enum": ["Exists", "Equal"]},
-    "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]}}}}
+ENV = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "value": {"type": "string"},  # a YAML number or boolean here is rejected by Kubernetes
+            "valueFrom": {"type": "object"},
+        },
+    },
+}
+MOUNTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "mountPath"],
+        "properties": {"name": {"type": "string"}, "mountPath": {"type": "string", "pattern": "^/"}},
+    },
+}
+VOLUMES = {
+    "type": "array",
+    "items": {"type": "object", "required": ["name"], "minProperties": 2, "properties": {"name": {"type": "string"}}},
+}
+TOLERATIONS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["key", "operator"],
+        "properties": {
+            "key": {"type": "string"},
+            "operator": {"enum": ["Exists", "Equal"]},
+            "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+        },
+    },
+}
 SPARK_MEMORY = {"type": "string", "pattern": r"^[0-9]+[kmgt]$"}  # Spark's units (4g), not Kubernetes' (4Gi)
-ROLE_FIELDS = {"cores": {"type": "integer", "minimum": 1}, "coreLimit": {"type": "string"}, "memory": SPARK_MEMORY,
-               "memoryOverhead": SPARK_MEMORY, "labels": {"type": "object"}, "env": ENV, "volumeMounts": MOUNTS,
-               "tolerations": TOLERATIONS, "serviceAccount": {"type": "string"},
-               "gpu": {"type": "object", "required": ["name", "quantity"], "additionalProperties": False,
-                       "properties": {"name": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}}}}
+ROLE_FIELDS = {
+    "cores": {"type": "integer", "minimum": 1},
+    "coreLimit": {"type": "string"},
+    "memory": SPARK_MEMORY,
+    "memoryOverhead": SPARK_MEMORY,
+    "labels": {"type": "object"},
+    "env": ENV,
+    "volumeMounts": MOUNTS,
+    "tolerations": TOLERATIONS,
+    "serviceAccount": {"type": "string"},
+    "gpu": {
+        "type": "object",
+        "required": ["name", "quantity"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+    },
+}
 SPARK_APPLICATION = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
         "apiVersion": {"const": "sparkoperator.k8s.io/v1beta2"},
         "metadata": METADATA,
         "spec": {
-            "type": "object", "additionalProperties": False,  # a misspelt field would be dropped silently
-            "required": ["type", "pythonVersion", "mode", "image", "mainApplicationFile", "arguments", "sparkVersion",
-                         "restartPolicy", "driver", "executor", "volumes"],
+            "type": "object",
+            "additionalProperties": False,  # a misspelt field would be dropped silently
+            "required": [
+                "type",
+                "pythonVersion",
+                "mode",
+                "image",
+                "mainApplicationFile",
+                "arguments",
+                "sparkVersion",
+                "restartPolicy",
+                "driver",
+                "executor",
+                "volumes",
+            ],
             "properties": {
-                "type": {"const": "Python"}, "pythonVersion": {"const": "3"}, "mode": {"const": "cluster"},
+                "type": {"const": "Python"},
+                "pythonVersion": {"const": "3"},
+                "mode": {"const": "cluster"},
                 "image": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$"},
                 "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                 "mainApplicationFile": {"type": "string", "pattern": "^local:///"},
                 "arguments": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "sparkVersion": {"type": "string", "pattern": r"^[0-9]+\.[0-9]+\.[0-9]+$"},
-                "restartPolicy": {"type": "object", "required": ["type"],
-                                  "properties": {"type": {"enum": ["Never", "OnFailure", "Always"]}}},
+                "restartPolicy": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"enum": ["Never", "OnFailure", "Always"]}},
+                },
                 "sparkConf": {"type": "object", "additionalProperties": {"type": "string"}},  # the CRD: strings only
                 "volumes": VOLUMES,
-                "driver": {"type": "object", "additionalProperties": False, "properties": ROLE_FIELDS,
-                           "required": ["cores", "memory", "serviceAccount", "env", "volumeMounts"]},
-                "executor": {"type": "object", "additionalProperties": False,
-                             "properties": {**ROLE_FIELDS, "instances": {"type": "integer", "minimum": 1}},
-                             "required": ["instances", "cores", "memory", "env", "volumeMounts"]}}}}}
+                "driver": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": ROLE_FIELDS,
+                    "required": ["cores", "memory", "serviceAccount", "env", "volumeMounts"],
+                },
+                "executor": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {**ROLE_FIELDS, "instances": {"type": "integer", "minimum": 1}},
+                    "required": ["instances", "cores", "memory", "env", "volumeMounts"],
+                },
+            },
+        },
+    },
+}
 POD = {
-    "type": "object", "required": ["apiVersion", "kind", "spec"],
-    "properties": {"apiVersion": {"const": "v1"}, "spec": {
-        "type": "object", "required": ["containers", "volumes"],
-        "properties": {"containers": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"type": "string"}, "env": ENV, "volumeMounts": MOUNTS, "resources": {
-                "type": "object", "properties": {"limits": {"type": "object"}, "requests": {"type": "object"}}}}}},
-            "volumes": VOLUMES, "tolerations": TOLERATIONS}}}}
-SERVICE_ACCOUNT = {"type": "object", "required": ["apiVersion", "metadata"],
-                   "properties": {"apiVersion": {"const": "v1"}, "metadata": METADATA}}
-ROLE = {"type": "object", "required": ["apiVersion", "metadata", "rules"], "properties": {
-    "apiVersion": {"const": "rbac.authorization.k8s.io/v1"}, "metadata": METADATA,
-    "rules": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["apiGroups", "resources", "verbs"], "properties": {
-            "apiGroups": {"type": "array", "items": {"type": "string"}},
-            "resources": {"type": "array", "items": {"type": "string"}},
-            "verbs": {"type": "array", "items": {"enum": ["get", "list", "watch", "create", "update", "patch",
-                                                          "delete", "deletecollection"]}}}}}}}
-ROLE_BINDING = {"type": "object", "required": ["apiVersion", "metadata", "roleRef", "subjects"], "properties": {
-    "apiVersion": {"const": "rbac.authorization.k8s.io/v1"}, "metadata": METADATA,
-    "roleRef": {"type": "object", "required": ["apiGroup", "kind", "name"], "properties": {
-        "apiGroup": {"const": "rbac.authorization.k8s.io"}, "kind": {"enum": ["Role", "ClusterRole"]}}},
-    "subjects": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["kind", "name"]}}}}
-PVC = {"type": "object", "required": ["apiVersion", "metadata", "spec"], "properties": {
-    "apiVersion": {"const": "v1"}, "metadata": METADATA, "spec": {
-        "type": "object", "required": ["accessModes", "resources"], "properties": {
-            # executors on many nodes write the lake at once
-            "accessModes": {"type": "array", "contains": {"const": "ReadWriteMany"}},
-            "resources": {"type": "object", "required": ["requests"], "properties": {"requests": {
-                "type": "object", "required": ["storage"],
-                "properties": {"storage": {"type": "string", "pattern": r"^[0-9]+(Mi|Gi|Ti)$"}}}}}}}}}
+    "type": "object",
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"const": "v1"},
+        "spec": {
+            "type": "object",
+            "required": ["containers", "volumes"],
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "env": ENV,
+                            "volumeMounts": MOUNTS,
+                            "resources": {
+                                "type": "object",
+                                "properties": {"limits": {"type": "object"}, "requests": {"type": "object"}},
+                            },
+                        },
+                    },
+                },
+                "volumes": VOLUMES,
+                "tolerations": TOLERATIONS,
+            },
+        },
+    },
+}
+SERVICE_ACCOUNT = {
+    "type": "object",
+    "required": ["apiVersion", "metadata"],
+    "properties": {"apiVersion": {"const": "v1"}, "metadata": METADATA},
+}
+ROLE = {
+    "type": "object",
+    "required": ["apiVersion", "metadata", "rules"],
+    "properties": {
+        "apiVersion": {"const": "rbac.authorization.k8s.io/v1"},
+        "metadata": METADATA,
+        "rules": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["apiGroups", "resources", "verbs"],
+                "properties": {
+                    "apiGroups": {"type": "array", "items": {"type": "string"}},
+                    "resources": {"type": "array", "items": {"type": "string"}},
+                    "verbs": {
+                        "type": "array",
+                        "items": {
+                            "enum": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+ROLE_BINDING = {
+    "type": "object",
+    "required": ["apiVersion", "metadata", "roleRef", "subjects"],
+    "properties": {
+        "apiVersion": {"const": "rbac.authorization.k8s.io/v1"},
+        "metadata": METADATA,
+        "roleRef": {
+            "type": "object",
+            "required": ["apiGroup", "kind", "name"],
+            "properties": {
+                "apiGroup": {"const": "rbac.authorization.k8s.io"},
+                "kind": {"enum": ["Role", "ClusterRole"]},
+            },
+        },
+        "subjects": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["kind", "name"]}},
+    },
+}
+PVC = {
+    "type": "object",
+    "required": ["apiVersion", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "v1"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["accessModes", "resources"],
+            "properties": {
+                # executors on many nodes write the lake at once
+                "accessModes": {"type": "array", "contains": {"const": "ReadWriteMany"}},
+                "resources": {
+                    "type": "object",
+                    "required": ["requests"],
+                    "properties": {
+                        "requests": {
+                            "type": "object",
+                            "required": ["storage"],
+                            "properties": {"storage": {"type": "string", "pattern": r"^[0-9]+(Mi|Gi|Ti)$"}},
+                        }
+                    },
+                },
+            },
+        },
+    },
+}
 AIRFLOW_VALUES = {
-    "type": "object", "required": ["executor", "images", "env", "extraEnv", "workers", "dags", "config"],
+    "type": "object",
+    "required": ["executor", "images", "env", "extraEnv", "workers", "dags", "config"],
     "properties": {
         "executor": {"const": "KubernetesExecutor"},
-        "images": {"type": "object", "required": ["airflow"], "properties": {"airflow": {
-            "type": "object", "required": ["repository", "tag"],
-            "properties": {"repository": {"type": "string"}, "tag": {"type": "string"}}}}},
-        "env": ENV, "extraEnv": {"type": "string"},  # the chart takes extraEnv as a (templated) string
-        "workers": {"type": "object", "required": ["serviceAccount", "extraVolumes", "extraVolumeMounts"],
-                    "properties": {"extraVolumes": VOLUMES, "extraVolumeMounts": MOUNTS, "serviceAccount": {
-                        "type": "object", "required": ["create", "name"]}}},
-        "config": {"type": "object", "required": ["core"], "properties": {"core": {
-            "type": "object", "required": ["dags_folder"]}}}}}
-SCHEMAS = {"SparkApplication": SPARK_APPLICATION, "Pod": POD, "ServiceAccount": SERVICE_ACCOUNT, "Role": ROLE,
-           "RoleBinding": ROLE_BINDING, "PersistentVolumeClaim": PVC}
+        "images": {
+            "type": "object",
+            "required": ["airflow"],
+            "properties": {
+                "airflow": {
+                    "type": "object",
+                    "required": ["repository", "tag"],
+                    "properties": {"repository": {"type": "string"}, "tag": {"type": "string"}},
+                }
+            },
+        },
+        "env": ENV,
+        "extraEnv": {"type": "string"},  # the chart takes extraEnv as a (templated) string
+        "workers": {
+            "type": "object",
+            "required": ["serviceAccount", "extraVolumes", "extraVolumeMounts"],
+            "properties": {
+                "extraVolumes": VOLUMES,
+                "extraVolumeMounts": MOUNTS,
+                "serviceAccount": {"type": "object", "required": ["create", "name"]},
+            },
+        },
+        "config": {
+            "type": "object",
+            "required": ["core"],
+            "properties": {"core": {"type": "object", "required": ["dags_folder"]}},
+        },
+    },
+}
+SCHEMAS = {
+    "SparkApplication": SPARK_APPLICATION,
+    "Pod": POD,
+    "ServiceAccount": SERVICE_ACCOUNT,
+    "Role": ROLE,
+    "RoleBinding": ROLE_BINDING,
+    "PersistentVolumeClaim": PVC,
+}
 
 
 # ---------------------------------------------------------------- readers
+
 
 @cache
 def docs(name: str) -> tuple[dict, ...]:
@@ -169,7 +347,8 @@ def dockerfile() -> tuple[tuple[str, str], ...]:
     """(INSTRUCTION, arguments) with comment lines dropped and continuation lines joined, as Docker reads it."""
     lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
     text = re.sub(r"\\\n", " ", "\n".join(lines))
-    return tuple((i.upper(), rest.strip()) for i, _, rest in (l.strip().partition(" ") for l in text.splitlines()) if i)
+    split = (line.strip().partition(" ") for line in text.splitlines())
+    return tuple((word.upper(), rest.strip()) for word, _, rest in split if word)
 
 
 def instructions(kind: str) -> list[str]:
@@ -244,6 +423,7 @@ def k8s_objects() -> list[tuple[str, dict]]:
 
 # ---------------------------------------------------------------- shape
 
+
 def test_every_manifest_parses_and_has_the_shape_of_its_kind():
     assert sorted(p.name for p in K8S.glob("*.yaml")) == sorted(MANIFESTS), "a manifest the tests do not know"
     for name in MANIFESTS:
@@ -262,9 +442,11 @@ def test_every_manifest_parses_and_has_the_shape_of_its_kind():
 def test_the_schemas_catch_the_usual_mistakes():
     """A date left unquoted (YAML makes it a date), a boolean Spark property, a misspelt field."""
     good = one("spark-application.yaml", "SparkApplication")
-    for path, bad in [(("spec", "arguments"), ["score", "--date", yaml.safe_load("2026-01-15")]),
-                      (("spec", "sparkConf"), {"spark.python.worker.reuse": True}),
-                      (("spec", "mainApplicationfile"), "local:///x.py")]:
+    for path, bad in [
+        (("spec", "arguments"), ["score", "--date", yaml.safe_load("2026-01-15")]),
+        (("spec", "sparkConf"), {"spark.python.worker.reuse": True}),
+        (("spec", "mainApplicationfile"), "local:///x.py"),
+    ]:
         doc = json.loads(json.dumps(good))
         doc[path[0]][path[1]] = bad
         with pytest.raises(jsonschema.ValidationError):
@@ -278,9 +460,15 @@ def test_names_and_namespaces_agree():
             assert doc["metadata"]["namespace"] == namespace, f"{name} {doc['kind']}"
     account = one("rbac.yaml", "ServiceAccount")["metadata"]["name"]
     role, binding = one("rbac.yaml", "Role"), one("rbac.yaml", "RoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert {"kind": "ServiceAccount", "name": account, "namespace": namespace} in binding["subjects"]
-    granted = {(r, v) for rule in role["rules"] if "" in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    granted = {
+        (r, v) for rule in role["rules"] if "" in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
     for resource in ("pods", "services", "configmaps", "persistentvolumeclaims"):
         for verb in ("create", "delete", "get", "list", "watch"):
             assert (resource, verb) in granted, f"the driver's role lacks {verb} {resource}"
@@ -291,6 +479,7 @@ def test_names_and_namespaces_agree():
 
 
 # ---------------------------------------------------------------- the lake
+
 
 def test_every_lake_volume_is_the_claim_of_lake_pvc_mounted_at_lake():
     claim = one("lake-pvc.yaml", "PersistentVolumeClaim")["metadata"]["name"]
@@ -305,8 +494,13 @@ def test_every_lake_volume_is_the_claim_of_lake_pvc_mounted_at_lake():
         for mount in mounts:
             assert mount["name"] in {v["name"] for v in volumes}, f"{name}: mount of undefined volume {mount['name']}"
             assert mount["mountPath"] == LAKE, f"{name}: the lake mounted at {mount['mountPath']}"
-        lakes = {e.get("value") for entries in walk(doc, "env") if isinstance(entries, list) for e in entries
-                 if e["name"] == "ANOMALAKE_LAKE"}
+        lakes = {
+            e.get("value")
+            for entries in walk(doc, "env")
+            if isinstance(entries, list)
+            for e in entries
+            if e["name"] == "ANOMALAKE_LAKE"
+        }
         assert lakes <= {LAKE}, f"{name}: ANOMALAKE_LAKE={lakes}"
     # Every pod Spark runs mounts it: the driver and executors of both applications.
     for name in ("spark-application.yaml", "spark-application-train-gpu.yaml"):
@@ -319,6 +513,7 @@ def test_every_lake_volume_is_the_claim_of_lake_pvc_mounted_at_lake():
 
 
 # ---------------------------------------------------------------- the image
+
 
 def test_the_image_holds_every_path_the_templates_name():
     files = image_files()
@@ -349,7 +544,7 @@ def test_the_image_installs_the_wheel_with_existing_extras_and_restores_pyspark(
     assert instructions("FROM")[0].startswith("python:3.11-slim")
     run = " && ".join(instructions("RUN"))
     install = re.search(r"pip install [^&]*-c (\S+) \"(\S+\.whl)\[([^\]]+)\]\"", run)
-    assert install, "pip install -c <constraints> \"<wheel>[extras]\" not found"
+    assert install, 'pip install -c <constraints> "<wheel>[extras]" not found'
     assert image_files()[install.group(1)] == "infra/constraints.txt"
     wheel = expand(install.group(2))
     assert wheel in image_files() and image_files()[wheel] == f"dist/anomalake-{project['version']}-py3-none-any.whl"
@@ -365,8 +560,11 @@ def test_the_image_installs_the_wheel_with_existing_extras_and_restores_pyspark(
 
 
 def test_every_copied_file_exists_and_passes_the_dockerignore():
-    ignore = [l for l in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
-              if l.strip() and not l.startswith("#")]
+    ignore = [
+        line
+        for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for source in sorted(set(image_files().values())):
         allowed = False
         for pattern in ignore:  # the last matching pattern wins, as in Docker
@@ -388,8 +586,10 @@ def test_the_entry_point_the_image_copies_runs_the_cli():
 
 # ---------------------------------------------------------------- the jobs
 
-@pytest.mark.parametrize("name, command", [("spark-application.yaml", "score"),
-                                           ("spark-application-train-gpu.yaml", "train")])
+
+@pytest.mark.parametrize(
+    "name, command", [("spark-application.yaml", "score"), ("spark-application-train-gpu.yaml", "train")]
+)
 def test_the_cli_accepts_the_applications_arguments(name, command):
     arguments = app(name)["arguments"]
     try:
@@ -459,8 +659,13 @@ def test_gpu_amounts_agree():
     spec = app("spark-application-train-gpu.yaml")
     for key, value in conf.items():
         if not key.startswith("spark.kubernetes."):  # pod templates are for spark-submit, not the operator
-            assert spec["sparkConf"].get(key) == value, f"spark-gpu.conf {key}={value}, the application says {spec['sparkConf'].get(key)}"
-    per_executor, per_task = int(conf["spark.executor.resource.gpu.amount"]), float(conf["spark.task.resource.gpu.amount"])
+            assert spec["sparkConf"].get(key) == value, (
+                f"spark-gpu.conf {key}={value}, the application says {spec['sparkConf'].get(key)}"
+            )
+    per_executor, per_task = (
+        int(conf["spark.executor.resource.gpu.amount"]),
+        float(conf["spark.task.resource.gpu.amount"]),
+    )
     resource = f"{conf['spark.executor.resource.gpu.vendor']}/gpu"
     assert 0 < per_task <= per_executor
     assert spec["executor"]["gpu"] == {"name": resource, "quantity": per_executor}
@@ -468,7 +673,9 @@ def test_gpu_amounts_agree():
     assert [c["resources"]["limits"][resource] for c in template["containers"]] == [per_executor]
     for tolerations in (template["tolerations"], spec["executor"]["tolerations"]):
         assert any(t["key"] == resource for t in tolerations), "GPU pods need the GPU nodes' toleration"
-    cpu_limits = [c.get("resources", {}).get("limits", {}) for c in one("executor-pod-template.yaml", "Pod")["spec"]["containers"]]
+    cpu_limits = [
+        c.get("resources", {}).get("limits", {}) for c in one("executor-pod-template.yaml", "Pod")["spec"]["containers"]
+    ]
     assert not any(resource in limits for limits in cpu_limits), "the CPU template asks for no GPU"
     # A barrier stage starts only when every training task has a slot at once.
     workers = {env_of(spec[role]["env"]).get("ANOMALAKE_TRAIN_WORKERS") for role in ("driver", "executor")}
@@ -478,6 +685,7 @@ def test_gpu_amounts_agree():
 
 # ---------------------------------------------------------------- discover_gpus.sh
 
+
 def discover(tmp_path: Path, nvidia_smi: str | None) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -485,20 +693,21 @@ def discover(tmp_path: Path, nvidia_smi: str | None) -> dict:
         fake = bin_dir / "nvidia-smi"
         fake.write_text(nvidia_smi)
         fake.chmod(0o755)
-    out = subprocess.run([shutil.which("bash"), str(DISCOVER)], env={"PATH": str(bin_dir)},
-                         capture_output=True, text=True, timeout=10)
+    out = subprocess.run(
+        [shutil.which("bash"), str(DISCOVER)], env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=10
+    )
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == 1, out.stdout
     return json.loads(out.stdout)
 
 
 def test_discover_gpus_lists_what_nvidia_smi_lists(tmp_path):
-    fake = ('#!/bin/sh\n[ "$*" = "--query-gpu=index --format=csv,noheader" ] || exit 9\n'
-            "printf '0\\n1\\n'\n")
+    fake = '#!/bin/sh\n[ "$*" = "--query-gpu=index --format=csv,noheader" ] || exit 9\nprintf \'0\\n1\\n\'\n'
     assert discover(tmp_path, fake) == {"name": "gpu", "addresses": ["0", "1"]}
 
 
-@pytest.mark.parametrize("nvidia_smi", [None, "#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n"],
-                         ids=["missing", "failing"])
+@pytest.mark.parametrize(
+    "nvidia_smi", [None, "#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n"], ids=["missing", "failing"]
+)
 def test_discover_gpus_without_a_working_nvidia_smi_lists_none(tmp_path, nvidia_smi):
     assert discover(tmp_path, nvidia_smi) == {"name": "gpu", "addresses": []}

@@ -1,4 +1,5 @@
 """The package layout: one import package from the fixed folders, a zip executors can import, old models still load."""
+
 from __future__ import annotations
 
 import ast
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samples import KINDS
 
 from anomalake.models.base import Detector
-from samples import KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 SAVED = Path(__file__).parent / "data" / "models_saved_before_the_layout"
@@ -52,12 +53,18 @@ def test_the_package_is_anomalake_and_nothing_installs_top_level_models_or_pipel
     assert Path(anomalake.pipelines.__file__).parent == REPO / "pipelines"
     for generic in ("models", "pipelines"):
         found = subprocess.run([sys.executable, "-c", f"import {generic}"], cwd="/", capture_output=True, text=True)
-        assert found.returncode != 0, f"`import {generic}` works outside the repository: the wheel installs a generic package"
+        assert found.returncode != 0, (
+            f"`import {generic}` works outside the repository: the wheel installs a generic package"
+        )
 
 
 def test_no_module_edits_sys_path():
-    offenders = [str(p.relative_to(REPO)) for folder in ("models", "pipelines", "benchmarks", "infra", "dags", "notebooks")
-                 for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".ipynb") and "sys.path.insert" in p.read_text()]
+    offenders = [
+        str(p.relative_to(REPO))
+        for folder in ("models", "pipelines", "benchmarks", "infra", "dags", "notebooks")
+        for p in (REPO / folder).rglob("*")
+        if p.suffix in (".py", ".ipynb") and "sys.path.insert" in p.read_text()
+    ]
     assert not offenders
 
 
@@ -70,13 +77,19 @@ def code_zip(tmp_path_factory) -> Path:
 
 def test_the_code_zip_imports_on_python_311_without_the_installed_package(code_zip):
     # -S: no site-packages, so neither the editable install nor any dependency: only the zip on the path.
-    probe = ("import pkgutil, anomalake.pipelines.errors, anomalake.models.families as f; "
-             "print(anomalake.pipelines.errors.__file__); print(sorted(m.name for m in pkgutil.iter_modules(f.__path__)))")
-    run = subprocess.run([sys.executable, "-S", "-c", probe], cwd="/", env={"PYTHONPATH": str(code_zip)}, capture_output=True, text=True)
+    probe = (
+        "import pkgutil, anomalake.pipelines.errors, anomalake.models.families as f; "
+        "print(anomalake.pipelines.errors.__file__); print(sorted(m.name for m in pkgutil.iter_modules(f.__path__)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd="/", env={"PYTHONPATH": str(code_zip)}, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     where, modules = run.stdout.splitlines()
     assert where.startswith(str(code_zip))
-    assert {"dense_autoencoder", "lstm_forecaster", "gan", "conv_autoencoder", "text_transformer"} <= set(ast.literal_eval(modules))
+    assert {"dense_autoencoder", "lstm_forecaster", "gan", "conv_autoencoder", "text_transformer"} <= set(
+        ast.literal_eval(modules)
+    )
 
 
 @pytest.mark.parametrize("saved", sorted(p.name for p in SAVED.iterdir() if p.is_dir()))
@@ -95,10 +108,16 @@ def test_sparks_python_workers_import_the_package_from_the_editable_install(spar
         import anomalake.models.registry
         import anomalake.pipelines.scoring.udf
 
-        yield anomalake.pipelines.scoring.udf.__file__, anomalake.models.registry.__file__, sorted(anomalake.models.registry.discover())
+        yield (
+            anomalake.pipelines.scoring.udf.__file__,
+            anomalake.models.registry.__file__,
+            sorted(anomalake.models.registry.discover()),
+        )
 
     found = spark.sparkContext.parallelize(range(2), 2).mapPartitions(where_workers_import_from).collect()
     assert len(found) == 2
     for udf, registry, families in found:
-        assert Path(udf) == REPO / "pipelines" / "scoring" / "udf.py" and Path(registry) == REPO / "models" / "registry.py"
+        assert (
+            Path(udf) == REPO / "pipelines" / "scoring" / "udf.py" and Path(registry) == REPO / "models" / "registry.py"
+        )
         assert {"dense_autoencoder", "lstm_forecaster", "text_transformer"} <= set(families)

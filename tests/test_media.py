@@ -1,4 +1,6 @@
-"""anomalake.pipelines.features.decoding: image decoding and validation, text normalising, folder and CSV/TSV readers."""
+"""anomalake.pipelines.features.decoding: image decoding and validation, text normalising, folder and CSV/TSV
+readers."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Image and text tables through the jobs: import -> windows -> train -> score, bad rows quarantined (spark tier)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,14 +12,14 @@ import pytest
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.pipelines.config import DetectorSpec, load_tables
-from anomalake.pipelines.ingest.files import import_images, import_text, write_raw_partition
 from anomalake.pipelines.demo.media import SCORE_DAY, TRAIN_DAY, load_images, load_texts, raw_frames, scored_with_labels
-from anomalake.pipelines.scoring.job import run_score
-from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.features.decoding import encode_png
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.files import import_images, import_text, write_raw_partition
 from anomalake.pipelines.reporting.report import build_report
+from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
+from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.spark
 TABLES = load_tables(load_settings().tables_file)
@@ -47,7 +48,14 @@ def one_process_scores(ctx, table, artifact) -> pd.DataFrame:
     """The same day's features scored in this process, without Spark's UDF."""
     features = pd.read_parquet(ctx.lake.features(table.name) / f"dt={SCORE_DAY.isoformat()}")
     x = features["x"].tolist() if table.kind == "text" else np.stack(features["x"].to_numpy())
-    return pd.DataFrame({"entity_id": features["entity_id"], "expected": artifact.detector.score_samples(np.asarray(x, dtype=object if table.kind == "text" else np.float32))})
+    return pd.DataFrame(
+        {
+            "entity_id": features["entity_id"],
+            "expected": artifact.detector.score_samples(
+                np.asarray(x, dtype=object if table.kind == "text" else np.float32)
+            ),
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,8 +98,17 @@ def test_bad_images_and_texts_are_quarantined_with_reasons(ctx):
     images = pd.DataFrame(
         {
             "image_id": ["ok-1", "ok-2", "corrupt", "small", "colour", "bomb", "null", "ok-1", None],
-            "image": [good, good, b"\x89PNG not really", encode_png(np.zeros((10, 10), np.uint8)),
-                      encode_png(np.zeros((28, 28, 3), np.uint8)), png_declaring(100_000, 100_000), None, good, good],
+            "image": [
+                good,
+                good,
+                b"\x89PNG not really",
+                encode_png(np.zeros((10, 10), np.uint8)),
+                encode_png(np.zeros((28, 28, 3), np.uint8)),
+                png_declaring(100_000, 100_000),
+                None,
+                good,
+                good,
+            ],
         }
     )
     texts = pd.DataFrame({"message_id": ["a", "b", "c", "d"], "text": ["hello there", None, "   \t ", "fine"]})
@@ -103,7 +120,13 @@ def test_bad_images_and_texts_are_quarantined_with_reasons(ctx):
     assert image_result.rows_in == 9 == image_result.windows + image_result.quarantined_total
     assert image_result.windows == 2
     assert image_result.quarantined == {
-        "corrupt_image": 1, "wrong_size": 1, "wrong_channels": 1, "image_too_large": 1, "null_image": 1, "duplicate_key": 1, "null_key": 1,
+        "corrupt_image": 1,
+        "wrong_size": 1,
+        "wrong_channels": 1,
+        "image_too_large": 1,
+        "null_image": 1,
+        "duplicate_key": 1,
+        "null_key": 1,
     }
     assert text_result.quarantined == {"null_text": 1, "empty_text": 1} and text_result.windows == 2
     quarantine = pd.read_parquet(ctx.lake.quarantine("digits"))

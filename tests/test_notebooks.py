@@ -1,4 +1,5 @@
 """The notebooks run top to bottom against a tiny demo-like lake (the `slow` tier: each starts its own Spark)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,11 +8,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 from tests.conftest import START, TINY_DETECTOR
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,9 @@ def run_notebook(name: str, replace: dict[str, str]) -> nbformat.NotebookNode:
 
     path = NOTEBOOKS / name
     book = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in book.cells if c.cell_type == "code"), f"{name} is kept with outputs"
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None for c in book.cells if c.cell_type == "code"
+    ), f"{name} is kept with outputs"
     for cell in book.cells:
         for old, new in replace.items():
             cell.source = cell.source.replace(old, new)

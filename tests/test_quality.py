@@ -3,6 +3,7 @@
 Small epochs and a few entities or classes keep the tier short; benchmarks/detector_quality.py measures the
 full protocol (all entities and classes, the configured epochs) for the figures in the README.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`anomalake report`: the HTML of a scored partition, rendered by a real headless Chromium (the `spark` tier)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,18 +10,25 @@ import pandas as pd
 import pytest
 
 from anomalake.pipelines.events.grouping import anomaly_events
+from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.reporting.report import scores_dir, write_report
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
-from anomalake.pipelines.reporting.report import scores_dir, write_report
 from tests.conftest import START, TINY_DETECTOR
 
 pytestmark = pytest.mark.spark
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture

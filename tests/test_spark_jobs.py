@@ -1,4 +1,5 @@
 """The jobs on a real local[2] SparkSession and real Parquet under tmp_path (the `spark` tier)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,16 +9,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import START, TINY_DETECTOR
+
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range, partition_path
-from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 
 pytestmark = pytest.mark.spark
 DAYS = day_range(START, START + timedelta(days=2))
@@ -41,7 +42,9 @@ def write_raw_partition(ctx, table, day, frame: pd.DataFrame) -> None:
     folder = partition_path(ctx.lake.raw(table), dt=day.isoformat())
     for old in folder.glob("*.parquet"):
         old.unlink()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet", coerce_timestamps="us")
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet", coerce_timestamps="us"
+    )
 
 
 def test_day_by_day_windows_equal_one_run_over_the_range(ctx, tiny_table):
@@ -60,11 +63,16 @@ def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):
     generate(ctx)
     run_windows(ctx, tiny_table, DAYS)
     before = features(ctx)
-    other_files = sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
+    other_files = sorted(
+        p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()
+    )
     run_windows(ctx.with_new_run(), tiny_table, [DAYS[1]])
     after = features(ctx)
     assert len(after) == len(before) and not after.duplicated(["entity_id", "ts"]).any()
-    assert sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()) == other_files
+    assert (
+        sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
+        == other_files
+    )
 
 
 def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
@@ -77,7 +85,9 @@ def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
     frame = frame.drop(index=range(100, 104))  # a gap of 4 steps > fill_limit 2
     write_raw_partition(ctx, tiny_table, day, frame)
     result = run_windows(ctx, tiny_table, [day])
-    quarantine = ctx.spark.read.parquet(str(partition_path(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))).toPandas()
+    quarantine = ctx.spark.read.parquet(
+        str(partition_path(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))
+    ).toPandas()
     written = len(features(ctx, day))
     assert result.rows_in == len(frame) == written + result.context + len(quarantine)
     # Single bad points are interpolated inside windows; the 4-step gap breaks the 7 windows reaching over it.
@@ -102,7 +112,9 @@ def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
     day = DAYS[1]
     frame = raw_partition(ctx, tiny_table, day)
     write_raw_partition(ctx, tiny_table, day, frame.assign(cpu=frame["cpu"].round(1).astype(str)))
-    with pytest.raises(JobError, match=rf"table telemetry, partition dt={day}, column cpu: expected a numeric type, found string"):
+    with pytest.raises(
+        JobError, match=rf"table telemetry, partition dt={day}, column cpu: expected a numeric type, found string"
+    ):
         run_windows(ctx, tiny_table, [day])
     assert not partition_path(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
 
@@ -119,7 +131,9 @@ def trained(ctx, tiny_table):
     """A tiny lake with windows for three days and a model trained on the first two."""
     generate(ctx, days=3, entities=3)
     run_windows(ctx, tiny_table, DAYS)
-    result = run_train(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR)
+    result = run_train(
+        ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR
+    )
     return ctx, tiny_table, result
 
 
@@ -164,7 +178,10 @@ def test_score_rerun_replaces_the_partition(trained):
     second = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
     assert len(first) == len(second) and not second.duplicated(["entity_id", "ts"]).any()
     other_day = second[second["dt"] == DAYS[1].isoformat()]
-    assert other_day["run_id"].nunique() == 1 and other_day["run_id"].iloc[0] == first.loc[first["dt"] == DAYS[1].isoformat(), "run_id"].iloc[0]
+    assert (
+        other_day["run_id"].nunique() == 1
+        and other_day["run_id"].iloc[0] == first.loc[first["dt"] == DAYS[1].isoformat(), "run_id"].iloc[0]
+    )
 
 
 def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
@@ -189,7 +206,13 @@ def test_sql_sees_every_table_under_its_stable_name(trained):
     ctx, table, _ = trained
     run_score(ctx, table, "dense_autoencoder", DAYS[2])
     tables = run_sql(ctx, [table], "SHOW VIEWS")["viewName"].tolist()
-    assert {"raw_telemetry", "features_telemetry", "scores_telemetry", "quarantine_telemetry", "labels_telemetry"} <= set(tables)
+    assert {
+        "raw_telemetry",
+        "features_telemetry",
+        "scores_telemetry",
+        "quarantine_telemetry",
+        "labels_telemetry",
+    } <= set(tables)
     counts = run_sql(ctx, [table], "SELECT dt, count(*) AS n FROM scores_telemetry GROUP BY dt")
     assert counts["dt"].tolist() == [DAYS[2].isoformat()] and counts["n"].iloc[0] > 0
 
@@ -200,7 +223,9 @@ def test_training_leaves_tensorboard_logs_beside_the_artifact(trained):
 
     ctx, table, result = trained
     logs = ctx.lake.models("dense_autoencoder", "telemetry") / "_tensorboard" / result.version
-    assert list((logs / "train").glob("events.out.tfevents.*")) and list((logs / "validation").glob("events.out.tfevents.*"))
+    assert list((logs / "train").glob("events.out.tfevents.*")) and list(
+        (logs / "validation").glob("events.out.tfevents.*")
+    )
     calibration = EventAccumulator(str(logs / "calibration")).Reload()
     assert {"holdout/raw_score", "holdout/score", "calibration/threshold"} <= set(calibration.Tags()["tensors"])
     (threshold,) = calibration.Tensors("calibration/threshold")

@@ -1,4 +1,5 @@
 """Staging folders of concurrent and crashed runs, without Spark: a live run's folder is never taken for debris."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,7 +26,8 @@ def test_the_staging_of_a_run_whose_process_died_is_recovered(tmp_path):
     # A child process stages, holds the lock and dies without cleaning up (as a killed job does).
     code = (
         "import sys, os; from pathlib import Path; from anomalake.pipelines.lake.publishing import begin_staging;"
-        f"stage = begin_staging(Path({str(tmp_path)!r}), {KEYS!r}, 'dead'); (stage / 'x.parquet').write_text('x'); os._exit(137)"
+        f"stage = begin_staging(Path({str(tmp_path)!r}), {KEYS!r}, 'dead'); (stage / 'x.parquet').write_text('x'); "
+        "os._exit(137)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 137
     dead = staging_root(tmp_path, KEYS) / "dead"

@@ -1,4 +1,5 @@
 """Windowing rules on one entity's rows, without Spark: grid, gap filling, stride alignment, quarantine."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,9 @@ TARGET = frozenset({"2026-02-03"})
 def rows(n: int = 40, start: str = "2026-02-02 21:00") -> pd.DataFrame:
     ts = pd.date_range(start, periods=n, freq="5min")
     values = np.arange(n, dtype=float)
-    frame = pd.DataFrame({"entity_id": "e1", "ts": ts, "cpu": values, "memory": values, "latency": values, "requests": values})
+    frame = pd.DataFrame(
+        {"entity_id": "e1", "ts": ts, "cpu": values, "memory": values, "latency": values, "requests": values}
+    )
     frame["dt"] = frame["ts"].dt.strftime("%Y-%m-%d")
     return frame
 
@@ -93,10 +96,14 @@ def test_entities_come_whole_across_batch_boundaries_with_nulls_as_one_group():
     import pyarrow as pa
 
     entity = [None, None, "a", "a", "a", "b", "c", "c"]
-    frame = pd.DataFrame({"entity_id": entity, "ts": pd.date_range("2026-02-03", periods=8, freq="5min", tz="UTC"), "v": range(8)})
+    frame = pd.DataFrame(
+        {"entity_id": entity, "ts": pd.date_range("2026-02-03", periods=8, freq="5min", tz="UTC"), "v": range(8)}
+    )
     table = pa.Table.from_pandas(frame, preserve_index=False)
     batches = table.to_batches(max_chunksize=3)  # boundaries inside the null group and inside "a" and "c"
-    groups = [(g["entity_id"].iloc[0], g["v"].tolist()) for g in windowing._entities(iter(batches), ["entity_id", "ts", "v"])]
+    groups = [
+        (g["entity_id"].iloc[0], g["v"].tolist()) for g in windowing._entities(iter(batches), ["entity_id", "ts", "v"])
+    ]
     assert groups == [(None, [0, 1]), ("a", [2, 3, 4]), ("b", [5]), ("c", [6, 7])]
 
 

@@ -9,6 +9,7 @@ classifier's negative log-likelihood of the true turns (an odd image confuses it
 training images) the sum has a mean ROC-AUC of about 0.97, the Mahalanobis part alone about 0.965 and the
 turn loss alone 0.91. Non-square images use the half turn only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ import numpy as np
 from anomalake.models.base import Detector
 from anomalake.models.registry import register
 from anomalake.models.training import KerasConfig, batched, fit_keras, float_batch, seed_everything
-
 
 CHUNK = 256  # images per forward pass when scoring
 
@@ -156,7 +156,9 @@ class CnnFeatureStats(Detector):
         """
         seed_everything(self.config)
         encoder, classifier = self._build()
-        self.history_ = fit_keras(classifier, train, validation, self.config, self._turned(tuple(self.config.input_shape)))
+        self.history_ = fit_keras(
+            classifier, train, validation, self.config, self._turned(tuple(self.config.input_shape))
+        )
         self.model_ = self._scoring_model(encoder, classifier, self._training_images(train))
         return self
 
@@ -172,7 +174,9 @@ class CnnFeatureStats(Detector):
         outputs = [encoder(x) for x in turned]
         maps, features = outputs[0][:-2], [out[-2] for out in outputs]
         fitted = predict(keras.Model(inputs, [*maps, *features]), images)
-        gaussians = [whitener(values, self.config.shrinkage, f"whiten_{k}") for k, values in zip(self.turns, fitted[len(maps) :])]
+        gaussians = [
+            whitener(values, self.config.shrinkage, f"whiten_{k}") for k, values in zip(self.turns, fitted[len(maps) :])
+        ]
         whitened = [gaussian(f) for gaussian, f in zip(gaussians, features)]
         head = classifier.get_layer("turn_logits")
         log_probs = [keras.layers.Activation("log_softmax")(head(out[-1])) for out in outputs]
@@ -208,12 +212,16 @@ class CnnFeatureStats(Detector):
             variance = values.var(axis=0)
             # a floor: locations where a feature never fires in training would otherwise divide by zero
             variance = variance + 0.1 * variance.mean() + 1e-12
-            scale = keras.layers.Normalization(axis=(1, 2, 3), mean=values.mean(axis=0), variance=variance, name=f"scale_{stage}")
+            scale = keras.layers.Normalization(
+                axis=(1, 2, 3), mean=values.mean(axis=0), variance=variance, name=f"scale_{stage}"
+            )
             standardized = scale(tensor)
             squared = keras.layers.Multiply()([standardized, standardized])
             channel_mean = np.full((values.shape[-1], 1), 1.0 / (values.shape[-1] * len(maps)))
             per_location = fixed_dense(1, channel_mean, None, f"channel_mean_{stage}")(squared)
-            resized.append(keras.layers.Resizing(height, width, interpolation="bilinear", name=f"to_image_{stage}")(per_location))
+            resized.append(
+                keras.layers.Resizing(height, width, interpolation="bilinear", name=f"to_image_{stage}")(per_location)
+            )
         return keras.layers.Add(name="deviation")(resized) if len(resized) > 1 else resized[0]
 
     def _score_batch(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

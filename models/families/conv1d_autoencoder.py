@@ -4,6 +4,7 @@ Each level halves the time axis, so a long window is summarised by a few local p
 levels is cut to what the window length allows (the length must divide by 2 per level). The score is a
 statistic of the squared standardised reconstruction residuals (models/families/residual.py; by default their mean).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalake.models.registry import register
 from anomalake.models.families.residual import ResidualDetector, window_statistic
+from anomalake.models.registry import register
 from anomalake.models.training import KerasConfig
 
 
@@ -50,11 +51,16 @@ class Conv1dAutoencoder(ResidualDetector):
         filters = self.config.filters[: usable_levels(steps, len(self.config.filters))]
         hidden = normalized
         for width in filters:
-            hidden = keras.layers.Conv1D(width, self.config.kernel_size, strides=2, padding="same", activation="relu")(hidden)
-        # A narrow code per remaining step: without it the encoder keeps nearly everything and reconstructs anomalies too.
+            hidden = keras.layers.Conv1D(width, self.config.kernel_size, strides=2, padding="same", activation="relu")(
+                hidden
+            )
+        # A narrow code per remaining step: without it the encoder keeps nearly everything and reconstructs anomalies
+        # too.
         hidden = keras.layers.Conv1D(self.config.bottleneck, 1, activation="relu", name="code")(hidden)
         for width in reversed(filters):
-            hidden = keras.layers.Conv1DTranspose(width, self.config.kernel_size, strides=2, padding="same", activation="relu")(hidden)
+            hidden = keras.layers.Conv1DTranspose(
+                width, self.config.kernel_size, strides=2, padding="same", activation="relu"
+            )(hidden)
         return keras.layers.Conv1D(features, 1, name="reconstruction")(hidden), normalized
 
     def _summarize(self, squared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ one-class MNIST (200 training images) this lifts the mean ROC-AUC from about 0.9
 to about 0.96; standardising each pixel's residual by its training spread did worse (0.93), because so few
 images leave the spread of the border pixels near zero.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

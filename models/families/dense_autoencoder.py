@@ -5,6 +5,7 @@ that the model reconstructs well is not drowned by one it reconstructs loosely; 
 squared standardised residuals into the score (see models/families/residual.py: the `peak` of the `top_k` largest
 catches a one-step spike, the `mean` a broad shift, `peak_x_mean` both).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalake.models.registry import register
 from anomalake.models.families.residual import ResidualDetector, window_statistic
+from anomalake.models.registry import register
 from anomalake.models.training import KerasConfig
 
 

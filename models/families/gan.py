@@ -11,6 +11,7 @@ Works on windows (steps, metrics) and images (height, width, channels): the netw
 flattened sample. The saved model is one functional model (sample in; standardised reconstruction and
 feature residuals out); the discriminator's head is only needed for training and is not saved.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,17 @@ from typing import Any
 import numpy as np
 
 from anomalake.models.base import Detector
-from anomalake.models.registry import register
 from anomalake.models.families.residual import window_statistic
+from anomalake.models.registry import register
 from anomalake.models.training import (
-    KerasConfig, adapted_normalizer, batched, float_batch, mean_square, seed_everything, steps_per_pass, with_fixed_scale,
+    KerasConfig,
+    adapted_normalizer,
+    batched,
+    float_batch,
+    mean_square,
+    seed_everything,
+    steps_per_pass,
+    with_fixed_scale,
 )
 
 
@@ -95,7 +103,9 @@ class Gan(Detector):
             self.history_["reconstruction"].append(float(losses[0]))
             self.history_["discriminator"].append(float(losses[1]))
             if validation is not None:  # watched, not used to stop: adversarial losses do not fall steadily
-                self.history_["val_reconstruction"].append(_reconstruction_loss(nets["autoencoder"], validation, self.config, shaped))
+                self.history_["val_reconstruction"].append(
+                    _reconstruction_loss(nets["autoencoder"], validation, self.config, shaped)
+                )
         residuals = self._residual_model(nets)
         variances = [mean_square(_output(residuals, i), train, self.config, shaped) for i in range(2)]
         self.model_ = with_fixed_scale(residuals, variances, self.family)
@@ -115,7 +125,9 @@ class Gan(Detector):
         """(1 - w) x reconstruction part + w x feature part, each standardised to mean 1 on training data."""
         rec, fm = (np.square(np.asarray(t, dtype=np.float64)) for t in self.model_(samples, training=False))
         weight = self.config.feature_weight
-        score = (1.0 - weight) * window_statistic(rec, self.config.statistic, self.config.top_k) + weight * fm.mean(axis=1)
+        score = (1.0 - weight) * window_statistic(rec, self.config.statistic, self.config.top_k) + weight * fm.mean(
+            axis=1
+        )
         return score, rec.reshape(samples.shape)
 
 

@@ -7,15 +7,15 @@ end-of-message token follows the last token, and the model predicts every token 
 is the mean surprise over the message's tokens (padding excluded), the explanation the surprise per token.
 A family only builds the network between the previous-token ids and the per-position hidden states.
 """
+
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from anomalake.models.base import Detector
 from anomalake.models.training import KerasConfig, batched, fit_keras, seed_everything
@@ -137,10 +137,14 @@ def adapted_vectorizer(train: Any, config: TextConfig) -> tuple[Any, int]:
 
     Dropping rare tokens lets the model see OOV in training, so an unseen word gets a learned, finite surprise.
     """
+
     def vectorizer(vocabulary=None):
         return keras.layers.TextVectorization(
-            max_tokens=None if vocabulary is not None else config.max_tokens, standardize=standardize_text,
-            output_sequence_length=config.sequence_length, vocabulary=vocabulary, name="vectorize",
+            max_tokens=None if vocabulary is not None else config.max_tokens,
+            standardize=standardize_text,
+            output_sequence_length=config.sequence_length,
+            vocabulary=vocabulary,
+            name="vectorize",
         )
 
     full = vectorizer()
@@ -197,7 +201,8 @@ class TextLanguageModel(Detector):
         return self
 
     def _explanation_parts(self, samples: np.ndarray, contributions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
-        """Tokens (as the vocabulary spells them; "[UNK]" for a rare word, "[END]" after the last) and their surprise."""
+        """Tokens (as the vocabulary spells them; "[UNK]" for a rare word, "[END]" after the last) and their
+        surprise."""
         import tensorflow as tf
 
         vectorizer = self.model_.get_layer("vectorize")

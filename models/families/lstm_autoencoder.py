@@ -4,6 +4,7 @@ The score is a statistic of the squared standardised reconstruction residuals (m
 default their mean over the window); the recurrent encoder sees order, so it also catches a change of
 shape that keeps every value in its normal range.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalake.models.registry import register
 from anomalake.models.families.residual import ResidualDetector, window_statistic
+from anomalake.models.registry import register
 from anomalake.models.training import KerasConfig
 
 

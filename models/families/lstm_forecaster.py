@@ -5,6 +5,7 @@ by its typical size on the training data, smoothed with an exponentially weighte
 and the window's score is the smoothed error at its last step, averaged over the `top_k` worst metrics (0 =
 all metrics). The window's first step has no prediction, so it contributes nothing to the explanation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalake.models.registry import register
 from anomalake.models.families.residual import ResidualDetector, ewma, top_k_mean
+from anomalake.models.registry import register
 from anomalake.models.training import KerasConfig
 
 

@@ -5,6 +5,7 @@ standardised residuals become a score and an explanation (`_summarize`); this cl
 saved model maps raw samples to standardised residuals (every statistic travels inside model.keras), so
 the score and the explanation come from one forward pass.
 """
+
 from __future__ import annotations
 
 import abc
@@ -14,7 +15,14 @@ import numpy as np
 
 from anomalake.models.base import Detector, iterate_batches
 from anomalake.models.distributed import model_scope
-from anomalake.models.training import adapted_normalizer, fit_keras, float_batch, mean_square, seed_everything, with_fixed_scale
+from anomalake.models.training import (
+    adapted_normalizer,
+    fit_keras,
+    float_batch,
+    mean_square,
+    seed_everything,
+    with_fixed_scale,
+)
 
 
 def top_k_mean(squared: np.ndarray, k: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 The recurrent variant of text_transformer: stacked LSTMs read the message left to right and predict every
 next token; the vocabulary, the scoring and the explanation are shared (models/families/language_model.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from typing import Any
 
 import keras
 
-from anomalake.models.registry import register
 from anomalake.models.families.language_model import TextConfig, TextLanguageModel
+from anomalake.models.registry import register
 
 
 @dataclass(frozen=True)

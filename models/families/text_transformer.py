@@ -2,8 +2,10 @@
 
 A small decoder-only Transformer (pre-norm blocks of causal self-attention and a feed-forward layer, learned
 position embeddings) predicts every token from the ones before it, so one forward pass gives every token's
-likelihood; the vocabulary, the scoring and the explanation are shared with text_lstm (models/families/language_model.py).
+likelihood; the vocabulary, the scoring and the explanation are shared with text_lstm
+(models/families/language_model.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +13,8 @@ from typing import Any
 
 import keras
 
-from anomalake.models.registry import register
 from anomalake.models.families.language_model import PositionEmbedding, TextConfig, TextLanguageModel
+from anomalake.models.registry import register
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Image: MNIST (`mnist_mlxtend5k`) with one digit normal; text: SMS spam with ham 
 class is the training day, everything else the scored day; the labels only measure the scored table's
 ROC-AUC. Without the public data the demo generates a labelled set of the same kind and says so.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -35,21 +36,32 @@ def scored_with_labels(ctx: JobContext, table: TableConfig, detector: str) -> pd
     ).toPandas()
 
 
-def run_media_demo(ctx: JobContext, table: TableConfig, normal: str, verbose: int = 2, epochs: int | None = None) -> float:
+def run_media_demo(
+    ctx: JobContext, table: TableConfig, normal: str, verbose: int = 2, epochs: int | None = None
+) -> float:
     """Import, window, train and score a labelled set; print and return the scored table's ROC-AUC."""
     progress = Progress(5)
     root = Path(ctx.settings.datasets)
     data = load_images(root) if table.kind == "image" else load_texts(root)
     detector = table.detectors[0]
-    print(f"anomalake demo --kind {table.kind}: {data.source}; normal class '{normal}'; detector {detector}; lake {ctx.settings.lake}")
+    print(
+        f"anomalake demo --kind {table.kind}: {data.source}; normal class '{normal}'; detector {detector}; lake "
+        f"{ctx.settings.lake}"
+    )
     progress.step(f"import -> raw/{table.name} (train day {TRAIN_DAY}, scored day {SCORE_DAY})")
     train, test = raw_frames(data, table, normal)
     write_raw_partition(ctx.lake, table, TRAIN_DAY, train)
     write_raw_partition(ctx.lake, table, SCORE_DAY, test)
-    print(f"  {len(train):,} normal samples to train on; {len(test):,} to score, {int((test['label'] != normal).sum()):,} of them anomalous")
+    print(
+        f"  {len(train):,} normal samples to train on; {len(test):,} to score, "
+        f"{int((test['label'] != normal).sum()):,} of them anomalous"
+    )
     progress.step(f"windows -> features/{table.name}")
     made = run_windows(ctx.with_new_run(), table, [TRAIN_DAY, SCORE_DAY])
-    print(f"  rows in {made.rows_in:,} = samples {made.windows:,} + quarantined {made.quarantined_total:,} {made.quarantined}")
+    print(
+        f"  rows in {made.rows_in:,} = samples {made.windows:,} + quarantined {made.quarantined_total:,} "
+        f"{made.quarantined}"
+    )
     progress.step(f"train {detector}")
     spec = load_detector(detector)
     if epochs is not None:
@@ -58,7 +70,10 @@ def run_media_demo(ctx: JobContext, table: TableConfig, normal: str, verbose: in
     print(f"  model {trained.version}: {trained.rows_train:,} training samples, {trained.rows_holdout:,} held out")
     progress.step(f"score {SCORE_DAY}")
     scored = run_score(ctx.with_new_run(), table, detector, SCORE_DAY)
-    print(f"  {scored.rows_in:,} in, {scored.scored:,} scored, {scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}")
+    print(
+        f"  {scored.rows_in:,} in, {scored.scored:,} scored, {scored.anomalies:,} flagged, quarantined "
+        f"{scored.quarantined or 0}"
+    )
     progress.step("report")
     result = scored_with_labels(ctx, table, detector)
     auc = float(roc_auc_score(result["label"] != normal, result["raw_score"]))
@@ -66,7 +81,9 @@ def run_media_demo(ctx: JobContext, table: TableConfig, normal: str, verbose: in
     return auc
 
 
-def _print_report(ctx: JobContext, table: TableConfig, detector: str, result: pd.DataFrame, normal: str, auc: float) -> None:
+def _print_report(
+    ctx: JobContext, table: TableConfig, detector: str, result: pd.DataFrame, normal: str, auc: float
+) -> None:
     explanation = "top_regions" if table.kind == "image" else "top_tokens"
     top = ctx.spark.sql(
         f"SELECT entity_id, round(score, 2) AS score, {explanation} FROM scores_{table.name} "
@@ -76,8 +93,14 @@ def _print_report(ctx: JobContext, table: TableConfig, detector: str, result: pd
     print("\nThe 5 strongest anomalies:")
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
         print(top.to_string(index=False))
-    print(f"\nflagged {len(flagged):,} of {len(result):,}; of those, truly not '{normal}': {int((flagged['label'] != normal).sum()):,}")
+    print(
+        f"\nflagged {len(flagged):,} of {len(result):,}; of those, truly not '{normal}': "
+        f"{int((flagged['label'] != normal).sum()):,}"
+    )
     print(f"ROC-AUC: {auc:.3f}")
     print("\nTry next:")
-    print(f'  anomalake sql "SELECT entity_id, score, {explanation} FROM scores_{table.name} WHERE is_anomaly ORDER BY score DESC LIMIT 20"')
+    print(
+        f'  anomalake sql "SELECT entity_id, score, {explanation} FROM scores_{table.name} WHERE is_anomaly ORDER BY '
+        'score DESC LIMIT 20"'
+    )
     print(f'  anomalake sql "SELECT reason, count(*) FROM quarantine_{table.name} GROUP BY reason"')

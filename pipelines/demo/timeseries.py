@@ -1,4 +1,5 @@
 """The demo: generate two weeks of telemetry, window it, train on 10 days, score the rest, report."""
+
 from __future__ import annotations
 
 import time
@@ -7,15 +8,15 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from anomalake.pipelines.evaluation import event_matching
 from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.evaluation import event_matching
+from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.lake.query import register_tables
-from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ WITH flagged AS (
   SELECT *, ts - make_dt_interval(0, 0, 0, {step} * row_number() OVER (PARTITION BY entity_id ORDER BY ts)) AS run
   FROM scores_{table} WHERE is_anomaly AND detector = '{detector}'
 ), events AS (
-  SELECT *, min(ts) OVER (PARTITION BY entity_id, run) AS first_window, max(ts) OVER (PARTITION BY entity_id, run) AS last_window,
+  SELECT *, min(ts) OVER (PARTITION BY entity_id, run) AS first_window,
+         max(ts) OVER (PARTITION BY entity_id, run) AS last_window,
          row_number() OVER (PARTITION BY entity_id, run ORDER BY score DESC) AS rank
   FROM flagged
 )
@@ -57,13 +59,17 @@ FROM events WHERE rank = 1 ORDER BY peak_score DESC LIMIT 10
 """
 
 EXAMPLES = [
-    'anomalake sql "SELECT dt, count(*) AS windows, sum(int(is_anomaly)) AS anomalies FROM scores_{t} GROUP BY dt ORDER BY dt"',
-    'anomalake sql "SELECT entity_id, ts, score, top_feature FROM scores_{t} WHERE is_anomaly ORDER BY score DESC LIMIT 20"',
+    'anomalake sql "SELECT dt, count(*) AS windows, sum(int(is_anomaly)) AS anomalies FROM scores_{t} GROUP BY dt '
+    'ORDER BY dt"',
+    'anomalake sql "SELECT entity_id, ts, score, top_feature FROM scores_{t} WHERE is_anomaly ORDER BY score DESC '
+    'LIMIT 20"',
     'anomalake sql "SELECT job, dt, reason, count(*) AS n FROM quarantine_{t} GROUP BY job, dt, reason ORDER BY dt"',
 ]
 
 
-def run_demo(ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), verbose: int = 2) -> event_matching.EventScore:
+def run_demo(
+    ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), verbose: int = 2
+) -> event_matching.EventScore:
     """Run every stage on generated data and print counts, the top anomalies and the event-level F1."""
     progress = Progress(5)
     days = day_range(spec.start, spec.start + timedelta(days=spec.days - 1))
@@ -76,16 +82,25 @@ def run_demo(ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), v
 
     progress.step(f"windows {days[0]} .. {days[-1]} -> features/{table.name}")
     windows = run_windows(ctx.with_new_run(), table, days)
-    print(f"  rows in {windows.rows_in:,} = windows {windows.windows:,} + context {windows.context:,} + quarantined {windows.quarantined_total:,} {windows.quarantined}")
+    print(
+        f"  rows in {windows.rows_in:,} = windows {windows.windows:,} + context {windows.context:,} + quarantined "
+        f"{windows.quarantined_total:,} {windows.quarantined}"
+    )
 
     progress.step(f"train {spec.detector} on {train_days[0]} .. {train_days[-1]}")
     trained = run_train(ctx.with_new_run(), table, spec.detector, train_days[0], train_days[-1], verbose=verbose)
-    print(f"  model {trained.version}: {trained.rows_train:,} training windows, {trained.rows_holdout:,} held out, threshold score > {trained.threshold:.2f} (-log10 of the tail probability)")
+    print(
+        f"  model {trained.version}: {trained.rows_train:,} training windows, {trained.rows_holdout:,} held out, "
+        f"threshold score > {trained.threshold:.2f} (-log10 of the tail probability)"
+    )
 
     progress.step(f"score {score_days[0]} .. {score_days[-1]}, day by day")
     for day in score_days:
         scored = run_score(ctx.with_new_run(), table, spec.detector, day)
-        print(f"  {day}: {scored.rows_in:,} windows in, {scored.scored:,} scored, {scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}")
+        print(
+            f"  {day}: {scored.rows_in:,} windows in, {scored.scored:,} scored, {scored.anomalies:,} flagged, "
+            f"quarantined {scored.quarantined or 0}"
+        )
 
     progress.step("report")
     return _report(ctx, table, spec, [d.isoformat() for d in score_days])
@@ -93,7 +108,9 @@ def run_demo(ctx: JobContext, table: TableConfig, spec: DemoSpec = DemoSpec(), v
 
 def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: list[str]) -> event_matching.EventScore:
     register_tables(ctx.spark, ctx.lake, [table])
-    query = TOP_ANOMALIES.format(table=table.name, detector=spec.detector, step=table.window.stride * table.step_seconds)
+    query = TOP_ANOMALIES.format(
+        table=table.name, detector=spec.detector, step=table.window.stride * table.step_seconds
+    )
     top = ctx.spark.sql(query).toPandas()
     with pd.option_context("display.width", 200):
         print("\nThe 10 strongest anomalies, one per event (top_feature: the metric with the largest share of the")

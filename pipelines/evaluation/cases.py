@@ -1,4 +1,5 @@
-"""Public benchmarks as lake tables: each benchmark folder becomes cases of raw rows, days to train and score, and labels.
+"""Public benchmarks as lake tables: each benchmark folder becomes cases of raw rows, days to train and score, and
+labels.
 
 A case is what one `evaluate` step runs through the user's jobs: a table config, the raw rows to write, the
 days its model trains on and the days it scores, and the truth (used for metrics only, never for training
@@ -9,6 +10,7 @@ or thresholds). Protocols:
 - mnist: one table per digit: half of that digit trains, the rest of the set is scored (other digits anomalous).
 - sms: ham normal: half of the ham trains, the other half and all spam are scored.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anomalake.pipelines.evaluation import datasets
 from anomalake.pipelines.config import TableConfig, parse_table
+from anomalake.pipelines.evaluation import datasets
 
 TIME_SERIES = ("nab", "asd", "skab")
 BENCHMARKS = TIME_SERIES + ("mnist", "sms")
@@ -67,8 +69,18 @@ def _step(stamps: pd.Series) -> str:
 
 
 def _timeseries_table(name: str, features: list[str], step: str, window: int, **extra) -> TableConfig:
-    entry = {"kind": "timeseries", "path": f"raw/{name}", "entity": "entity_id", "time": "ts", "features": features,
-             "step": step, "fill_limit": 3, "window": {"length": window, "stride": 1}, "max_quarantine_share": 0.5, **extra}
+    entry = {
+        "kind": "timeseries",
+        "path": f"raw/{name}",
+        "entity": "entity_id",
+        "time": "ts",
+        "features": features,
+        "step": step,
+        "fill_limit": 3,
+        "window": {"length": window, "stride": 1},
+        "max_quarantine_share": 0.5,
+        **extra,
+    }
     return parse_table(name, entry)
 
 
@@ -90,7 +102,9 @@ def nab_cases(root: Path, categories: list[str] | None) -> list[Case]:
         table = _timeseries_table(name, ["value"], step, WINDOWS["nab"], fill_limit=fill)
         days = tuple(sorted(_by_day(raw)))
         truth = pd.DataFrame({"entity_id": s.group, "ts": raw["ts"], "label": s.labels, "group": s.group})
-        cases.append(Case(name, (s.group,), {s.group: s.category}, table, _by_day(raw), days, days, truth, {s.group: s.windows}))
+        cases.append(
+            Case(name, (s.group,), {s.group: s.category}, table, _by_day(raw), days, days, truth, {s.group: s.windows})
+        )
     return cases
 
 
@@ -102,7 +116,10 @@ def asd_cases(root: Path, groups: list[str] | None) -> list[Case]:
         features = [f"m{i}" for i in range(train.shape[1])]
         train_ts = pd.date_range(ASD_START, periods=len(train), freq=ASD_STEP)
         test_ts = pd.date_range((train_ts[-1] + pd.Timedelta(days=1)).normalize(), periods=len(test), freq=ASD_STEP)
-        frames = [pd.DataFrame(values, columns=features).assign(entity_id=entity, ts=ts) for values, ts in ((train, train_ts), (test, test_ts))]
+        frames = [
+            pd.DataFrame(values, columns=features).assign(entity_id=entity, ts=ts)
+            for values, ts in ((train, train_ts), (test, test_ts))
+        ]
         raw = pd.concat(frames, ignore_index=True)[["entity_id", "ts", *features]]
         table = _timeseries_table(table_name("asd", entity), features, "5min", WINDOWS["asd"])
         truth = pd.DataFrame({"entity_id": entity, "ts": test_ts, "label": labels, "group": entity})
@@ -118,15 +135,36 @@ def skab_cases(root: Path, groups: list[str] | None) -> list[Case]:
     runs = [r for r in runs if not groups or r.group in groups or r.category in groups]
     features = list(datasets.SKAB_FEATURES)
     names = {f: re.sub(r"[^A-Za-z0-9]+", "_", f).strip("_") for f in features}
-    frames = [free.assign(entity_id="anomaly-free/anomaly-free.csv")] + [r.frame.assign(entity_id=r.group) for r in runs]
-    raw = pd.concat(frames, ignore_index=True).rename(columns={"timestamp": "ts", **names})[["entity_id", "ts", *names.values()]]
+    frames = [free.assign(entity_id="anomaly-free/anomaly-free.csv")] + [
+        r.frame.assign(entity_id=r.group) for r in runs
+    ]
+    raw = pd.concat(frames, ignore_index=True).rename(columns={"timestamp": "ts", **names})[
+        ["entity_id", "ts", *names.values()]
+    ]
     table = _timeseries_table("skab", list(names.values()), "1s", WINDOWS["skab"], unseen_entities="training_baseline")
-    truth = pd.concat([pd.DataFrame({"entity_id": r.group, "ts": r.frame["timestamp"], "label": r.labels, "group": r.group}) for r in runs], ignore_index=True)
+    truth = pd.concat(
+        [
+            pd.DataFrame({"entity_id": r.group, "ts": r.frame["timestamp"], "label": r.labels, "group": r.group})
+            for r in runs
+        ],
+        ignore_index=True,
+    )
     train_days = tuple(sorted(set(free["timestamp"].dt.date)))
     score_days = tuple(sorted(set(truth["ts"].dt.date)))
     groups_out = tuple(r.group for r in runs)
-    return [Case("skab", groups_out, {r.group: r.category for r in runs}, table, _by_day(raw), train_days, score_days, truth,
-                 train_entities=("anomaly-free/anomaly-free.csv",))]
+    return [
+        Case(
+            "skab",
+            groups_out,
+            {r.group: r.category for r in runs},
+            table,
+            _by_day(raw),
+            train_days,
+            score_days,
+            truth,
+            train_entities=("anomaly-free/anomaly-free.csv",),
+        )
+    ]
 
 
 MEDIA_TRAIN_DAY, MEDIA_SCORE_DAY = date(2026, 3, 1), date(2026, 3, 2)
@@ -134,13 +172,24 @@ MEDIA_TRAIN_DAY, MEDIA_SCORE_DAY = date(2026, 3, 1), date(2026, 3, 2)
 
 def _media_case(name: str, group: str, kind: str, samples: np.ndarray, classes: np.ndarray, normal: str) -> Case:
     if kind == "image":
-        entry = {"kind": "image", "path": f"raw/{name}", "entity": "image_id",
-                 "image": {"column": "image", "height": samples.shape[1], "width": samples.shape[2], "channels": 1}}
+        entry = {
+            "kind": "image",
+            "path": f"raw/{name}",
+            "entity": "image_id",
+            "image": {"column": "image", "height": samples.shape[1], "width": samples.shape[2], "channels": 1},
+        }
     else:
-        entry = {"kind": "text", "path": f"raw/{name}", "entity": "message_id", "text": {"column": "text", "max_chars": 1000}}
+        entry = {
+            "kind": "text",
+            "path": f"raw/{name}",
+            "entity": "message_id",
+            "text": {"column": "text", "max_chars": 1000},
+        }
     table = parse_table(name, {**entry, "max_quarantine_share": 0.5})
     train, test = datasets.raw_frames(datasets.LabelledSet(samples, classes, ""), table, normal)
-    truth = pd.DataFrame({"entity_id": test[table.entity], "label": (test["label"] != normal).astype(int), "group": group})
+    truth = pd.DataFrame(
+        {"entity_id": test[table.entity], "label": (test["label"] != normal).astype(int), "group": group}
+    )
     raw = {MEDIA_TRAIN_DAY: train, MEDIA_SCORE_DAY: test}
     return Case(name, (group,), {group: "overall"}, table, raw, (MEDIA_TRAIN_DAY,), (MEDIA_SCORE_DAY,), truth)
 

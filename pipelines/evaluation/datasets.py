@@ -2,6 +2,7 @@
 
 Labels are returned for measuring only; nothing here trains or thresholds on them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,7 +35,9 @@ class OneClassSplit:
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DatasetError(f"{path} does not exist: expected {what} (point --data or ANOMALAKE_DATASETS at a folder in this format)")
+        raise DatasetError(
+            f"{path} does not exist: expected {what} (point --data or ANOMALAKE_DATASETS at a folder in this format)"
+        )
     return path
 
 
@@ -61,7 +64,9 @@ def load_asd_series(root: Path, entity: str) -> tuple[np.ndarray, np.ndarray, np
     labels = np.load(_require(folder / f"{entity}_test_label.npy", "an array (steps,) of 0/1"), allow_pickle=False)
     for name, arr in (("train", train), ("test", test)):
         if arr.ndim != 2 or arr.shape[1] != ASD_FEATURES:
-            raise DatasetError(f"{folder}/{entity}_{name}.npy: expected shape (steps, {ASD_FEATURES}), found {arr.shape}")
+            raise DatasetError(
+                f"{folder}/{entity}_{name}.npy: expected shape (steps, {ASD_FEATURES}), found {arr.shape}"
+            )
     if labels.shape != (len(test),):
         raise DatasetError(f"{folder}/{entity}_test_label.npy: expected shape ({len(test)},), found {labels.shape}")
     return train, test, labels.astype(int)
@@ -89,7 +94,9 @@ def one_class_split(samples: np.ndarray, classes: np.ndarray, normal, seed: int 
     train_index = np.sort(normal_index[: len(normal_index) // 2])
     test_mask = np.ones(len(samples), dtype=bool)
     test_mask[train_index] = False
-    return OneClassSplit(str(normal), samples[train_index], samples[test_mask], (classes[test_mask] != normal).astype(int))
+    return OneClassSplit(
+        str(normal), samples[train_index], samples[test_mask], (classes[test_mask] != normal).astype(int)
+    )
 
 
 def load_sms(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +136,10 @@ def _timestamps(frame: pd.DataFrame, column: str, path: Path, expected: str) -> 
         raise DatasetError(f"{path}: expected {expected}, found columns {list(frame.columns)[:10]}")
     stamps = pd.to_datetime(frame[column], errors="coerce")
     if stamps.isna().any():
-        raise DatasetError(f"{path}: column '{column}' has {int(stamps.isna().sum())} values that are not timestamps (row {int(stamps.isna().idxmax()) + 2})")
+        raise DatasetError(
+            f"{path}: column '{column}' has {int(stamps.isna().sum())} values that are not timestamps (row "
+            f"{int(stamps.isna().idxmax()) + 2})"
+        )
     return stamps
 
 
@@ -144,27 +154,41 @@ def load_nab(root: Path, categories: list[str] | None = None) -> list[LabelledSe
     """NAB: data/<category>/<name>.csv (timestamp,value) labelled by labels/combined_windows.json."""
     root = Path(root)
     expected = "NAB's data/<category>/<series>.csv files and labels/combined_windows.json"
-    label_path = _require(root / "labels" / "combined_windows.json", "NAB's anomaly windows: {\"<category>/<file>.csv\": [[start, end], ...]}")
+    label_path = _require(
+        root / "labels" / "combined_windows.json",
+        'NAB\'s anomaly windows: {"<category>/<file>.csv": [[start, end], ...]}',
+    )
     try:
         all_windows = json.loads(label_path.read_text())
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{label_path}: not JSON ({error}); expected {{\"<category>/<file>.csv\": [[start, end], ...]}}") from None
+        raise DatasetError(
+            f'{label_path}: not JSON ({error}); expected {{"<category>/<file>.csv": [[start, end], ...]}}'
+        ) from None
     if not isinstance(all_windows, dict):
         raise DatasetError(f"{label_path}: expected an object mapping '<category>/<file>.csv' to lists of [start, end]")
     files = sorted(_require(root / "data", expected).glob("*/*.csv"))
     if categories:
         files = [f for f in files if f.parent.name in categories]
     if not files:
-        raise DatasetError(f"{root / 'data'}: no <category>/<series>.csv file" + (f" in categories {categories}" if categories else "") + f"; expected {expected}")
+        raise DatasetError(
+            f"{root / 'data'}: no <category>/<series>.csv file"
+            + (f" in categories {categories}" if categories else "")
+            + f"; expected {expected}"
+        )
     series = []
     for path in files:
         key = f"{path.parent.name}/{path.name}"
         if key not in all_windows:
-            raise DatasetError(f"{label_path}: no entry for {key} (every data file needs one, [] when it has no anomaly)")
+            raise DatasetError(
+                f"{label_path}: no entry for {key} (every data file needs one, [] when it has no anomaly)"
+            )
         frame = _read_csv(path, "a CSV with columns timestamp,value")
         stamps = _timestamps(frame, "timestamp", path, "columns timestamp,value")
         if "value" not in frame.columns or not pd.api.types.is_numeric_dtype(frame["value"]):
-            raise DatasetError(f"{path}: expected a numeric column 'value', found columns {list(frame.columns)} ({frame.dtypes.to_dict()})")
+            raise DatasetError(
+                f"{path}: expected a numeric column 'value', found columns {list(frame.columns)} "
+                f"({frame.dtypes.to_dict()})"
+            )
         windows = tuple((pd.Timestamp(a), pd.Timestamp(b)) for a, b in all_windows[key])
         frame = pd.DataFrame({"timestamp": stamps, "value": frame["value"].astype(float)})
         series.append(LabelledSeries(key, path.parent.name, frame, _labels_in(stamps, list(windows)), windows))
@@ -172,12 +196,21 @@ def load_nab(root: Path, categories: list[str] | None = None) -> list[LabelledSe
 
 
 SKAB_FEATURES = (
-    "Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple", "Voltage", "Volume Flow RateRMS",
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
 )
 
 
 def _read_skab(path: Path, labelled: bool) -> pd.DataFrame:
-    expected = f"';'-separated columns datetime;{';'.join(SKAB_FEATURES)}" + (";anomaly;changepoint" if labelled else "")
+    expected = f"';'-separated columns datetime;{';'.join(SKAB_FEATURES)}" + (
+        ";anomaly;changepoint" if labelled else ""
+    )
     frame = _read_csv(path, expected, sep=";")
     stamps = _timestamps(frame, "datetime", path, expected)
     wanted = list(SKAB_FEATURES) + (["anomaly"] if labelled else [])
@@ -232,7 +265,9 @@ def load_images(root: Path, seed: int = 0) -> LabelledSet:
         angle = np.pi * c / 10 + rng.normal(0, 0.05)
         distance = np.abs(xx * np.sin(angle) - yy * np.cos(angle) + rng.normal(0, 1.0))
         images.append(np.clip(1.5 - distance / 1.5, 0, 1) * (np.hypot(xx, yy) < 11))
-    return LabelledSet(np.stack(images)[..., None].astype(np.float32), classes.astype(str), "generated bars (no MNIST found)")
+    return LabelledSet(
+        np.stack(images)[..., None].astype(np.float32), classes.astype(str), "generated bars (no MNIST found)"
+    )
 
 
 def load_texts(root: Path, seed: int = 0) -> LabelledSet:
@@ -244,7 +279,11 @@ def load_texts(root: Path, seed: int = 0) -> LabelledSet:
     rng = np.random.default_rng(seed)
     ham = [f"the {rng.choice(NOUNS)} {rng.choice(VERBS)} at {rng.integers(1, 13)} pm" for _ in range(1500)]
     spam = [f"WIN ${rng.integers(100, 999)} now!!! call 0{rng.integers(10**8, 10**9)} txt STOP" for _ in range(200)]
-    return LabelledSet(np.array(ham + spam, dtype=object), np.array(["ham"] * 1500 + ["spam"] * 200, dtype=object), "generated texts (no SMS data found)")
+    return LabelledSet(
+        np.array(ham + spam, dtype=object),
+        np.array(["ham"] * 1500 + ["spam"] * 200, dtype=object),
+        "generated texts (no SMS data found)",
+    )
 
 
 def raw_frames(data: LabelledSet, table: TableConfig, normal: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

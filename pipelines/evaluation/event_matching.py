@@ -4,6 +4,7 @@ Per entity, a run of consecutive flagged windows is one detection; it covers the
 flagged window's first step to the last flagged window's last step (the data the model saw). An anomaly
 is found when a detection overlaps it; a detection that overlaps no anomaly is a false positive.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,11 @@ def detections(scores: pd.DataFrame, window_seconds: int, stride_seconds: int) -
     new_run = (flagged["entity_id"] != flagged["entity_id"].shift()) | (
         flagged["ts"].diff() > pd.Timedelta(seconds=stride_seconds)
     )
-    runs = flagged.assign(run=new_run.cumsum()).groupby("run").agg(entity_id=("entity_id", "first"), first=("ts", "min"), end=("ts", "max"))
+    runs = (
+        flagged.assign(run=new_run.cumsum())
+        .groupby("run")
+        .agg(entity_id=("entity_id", "first"), first=("ts", "min"), end=("ts", "max"))
+    )
     runs["start"] = runs["first"] - pd.Timedelta(seconds=window_seconds)
     return runs[["entity_id", "start", "end"]].reset_index(drop=True)
 
@@ -68,4 +73,6 @@ def labels_in_scope(labels: pd.DataFrame, scores: pd.DataFrame, window_seconds: 
     seen = scores.groupby("entity_id")["ts"].agg(["min", "max"])
     seen["min"] = seen["min"] - pd.Timedelta(seconds=window_seconds)
     joined = labels.join(seen, on="entity_id", how="inner")
-    return joined[(joined["start"] <= joined["max"]) & (joined["end"] >= joined["min"])][labels.columns].reset_index(drop=True)
+    return joined[(joined["start"] <= joined["max"]) & (joined["end"] >= joined["min"])][labels.columns].reset_index(
+        drop=True
+    )

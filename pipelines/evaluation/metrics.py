@@ -9,6 +9,7 @@
 
 Pure numpy / pandas / scikit-learn: no Spark, no TensorFlow.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -197,11 +198,11 @@ def nab_raw_score(
     in_window = np.zeros(len(detected), dtype=bool)
     score = 0.0
     for left, right in rows:
-        in_window[left:right + 1] = True
+        in_window[left : right + 1] = True
         lo = max(left, first_scored)
         if lo > right:
             continue  # a window wholly in the probationary period is neither found nor missed
-        hits = np.flatnonzero(detected[lo:right + 1])
+        hits = np.flatnonzero(detected[lo : right + 1])
         # calcScoreByThreshold keeps the max per window, starting at -fnWeight; the sigmoid falls with
         # the position, so the max is the first detection's reward.
         score += _nab_tp(lo + int(hits[0]), left, right, weights["tp"]) if hits.size else -weights["fn"]

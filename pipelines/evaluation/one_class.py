@@ -8,6 +8,7 @@ Used by benchmarks/detector_quality.py (full sizes) and the slow test tier (smal
 - sms: half of the ham trains; the other half and all spam test.
 Each family runs with the parameters of pipelines/conf/detectors/<name>.yml (`epochs` may cut training).
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,10 +18,10 @@ from typing import Iterator
 
 import numpy as np
 
-from anomalake.pipelines.evaluation import datasets
-from anomalake.pipelines.evaluation.reference_detectors import pca_scores, text_pca_scores
 from anomalake.models.base import Detector
 from anomalake.pipelines.config import load_detector
+from anomalake.pipelines.evaluation import datasets
+from anomalake.pipelines.evaluation.reference_detectors import pca_scores, text_pca_scores
 from anomalake.pipelines.training.detectors import build_detector
 
 
@@ -31,7 +32,9 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def make_detector(name: str, sample_shape: tuple[int, ...], feature_names: tuple[str, ...], epochs: int | None) -> Detector:
+def make_detector(
+    name: str, sample_shape: tuple[int, ...], feature_names: tuple[str, ...], epochs: int | None
+) -> Detector:
     """The family of conf/detectors/<name>.yml with its default parameters, sized for these samples."""
     spec = load_detector(name)
     if epochs is not None:
@@ -56,16 +59,22 @@ def splits(dataset: str, root: Path, window: int, groups: list[str] | None) -> I
         raise SystemExit(f"unknown dataset {dataset} (asd, mnist, sms)")
 
 
-def evaluate(dataset: str, names: list[str], root: Path, window: int, epochs: int | None, groups: list[str] | None) -> dict:
+def evaluate(
+    dataset: str, names: list[str], root: Path, window: int, epochs: int | None, groups: list[str] | None
+) -> dict:
     """ROC-AUC per group and mean for each detector and the baseline."""
     results: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     baseline = "baseline_tfidf_svd" if dataset == "sms" else "baseline_pca"
     for split in splits(dataset, root, window, groups):
         if dataset == "sms":
-            results.setdefault(baseline, {})[split.group] = roc_auc(split.test_labels, text_pca_scores(split.train, split.test))
+            results.setdefault(baseline, {})[split.group] = roc_auc(
+                split.test_labels, text_pca_scores(split.train, split.test)
+            )
         else:
-            results.setdefault(baseline, {})[split.group] = roc_auc(split.test_labels, pca_scores(split.train, split.test))
+            results.setdefault(baseline, {})[split.group] = roc_auc(
+                split.test_labels, pca_scores(split.train, split.test)
+            )
         shape = () if dataset == "sms" else tuple(split.train.shape[1:])
         features = tuple(f"m{i}" for i in range(shape[-1])) if dataset == "asd" else ()
         for name in names:
@@ -76,7 +85,12 @@ def evaluate(dataset: str, names: list[str], root: Path, window: int, epochs: in
             detector.fit(split.train[:cut], validation=split.train[cut + gap :])
             results.setdefault(name, {})[split.group] = roc_auc(split.test_labels, detector.score_samples(split.test))
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-            print(f"{dataset} {split.group} {name}: {results[name][split.group]:.3f} ({baseline} {results[baseline][split.group]:.3f})", file=sys.stderr, flush=True)
+            print(
+                f"{dataset} {split.group} {name}: {results[name][split.group]:.3f} ({baseline} "
+                f"{results[baseline][split.group]:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
     return {
         "dataset": dataset,
         "window": window if dataset == "asd" else None,

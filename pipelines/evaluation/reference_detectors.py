@@ -3,6 +3,7 @@
 They see what the detectors see (the same windows, images or text vectors, in the same units) and go through
 the same calibration, so a table compares the models, not their inputs or thresholds.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ flagged steps, where runs fewer than `event_gap` unflagged steps apart are one e
 open while it keeps firing; OrionBench's pipelines pad and merge their anomalies the same way; see
 pipelines/events/grouping.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ from anomalake.pipelines.evaluation import metrics
 from anomalake.pipelines.events.grouping import event_starts, merge_close_runs
 
 TIMESERIES_METRICS = (
-    "overlap_segment_f1", "overlap_segment_precision", "overlap_segment_recall",
-    "pointwise_f1", "pointwise_precision", "pointwise_recall", "roc_auc", "pr_auc",
+    "overlap_segment_f1",
+    "overlap_segment_precision",
+    "overlap_segment_recall",
+    "pointwise_f1",
+    "pointwise_precision",
+    "pointwise_recall",
+    "roc_auc",
+    "pr_auc",
 )
 NAB_METRICS = ("nab_standard", "nab_low_fp", "nab_low_fn")
 NAB_PROFILE_OF = {"nab_standard": "standard", "nab_low_fp": "reward_low_FP_rate", "nab_low_fn": "reward_low_FN_rate"}
@@ -30,7 +37,13 @@ MEDIA_METRICS = ("roc_auc", "pr_auc")
 def record(benchmark: str, detector: str, group: str, metric: str, value: float) -> dict:
     """One results.json record (NaN, a ratio of 0/0, is written as null)."""
     value = float(value)
-    return {"benchmark": benchmark, "detector": detector, "group": group, "metric": metric, "value": None if np.isnan(value) else round(value, 6)}
+    return {
+        "benchmark": benchmark,
+        "detector": detector,
+        "group": group,
+        "metric": metric,
+        "value": None if np.isnan(value) else round(value, 6),
+    }
 
 
 def series_frame(truth: pd.DataFrame, scored: pd.DataFrame, event_gap: int) -> pd.DataFrame:
@@ -46,7 +59,9 @@ def _expected(frame: pd.DataFrame, windows: tuple) -> list:
 
 
 def _counts(frame: pd.DataFrame, windows: tuple) -> metrics.SegmentCounts:
-    return metrics.overlap_segment_counts(_expected(frame, windows), metrics.flags_to_intervals(frame["ts"], frame["event"].to_numpy()))
+    return metrics.overlap_segment_counts(
+        _expected(frame, windows), metrics.flags_to_intervals(frame["ts"], frame["event"].to_numpy())
+    )
 
 
 def _point_counts(frame: pd.DataFrame) -> tuple[int, int, int]:
@@ -74,7 +89,11 @@ def _nab(frames: list[pd.DataFrame], windows: list[tuple], metric: str) -> float
 
 
 def timeseries_records(
-    benchmark: str, detector: str, frames: dict[str, pd.DataFrame], categories: dict[str, str], windows: dict[str, tuple]
+    benchmark: str,
+    detector: str,
+    frames: dict[str, pd.DataFrame],
+    categories: dict[str, str],
+    windows: dict[str, tuple],
 ) -> list[dict]:
     """Records per series, per category and overall: segment counts and point counts are summed before
     F1 (as OrionBench sums tp, fp and fn); ROC-AUC and PR-AUC of a category are the mean over its series."""
@@ -91,9 +110,14 @@ def timeseries_records(
         point = _from_counts(*np.sum([_point_counts(frames[g]) for g in members], axis=0))
         aucs = np.array([_aucs(frames[g]) for g in members])
         values = {
-            "overlap_segment_f1": segment.f1, "overlap_segment_precision": segment.precision, "overlap_segment_recall": segment.recall,
-            "pointwise_f1": point.f1, "pointwise_precision": point.precision, "pointwise_recall": point.recall,
-            "roc_auc": _nanmean(aucs[:, 0]), "pr_auc": _nanmean(aucs[:, 1]),
+            "overlap_segment_f1": segment.f1,
+            "overlap_segment_precision": segment.precision,
+            "overlap_segment_recall": segment.recall,
+            "pointwise_f1": point.f1,
+            "pointwise_precision": point.precision,
+            "pointwise_recall": point.recall,
+            "roc_auc": _nanmean(aucs[:, 0]),
+            "pr_auc": _nanmean(aucs[:, 1]),
         }
         if benchmark == "nab":
             for metric in NAB_METRICS:
@@ -108,7 +132,10 @@ def media_records(benchmark: str, detector: str, frames: dict[str, pd.DataFrame]
     for group, frame in frames.items():
         label = frame["label"].to_numpy().astype(int)
         scored = frame["raw_score"].notna().to_numpy()
-        values = (metrics.roc_auc(label[scored], frame["raw_score"].to_numpy()[scored]), metrics.pr_auc(label[scored], frame["raw_score"].to_numpy()[scored]))
+        values = (
+            metrics.roc_auc(label[scored], frame["raw_score"].to_numpy()[scored]),
+            metrics.pr_auc(label[scored], frame["raw_score"].to_numpy()[scored]),
+        )
         per.append(values)
         out += [record(benchmark, detector, group, m, v) for m, v in zip(MEDIA_METRICS, values)]
     if len(frames) > 1:
@@ -136,14 +163,20 @@ def markdown_table(records: Iterable[dict], groups: Iterable[str] | None = None)
         table = part.pivot_table(index="detector", columns="metric", values="value", aggfunc="first", dropna=False)
         columns = [m for m in (*TIMESERIES_METRICS, *NAB_METRICS) if m in table.columns] or list(table.columns)
         order = sorted(table.index, key=lambda d: (d.startswith("baseline_"), d))
-        lines += [f"\n### {part['benchmark'].iloc[0]}: {group}\n", "| detector | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        lines += [
+            f"\n### {part['benchmark'].iloc[0]}: {group}\n",
+            "| detector | " + " | ".join(columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
         for detector in order:
             cells = ["–" if pd.isna(table.loc[detector, m]) else f"{table.loc[detector, m]:.3f}" for m in columns]
             lines.append(f"| {detector} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, records: list[dict], summary_groups: list[str], notes: Iterable[str] = ()) -> tuple[Path, Path]:
+def write_results(
+    out: Path, records: list[dict], summary_groups: list[str], notes: Iterable[str] = ()
+) -> tuple[Path, Path]:
     """results.json (every record) and results.md (the summary groups' tables, then any notes)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"

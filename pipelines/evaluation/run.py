@@ -1,10 +1,12 @@
-"""`anomalake evaluate`: a public benchmark through the user's windows, train and score jobs, measured against its labels.
+"""`anomalake evaluate`: a public benchmark through the user's windows, train and score jobs, measured against its
+labels.
 
 Each case of the benchmark (pipelines/evaluation/cases.py) is written to a temporary lake as raw partitions,
 windowed, trained on and scored by the same jobs a nightly run uses (local Spark); the scored rows are then
 joined to the labels. Labels serve the metrics only. The baselines (pipelines/evaluation/reference_detectors.py) run on
 the same windows, images or texts, in the same units, and are calibrated the same way.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -19,20 +21,20 @@ from pyspark.sql import functions as F
 
 from anomalake.models.calibration import fit_calibration
 from anomalake.models.scaling import EntityScaling
+from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation import reference_detectors as reference
 from anomalake.pipelines.evaluation import results
 from anomalake.pipelines.evaluation.cases import TIME_SERIES, Case, load_cases
-from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
-from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scaling
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.files import write_raw_partition
+from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import has_data, partition_path
 from anomalake.pipelines.lake.reading import read_partitions
-from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scaling
-from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.ingest.files import write_raw_partition
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.holdout import split_holdout
 from anomalake.pipelines.training.job import run_train
-from anomalake.pipelines.features.job import run_windows
 
 SUMMARY_GROUPS = {"nab": None, "asd": ["asd"], "skab": None, "mnist": ["overall"], "sms": ["ham"]}
 
@@ -78,9 +80,15 @@ def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None =
     if spec.plots:
         _plots(spec, run.frames, run.values, windows)
     print(md_path.read_text())
-    print(f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  ({time.monotonic() - started:.0f}s)")
+    print(
+        f"{len(records)} records -> {json_path}; table -> {md_path}; plots -> {spec.out / 'plots'}  "
+        f"({time.monotonic() - started:.0f}s)"
+    )
     if run.failed:
-        raise JobError(f"{len(run.failed)} of {len(cases)} cases failed ({', '.join(run.failed)}); the others' results are in {spec.out}")
+        raise JobError(
+            f"{len(run.failed)} of {len(cases)} cases failed ({', '.join(run.failed)}); the others' results are in "
+            f"{spec.out}"
+        )
     return records
 
 
@@ -97,7 +105,11 @@ def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: 
     """Each case through the jobs, step i of n printed; a failed case is recorded and the others go on."""
     run = _Run()
     for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  (t+{time.monotonic() - started:.0f}s)", flush=True)
+        print(
+            f"[{i}/{len(cases)}] {spec.benchmark} {case.name}: {len(case.groups)} group(s)  "
+            f"(t+{time.monotonic() - started:.0f}s)",
+            flush=True,
+        )
         try:
             outputs = _run_case(ctx, case, spec)
         except JobError as error:  # one awkward series must not cost the others' results; the run still fails
@@ -130,17 +142,35 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.D
         write_raw_partition(ctx.lake, case.table, day, frame)
     all_days = sorted(case.raw)
     made = run_windows(ctx.with_new_run(), case.table, all_days)
-    print(f"  windows: rows in {made.rows_in:,} = windows {made.windows:,} + context {made.context:,} + quarantined {made.quarantined_total:,} {made.quarantined or ''}", flush=True)
-    score_days = [d for d in case.score_days if has_data(partition_path(ctx.lake.features(case.table.name), dt=d.isoformat()))]
+    print(
+        f"  windows: rows in {made.rows_in:,} = windows {made.windows:,} + context {made.context:,} + quarantined "
+        f"{made.quarantined_total:,} {made.quarantined or ''}",
+        flush=True,
+    )
+    score_days = [
+        d for d in case.score_days if has_data(partition_path(ctx.lake.features(case.table.name), dt=d.isoformat()))
+    ]
     out = {}
     for name in spec.detectors:
         began = time.monotonic()
-        trained = run_train(ctx.with_new_run(), case.table, name, case.train_days[0], case.train_days[-1], verbose=0,
-                            spec=_spec(name, spec.epochs), entities=case.train_entities)
+        trained = run_train(
+            ctx.with_new_run(),
+            case.table,
+            name,
+            case.train_days[0],
+            case.train_days[-1],
+            verbose=0,
+            spec=_spec(name, spec.epochs),
+            entities=case.train_entities,
+        )
         scored = run_score_days(ctx.with_new_run(), case.table, name, score_days)
         out[name] = _read_scores(ctx, case, name, score_days)
-        print(f"  {name}: {trained.rows_train:,} training windows, threshold {trained.threshold:.2f}; {scored.scored:,} scored, "
-              f"{scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}  ({time.monotonic() - began:.0f}s)", flush=True)
+        print(
+            f"  {name}: {trained.rows_train:,} training windows, threshold {trained.threshold:.2f}; {scored.scored:,} "
+            "scored, "
+            f"{scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}  ({time.monotonic() - began:.0f}s)",
+            flush=True,
+        )
     if spec.baselines:
         out.update(_baselines(ctx, case, score_days, spec.detectors[0]))
     return out
@@ -148,7 +178,9 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.D
 
 def _read_scores(ctx: JobContext, case: Case, detector: str, days: list) -> pd.DataFrame:
     columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
-    df = read_partitions(ctx.spark, ctx.lake.scores(case.table.name), days, "scores", case.table.name, detector=detector)
+    df = read_partitions(
+        ctx.spark, ctx.lake.scores(case.table.name), days, "scores", case.table.name, detector=detector
+    )
     return df.select(*columns, "raw_score", "score", "threshold", "is_anomaly").toPandas()
 
 
@@ -183,7 +215,9 @@ def _pandas(df) -> pd.DataFrame:
 def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> dict[str, pd.DataFrame]:
     """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split."""
     spec = load_detector(detector)
-    fit_df, held_df, _ = split_holdout(_features(ctx, case, list(case.train_days), case.train_entities), case.table, spec.holdout_fraction)
+    fit_df, held_df, _ = split_holdout(
+        _features(ctx, case, list(case.train_days), case.train_entities), case.table, spec.holdout_fraction
+    )
     test_df = _features(ctx, case, score_days)
     scaling = _reference_scaling(case, fit_df, test_df)
     fit_part, held_part, test = (_known_rows(_pandas(df), scaling) for df in (fit_df, held_df, test_df))
@@ -198,7 +232,9 @@ def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> 
         out[f"baseline_{name}"] = _calibrated(test, held, scores, spec.calibration_options, case)
     if case.table.kind == "timeseries":
         z = _rolling_z(case)
-        out["baseline_rolling_z"] = _calibrated(test, _at_window_ends(z, held_part), _at_window_ends(z, test), spec.calibration_options, case)
+        out["baseline_rolling_z"] = _calibrated(
+            test, _at_window_ends(z, held_part), _at_window_ends(z, test), spec.calibration_options, case
+        )
     return out
 
 
@@ -220,7 +256,11 @@ def _samples(part: pd.DataFrame, case: Case, scaling: EntityScaling) -> np.ndarr
     """Model inputs of a baseline: time series in each entity's own units (as the detectors see them)."""
     if case.table.kind == "text":
         return part["x"].to_numpy(dtype=object)
-    x = np.stack(part["x"].to_numpy()).astype(np.float64) if len(part) else np.zeros((0, int(np.prod(case.table.sample_shape))))
+    x = (
+        np.stack(part["x"].to_numpy()).astype(np.float64)
+        if len(part)
+        else np.zeros((0, int(np.prod(case.table.sample_shape))))
+    )
     if case.table.kind != "timeseries":
         return x
     shape = case.table.sample_shape
@@ -232,7 +272,12 @@ def _rolling_z(case: Case) -> pd.DataFrame:
     raw = pd.concat(case.raw.values(), ignore_index=True).sort_values(["entity_id", "ts"], kind="stable")
     raw = raw.drop_duplicates(["entity_id", "ts"])  # a duplicate key is quarantined by the windows job
     features = list(case.table.features)
-    raw["z"] = np.concatenate([reference.rolling_z_scores(rows[features], case.table.window.length) for _, rows in raw.groupby("entity_id", sort=False)])
+    raw["z"] = np.concatenate(
+        [
+            reference.rolling_z_scores(rows[features], case.table.window.length)
+            for _, rows in raw.groupby("entity_id", sort=False)
+        ]
+    )
     return raw[["entity_id", "ts", "z"]]
 
 
@@ -241,11 +286,15 @@ def _at_window_ends(z: pd.DataFrame, windows: pd.DataFrame) -> np.ndarray:
     return windows[["entity_id", "ts"]].merge(z, on=["entity_id", "ts"], how="left")["z"].fillna(0.0).to_numpy()
 
 
-def _calibrated(test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case) -> pd.DataFrame:
+def _calibrated(
+    test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case
+) -> pd.DataFrame:
     cal = fit_calibration(held, **calibration)
     columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
     calibrated = cal.transform(scores)
-    return test[columns].assign(raw_score=scores, score=calibrated, threshold=cal.threshold, is_anomaly=calibrated > cal.threshold)
+    return test[columns].assign(
+        raw_score=scores, score=calibrated, threshold=cal.threshold, is_anomaly=calibrated > cal.threshold
+    )
 
 
 def _plots(spec: EvaluateSpec, frames: dict, values: dict, windows: dict) -> None:

@@ -3,6 +3,7 @@
 An event is what a person acts on: the windows that flagged it share data, so flags fewer than one window
 length apart are one event (an alert that stays open while it keeps firing).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,19 @@ def anomaly_events(scores: pd.DataFrame, gap_seconds: float) -> pd.DataFrame:
     for entity, part in flagged.groupby("entity_id", sort=False):
         new_event = part["ts"].diff().dt.total_seconds().fillna(np.inf) > gap_seconds
         for _, event in part.groupby(new_event.cumsum()):
-            rows.append({"entity_id": entity, "first_window": event["ts"].iloc[0], "last_window": event["ts"].iloc[-1],
-                         "peak_score": float(event["score"].max()), "windows": len(event), "peak_index": event["score"].idxmax()})
+            rows.append(
+                {
+                    "entity_id": entity,
+                    "first_window": event["ts"].iloc[0],
+                    "last_window": event["ts"].iloc[-1],
+                    "peak_score": float(event["score"].max()),
+                    "windows": len(event),
+                    "peak_index": event["score"].idxmax(),
+                }
+            )
     columns = ["entity_id", "first_window", "last_window", "peak_score", "windows", "peak_index"]
-    return pd.DataFrame(rows, columns=columns).sort_values("peak_score", ascending=False, kind="stable").reset_index(drop=True)
+    return (
+        pd.DataFrame(rows, columns=columns)
+        .sort_values("peak_score", ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )

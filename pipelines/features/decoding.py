@@ -4,6 +4,7 @@ Pure functions (numpy, pandas, Pillow): pandas UDFs call them row by row or batc
 raises; it yields (None, reason) with a code of IMAGE_REASONS / TEXT_REASONS so the job can quarantine it.
 Only a wrong argument (a bad ImageSpec, max_chars < 1, a missing folder or column) raises ValueError.
 """
+
 from __future__ import annotations
 
 import csv
@@ -108,7 +109,11 @@ def _decode(data: bytes, spec: ImageSpec) -> tuple[np.ndarray | None, str | None
             return None, "image_too_large"
         if im.mode not in _CONVERTIBLE_MODES:
             return None, "wrong_channels"
-        if not spec.convert_channels and im.mode not in _PALETTE_MODES and (1 if im.mode in _GREY_MODES else 3) != spec.channels:
+        if (
+            not spec.convert_channels
+            and im.mode not in _PALETTE_MODES
+            and (1 if im.mode in _GREY_MODES else 3) != spec.channels
+        ):
             return None, "wrong_channels"  # a palette image may be either: its colours decide, so it is converted
         if not spec.resize and (height, width) != (spec.height, spec.width):
             return None, "wrong_size"  # also before decoding: no need to read pixels of a rejected row
@@ -135,8 +140,11 @@ def decode_images(values: Sequence[bytes | None], spec: ImageSpec) -> tuple[np.n
     return out, reasons
 
 
-def normalize_text(text: str | None, max_chars: int, max_record_chars: int = 1_000_000) -> tuple[str | None, str | None]:
-    """(text with Unicode NFC, control characters removed, whitespace runs collapsed to one space, stripped, cut to max_chars, None) or (None, reason)."""
+def normalize_text(
+    text: str | None, max_chars: int, max_record_chars: int = 1_000_000
+) -> tuple[str | None, str | None]:
+    """(text with Unicode NFC, control characters removed, whitespace runs collapsed to one space, stripped, cut to
+    max_chars, None) or (None, reason)."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
     if _missing(text):
@@ -169,7 +177,8 @@ def read_image_folder(src: Path) -> pd.DataFrame:
     """One row per image file under `src` (png, jpg, jpeg, bmp, gif, any case; sorted): image_id, image, label.
 
     image_id is the path relative to src with '/' separators, image the file's raw bytes, label the first
-    sub-folder's name (None for files directly in src). Other files are ignored; order is by image_id. Raises ValueError naming the folder when it does not exist or holds no image file.
+    sub-folder's name (None for files directly in src). Other files are ignored; order is by image_id. Raises
+    ValueError naming the folder when it does not exist or holds no image file.
     """
     src = Path(src)
     if not src.is_dir():

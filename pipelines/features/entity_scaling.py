@@ -1,5 +1,6 @@
 """Per-entity scaling in Spark: fitted on the training windows, applied before the Petastorm feed, and the one
 policy for entities a model never saw (`unseen_entities`), which the score job and `evaluate` both use."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def apply_scaling(features: DataFrame, scaling: EntityScaling, n_features: int) 
         [(e, list(scaling.centers[e]), list(scaling.scales[e])) for e in scaling.centers],
         "entity_id string, center array<double>, scale array<double>",
     )
-    standardized = F.expr(f"transform(x, (v, i) -> cast((v - center[i % {n_features}]) / scale[i % {n_features}] AS float))")
+    standardized = F.expr(
+        f"transform(x, (v, i) -> cast((v - center[i % {n_features}]) / scale[i % {n_features}] AS float))"
+    )
     return features.join(F.broadcast(stats), "entity_id").withColumn("x", standardized).drop("center", "scale")
 
 

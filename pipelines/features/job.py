@@ -1,4 +1,5 @@
 """The windows job: raw partitions (+ lookback) -> features/<table>/dt=D and quarantine/<table>/job=windows."""
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,9 @@ def _outcomes(ctx: JobContext, table: TableConfig, days: list[date], stage: Path
         return raw.where(F.col("dt").isin(*target)), raw.mapInArrow(write, schemas.WINDOWS_TALLY)
     require_raw_days(ctx.lake, table, days)
     raw = reduce(DataFrame.unionByName, [read_media_day(ctx.spark, ctx.lake, table, d) for d in days])
-    return raw, raw.mapInPandas(partial(media_outcomes, table=table), schemas.media_outcomes_schema(table.kind)).withColumn("rows", F.lit(1).cast("long"))
+    return raw, raw.mapInPandas(
+        partial(media_outcomes, table=table), schemas.media_outcomes_schema(table.kind)
+    ).withColumn("rows", F.lit(1).cast("long"))
 
 
 def _rows_by_day(ctx: JobContext, table: TableConfig, raw: DataFrame, days: list[date]) -> dict[str, int]:
@@ -80,12 +83,17 @@ def _rows_by_day(ctx: JobContext, table: TableConfig, raw: DataFrame, days: list
     for r in counts:
         for column, name in configured.items():
             if r["rows"] and r[column] == 0:
-                raise input_error(table.name, f"dt={r['dt']}", name, f"all {r['rows']} values are null (expected values)")
+                raise input_error(
+                    table.name, f"dt={r['dt']}", name, f"all {r['rows']} values are null (expected values)"
+                )
     return {r["dt"]: r["rows"] for r in counts}
 
 
-def _footer_counts(ctx: JobContext, table: TableConfig, days: list[date], configured: dict[str, str]) -> list[dict] | None:
-    """Per day: {"dt", "rows", <column>: values} from the raw files' footers, as the aggregation gives; None if unknown."""
+def _footer_counts(
+    ctx: JobContext, table: TableConfig, days: list[date], configured: dict[str, str]
+) -> list[dict] | None:
+    """Per day: {"dt", "rows", <column>: values} from the raw files' footers, as the aggregation gives; None if
+    unknown."""
     counts = []
     for day in days:
         found = footer_counts(partition_path(ctx.lake.raw(table), dt=day.isoformat()), list(configured.values()))
@@ -114,24 +122,42 @@ def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: P
     out = out.persist()
     try:
         tally = out.groupBy("dt", "outcome", "reason").agg(F.sum("rows").alias("count")).collect()
-        outcomes = {o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)}
+        outcomes = {
+            o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)
+        }
         quarantined: dict[str, int] = {}
         for r in tally:
             if r["outcome"] == windowing.QUARANTINE:
                 add_counts(quarantined, r["reason"], r["count"])
         result = WindowsResult(rows_in, outcomes[windowing.WINDOW], outcomes[windowing.CONTEXT], quarantined)
         result.check(f"table {table.name}", "windows")
-        result.check_quarantine(f"table {table.name}", table.max_quarantine_share, windowing.NOT_A_DATA_PROBLEM, "raw rows")
+        result.check_quarantine(
+            f"table {table.name}", table.max_quarantine_share, windowing.NOT_A_DATA_PROBLEM, "raw rows"
+        )
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
         if stage is not None:
-            check_staged(table, stage, {}, {r["dt"]: r["count"] for r in tally if r["outcome"] == windowing.WINDOW}, "windows")
+            check_staged(
+                table, stage, {}, {r["dt"]: r["count"] for r in tally if r["outcome"] == windowing.WINDOW}, "windows"
+            )
             ctx.commit(ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
         else:
             features = out.where(F.col("outcome") == windowing.WINDOW)
-            ctx.publish(features, schemas.features_schema(table.kind), ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+            ctx.publish(
+                features,
+                schemas.features_schema(table.kind),
+                ctx.lake.features(table.name),
+                {},
+                days,
+                days_with(windowing.WINDOW),
+            )
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
         ctx.publish(
-            quarantine, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": "windows"}, days, days_with(windowing.QUARANTINE)
+            quarantine,
+            schemas.QUARANTINE,
+            ctx.lake.quarantine(table.name),
+            {"job": "windows"},
+            days,
+            days_with(windowing.QUARANTINE),
         )
         for day in days:
             _record_day(ctx, table, day, rows_by_day.get(day.isoformat(), 0), tally)
@@ -154,7 +180,11 @@ def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, ta
         "inputs": [{"table": f"raw_{table.name}", "partition": partition, "rows": rows_in}],
         "outputs": [
             {"table": f"features_{table.name}", "partition": partition, "rows": count(windowing.WINDOW)},
-            {"table": f"quarantine_{table.name}", "partition": f"job=windows/{partition}", "rows": sum(quarantined.values())},
+            {
+                "table": f"quarantine_{table.name}",
+                "partition": f"job=windows/{partition}",
+                "rows": sum(quarantined.values()),
+            },
         ],
     }
     ctx.record(table.name, "windows", day, record)

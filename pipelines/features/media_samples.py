@@ -5,6 +5,7 @@ Spark's binaryFile source), checked against the table's size and channels (decla
 limit are refused before decoding) and scaled to [0, 1], flattened row-major. Texts are normalised and cut
 to `max_chars`. Duplicate ids within a partition keep their first row; the others are quarantined.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -18,12 +19,15 @@ from pyspark.sql import types as T
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import input_error
-from anomalake.pipelines.lake.layout import Lake, partition_path
 from anomalake.pipelines.features import decoding
+from anomalake.pipelines.lake.layout import Lake, partition_path
 from anomalake.pipelines.lake.reading import TIME_TYPES, parquet_rows
 
 SAMPLE, QUARANTINE = "window", "quarantine"  # the windows job's outcome names (as features.windowing)
-KEY_REASONS = {"null_key": "the id is null", "duplicate_key": "another row of the partition has this id (the first is kept)"}
+KEY_REASONS = {
+    "null_key": "the id is null",
+    "duplicate_key": "another row of the partition has this id (the first is kept)",
+}
 
 
 def _check_columns(table: TableConfig, day: date, schema: T.StructType) -> None:
@@ -38,7 +42,9 @@ def _check_columns(table: TableConfig, day: date, schema: T.StructType) -> None:
             raise input_error(table.name, partition, column, f"missing (found columns: {', '.join(fields)})")
         if types and not isinstance(fields[column], types):
             expected = "a timestamp" if types is TIME_TYPES else ("binary" if types is T.BinaryType else "a string")
-            raise input_error(table.name, partition, column, f"expected {expected}, found {fields[column].simpleString()}")
+            raise input_error(
+                table.name, partition, column, f"expected {expected}, found {fields[column].simpleString()}"
+            )
 
 
 def read_media_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
@@ -69,8 +75,14 @@ def _with_value(spark: SparkSession, lake: Lake, table: TableConfig, df: DataFra
     present = [str(v) for v in resolved.values() if v.is_file()]
     if not present:
         return df.withColumn("value", F.lit(None).cast("binary"))
-    files = spark.read.format("binaryFile").load(present).select(F.col("path").alias("uri"), F.col("content").alias("value"))
-    mapping = spark.createDataFrame([(k, v.resolve().as_uri()) for k, v in resolved.items()], "given string, uri string")
+    files = (
+        spark.read.format("binaryFile")
+        .load(present)
+        .select(F.col("path").alias("uri"), F.col("content").alias("value"))
+    )
+    mapping = spark.createDataFrame(
+        [(k, v.resolve().as_uri()) for k, v in resolved.items()], "given string, uri string"
+    )
     files = files.withColumn("uri", F.regexp_replace("uri", "^file:/+", "file:///"))
     joined = df.join(F.broadcast(mapping), df[table.path_column] == mapping["given"], "left")
     return joined.join(files, "uri", "left").drop("given", "uri")
@@ -80,14 +92,20 @@ def media_outcomes(batches: Iterator[pd.DataFrame], table: TableConfig) -> Itera
     """mapInPandas body: decode and validate each row; one outcome row per raw row."""
     details = {**KEY_REASONS, **decoding.IMAGE_REASONS, **decoding.TEXT_REASONS}
     image = table.kind == "image"
-    spec = decoding.ImageSpec(*table.sample_shape, resize=table.resize, convert_channels=table.convert_channels) if image else None
+    spec = (
+        decoding.ImageSpec(*table.sample_shape, resize=table.resize, convert_channels=table.convert_channels)
+        if image
+        else None
+    )
     for rows in batches:
         reasons: list = [None] * len(rows)
         if spec is not None:
             pixels, reasons = decoding.decode_images(rows["value"].tolist(), spec)
             x = [row for row in pixels]
         else:
-            pairs = [decoding.normalize_text(v, table.max_chars, table.max_record_chars) for v in rows["value"].tolist()]
+            pairs = [
+                decoding.normalize_text(v, table.max_chars, table.max_record_chars) for v in rows["value"].tolist()
+            ]
             x, reasons = [p[0] for p in pairs], [p[1] for p in pairs]
         reasons = [
             "null_key" if pd.isna(e) else "duplicate_key" if d else r

@@ -6,6 +6,7 @@ Every raw row of a target day gets exactly one outcome, so rows in = windows + c
 - quarantine: the row or its window cannot be used (see REASONS).
 Rows of lookback days only feed the grid; they were accounted for by their own day's run.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,6 +34,7 @@ REASONS = {
 }
 # Expected at the start of every table, so it does not count towards the quarantine limit.
 NOT_A_DATA_PROBLEM = ("insufficient_history",)
+
 
 def lookback_days(table: TableConfig) -> int:
     """Whole days before a target day whose rows a window (and its gap filling) can reach."""
@@ -106,8 +108,11 @@ def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[s
     return _result(kept, outcome, reason, x)
 
 
-def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], stage: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body over one task's raw rows, sorted by entity: windows -> Parquet files, the rest -> WINDOWS_TALLY rows.
+def write_windows_arrow(
+    batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], stage: str
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over one task's raw rows, sorted by entity: windows -> Parquet files, the rest -> WINDOWS_TALLY
+    rows.
 
     Each entity's rows (target and lookback days) are cut as `_cut` does; its windows go straight to this task's
     file of their day under `stage` (written by pyarrow, so the window arrays never pass through the JVM), and
@@ -115,7 +120,9 @@ def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, t
     """
     counts: dict[tuple[str, str], int] = {}
     # Dictionaries and min/max statistics of window floats cost time and help no reader.
-    with TaskFiles(Path(stage), FEATURE_FILE, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]) as files:
+    with TaskFiles(
+        Path(stage), FEATURE_FILE, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]
+    ) as files:
         for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
             kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
             _add_windows(files, kept[has_window], flat)
@@ -128,7 +135,9 @@ def write_windows_arrow(batches: Iterator[pa.RecordBatch], table: TableConfig, t
     if counts:
         (days, kinds), n = zip(*counts.keys()), list(counts.values())
         keys = pd.DataFrame({"entity_id": [None] * len(n), "ts": pd.NaT, "dt": list(days)})
-        yield _tally(keys, np.array(kinds, dtype=object), np.full(len(n), None, dtype=object), np.array(n, dtype=np.int64))
+        yield _tally(
+            keys, np.array(kinds, dtype=object), np.full(len(n), None, dtype=object), np.array(n, dtype=np.int64)
+        )
 
 
 def _entities(batches: Iterator[pa.RecordBatch], columns: list[str]) -> Iterator[pd.DataFrame]:
@@ -141,17 +150,23 @@ def _entities(batches: Iterator[pa.RecordBatch], columns: list[str]) -> Iterator
         starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1, len(rows)]
         for start, end in zip(starts[:-2], starts[1:-1]):
             yield rows.iloc[start:end].reset_index(drop=True)
-        carry = rows.iloc[starts[-2]:].reset_index(drop=True)  # the last entity may go on in the next batch
+        carry = rows.iloc[starts[-2] :].reset_index(drop=True)  # the last entity may go on in the next batch
     if carry is not None and len(carry):
         yield carry
 
 
-def _tally(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, counts: np.ndarray | None = None) -> pa.RecordBatch:
+def _tally(
+    rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, counts: np.ndarray | None = None
+) -> pa.RecordBatch:
     """WINDOWS_TALLY rows: keys, outcome, reason and its text, day, and how many raw rows each stands for."""
     details = [REASONS.get(r) if r else None for r in reason]
     columns = [
-        pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(pd.to_datetime(rows["ts"], utc=True)), pa.array(outcome, pa.string()),
-        pa.array(reason, pa.string()), pa.array(details, pa.string()), pa.array(rows["dt"].to_numpy(dtype=object), pa.string()),
+        pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()),
+        _timestamps(pd.to_datetime(rows["ts"], utc=True)),
+        pa.array(outcome, pa.string()),
+        pa.array(reason, pa.string()),
+        pa.array(details, pa.string()),
+        pa.array(rows["dt"].to_numpy(dtype=object), pa.string()),
         pa.array(np.ones(len(rows), dtype=np.int64) if counts is None else counts, pa.int64()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=WINDOWS_TALLY_ARROW)
@@ -170,12 +185,19 @@ def _feature_rows(rows: pd.DataFrame, flat: np.ndarray) -> pa.Table:
     size = flat.shape[1]
     offsets = pa.array(np.arange(0, (len(rows) + 1) * size, size, dtype=np.int32))
     x = pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), pa.float32()), type=FEATURE_FILE.field("x").type)
-    return pa.Table.from_arrays([pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x], schema=FEATURE_FILE)
+    return pa.Table.from_arrays(
+        [pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x],
+        schema=FEATURE_FILE,
+    )
 
 
 def _timestamps(ts: pd.Series) -> pa.Array:
     """Timestamps (UTC, ns in pandas) as Arrow microseconds, without a Python object per value."""
-    nanoseconds = ts.to_numpy(dtype="datetime64[ns]") if ts.dt.tz is None else ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    nanoseconds = (
+        ts.to_numpy(dtype="datetime64[ns]")
+        if ts.dt.tz is None
+        else ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    )
     return pa.array(nanoseconds.astype("datetime64[us]"), pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
 
 

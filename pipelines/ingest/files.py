@@ -4,6 +4,7 @@ They write what an upstream pipeline would: raw/<table>/dt=D/part-00000.parquet 
 its image (bytes) or text column and a `label` column (the sub-folder name of an image, the label column of
 a text file), so the windows job reads imported tables like any other.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -39,7 +40,10 @@ def import_images(lake: Lake, table: TableConfig, src: Path, day: date) -> int:
     """Every image file under `src` (label = its sub-folder) into raw/<table>/dt=D; the row count."""
     _require_kind(table, "image")
     if table.path_column:
-        raise JobError(f"table {table.name} reads images by path ({table.path_column}); import writes image bytes: configure image.column")
+        raise JobError(
+            f"table {table.name} reads images by path ({table.path_column}); import writes image bytes: configure "
+            "image.column"
+        )
     try:
         frame = read_image_folder(Path(src))
     except ValueError as error:
@@ -50,7 +54,13 @@ def import_images(lake: Lake, table: TableConfig, src: Path, day: date) -> int:
 
 
 def import_text(
-    lake: Lake, table: TableConfig, src: Path, day: date, text_column: str, label_column: str | None, id_column: str | None
+    lake: Lake,
+    table: TableConfig,
+    src: Path,
+    day: date,
+    text_column: str,
+    label_column: str | None,
+    id_column: str | None,
 ) -> int:
     """The rows of a CSV or TSV file into raw/<table>/dt=D (id, text, label); the row count."""
     _require_kind(table, "text")

@@ -5,6 +5,7 @@ follows cpu, memory drifts slowly. Anomalies of five kinds are injected at rando
 spike, level_shift, variance_burst, broken_seasonality (the daily cycle stops), decoupling (cpu stops
 following requests). Rows are written per day with pyarrow, so the same seed gives the same bytes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def _anomaly_plan(rng: np.random.Generator, n_steps: int, rate: float, days: int
         kind = str(rng.choice(ANOMALY_KINDS))
         length = int(rng.integers(*_DURATION_STEPS[kind], endpoint=True))
         start = int(rng.integers(72, n_steps - length))
-        if all(start + length + 144 < s or s + l + 144 < start for _, s, l in plan):
+        if all(start + length + 144 < s or s + span + 144 < start for _, s, span in plan):
             plan.append((kind, start, length))
     return sorted(plan, key=lambda item: item[1])
 

@@ -1,4 +1,5 @@
 """The `anomalake` console script: one sub-command per job."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,8 @@ from datetime import date
 
 from anomalake.models.artifacts import ArtifactError
 from anomalake.pipelines.config import ConfigError, check_name, load_table, load_tables
-from anomalake.pipelines.evaluation.datasets import DatasetError
 from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.evaluation.datasets import DatasetError
 from anomalake.pipelines.settings import Settings, load_settings
 
 
@@ -44,7 +45,8 @@ EXAMPLES = {
     "promote": "anomalake promote --detector dense_autoencoder --table telemetry --version v20260303T010000000000Z",
     "check": "anomalake check --table telemetry --date 2026-03-03",
     "score": "anomalake score --detector dense_autoencoder --table telemetry --date 2026-03-03",
-    "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly ORDER BY score DESC LIMIT 10"',
+    "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly '
+    'ORDER BY score DESC LIMIT 10"',
     "catalog": "anomalake catalog --table telemetry",
     "detectors": "anomalake detectors",
     "demo": "anomalake demo --kind image --normal-class 3",
@@ -84,14 +86,22 @@ def _name(what: str):
 
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A sub-command whose --help ends with an example."""
-    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="anomalake", description="Deep-learning anomaly detection over a Parquet lake.",
-                    epilog="example:\n  anomalake demo\n\nexit codes: 0 ok, 1 the job failed, 2 a usage error",
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="anomalake",
+        description="Deep-learning anomaly detection over a Parquet lake.",
+        epilog="example:\n  anomalake demo\n\nexit codes: 0 ok, 1 the job failed, 2 a usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"anomalake {_version()}")
     parser.add_argument("--lake", help="the lake folder (default: $ANOMALAKE_LAKE, else ./lake)")
     parser.add_argument("--master", help="the Spark master (default: $ANOMALAKE_MASTER, else local[*])")
@@ -114,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--start", type=_date, required=True)
     train.add_argument("--end", type=_date, required=True)
     train.add_argument("--candidate", action="store_true", help="do not move CURRENT; print the version for `promote`")
-    train.add_argument("--workers", type=int, help="Spark tasks that train data-parallel on a cluster (default: ANOMALAKE_TRAIN_WORKERS, else 1)")
+    train.add_argument(
+        "--workers",
+        type=int,
+        help="Spark tasks that train data-parallel on a cluster (default: ANOMALAKE_TRAIN_WORKERS, else 1)",
+    )
 
     promote = _command(sub, "promote", "quality-gate a candidate model and move CURRENT to it if it passes")
     promote.add_argument("--detector", required=True, type=_name("detector"))
@@ -124,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = _command(sub, "check", "check a day's run records: row accounting, error rate, anomaly-rate jump")
     check.add_argument("--table", required=True, type=_name("table"))
     check.add_argument("--date", type=_date, required=True)
-    check.add_argument("--detector", action="append", type=_name("detector"), help="default: every detector of the table's config")
+    check.add_argument(
+        "--detector", action="append", type=_name("detector"), help="default: every detector of the table's config"
+    )
 
     score = _command(sub, "score", "score features/<table>/dt=D -> scores/<table>/detector=<name>/dt=D")
     score.add_argument("--detector", required=True, type=_name("detector"))
@@ -137,37 +153,61 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000)
 
-    catalog = _command(sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)")
-    catalog.add_argument("--table", action="append", type=_name("table"), help="default: every table of the catalog file")
+    catalog = _command(
+        sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)"
+    )
+    catalog.add_argument(
+        "--table", action="append", type=_name("table"), help="default: every table of the catalog file"
+    )
 
     _command(sub, "detectors", "list the detector families, their input kinds, and the configured detectors")
 
     demo = _command(sub, "demo", "window, train, score and report on a labelled set (synthetic telemetry, MNIST, SMS)")
     demo.add_argument("--kind", choices=("timeseries", "image", "text"), default="timeseries")
-    demo.add_argument("--table", default=None, type=_name("table"), help="the catalog entry the demo fills (default telemetry, digits or messages)")
+    demo.add_argument(
+        "--table",
+        default=None,
+        type=_name("table"),
+        help="the catalog entry the demo fills (default telemetry, digits or messages)",
+    )
     demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
 
-    ev = _command(sub, "evaluate", "run a public benchmark through windows/train/score and measure it against its labels, beside baselines")
+    ev = _command(
+        sub,
+        "evaluate",
+        "run a public benchmark through windows/train/score and measure it against its labels, beside baselines",
+    )
     ev.add_argument("--benchmark", required=True, choices=("nab", "asd", "skab", "mnist", "sms"))
     ev.add_argument("--data", help="a folder in the benchmark's format (default: <ANOMALAKE_DATASETS>/<its folder>)")
     ev.add_argument("--detector", required=True, help="NAME[,NAME...] from `anomalake detectors`, or default")
     ev.add_argument("--out", help="where results.json, results.md and plots/ go (default: evaluation/<benchmark>)")
-    ev.add_argument("--groups", help="only these NAB categories or series, ASD entities, SKAB folders or runs, digits (comma-separated)")
+    ev.add_argument(
+        "--groups",
+        help="only these NAB categories or series, ASD entities, SKAB folders or runs, digits (comma-separated)",
+    )
     ev.add_argument("--epochs", type=int, help="cut every detector's training to this many epochs (quick checks)")
-    ev.add_argument("--no-baselines", action="store_true", help="skip the IsolationForest, PCA and rolling z-score baselines")
+    ev.add_argument(
+        "--no-baselines", action="store_true", help="skip the IsolationForest, PCA and rolling z-score baselines"
+    )
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ev.add_argument("--keep-lake", action="store_true", help="keep the temporary lake (its path is printed)")
 
     imp = _command(sub, "import", "a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
     imp.add_argument("what", choices=("images", "text"))
-    imp.add_argument("--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header")
+    imp.add_argument(
+        "--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header"
+    )
     imp.add_argument("--table", required=True, type=_name("table"))
     imp.add_argument("--date", type=_date, default=date.today(), help="the raw partition to write (default today)")
     imp.add_argument("--text-column", help="text: the column holding the text")
     imp.add_argument("--label-column", help="text: an optional label column")
     imp.add_argument("--id-column", help="text: an optional id column (default: the row number)")
 
-    report = _command(sub, "report", "one self-contained HTML page about a scored partition: health, top anomalies with plots, score distribution")
+    report = _command(
+        sub,
+        "report",
+        "one self-contained HTML page about a scored partition: health, top anomalies with plots, score distribution",
+    )
     report.add_argument("--table", required=True, type=_name("table"))
     report.add_argument("--date", type=_date, required=True)
     report.add_argument("--detector", type=_name("detector"), help="default: the table's first detector")
@@ -197,9 +237,13 @@ def _session(settings: Settings, args: argparse.Namespace, extra: dict[str, str]
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 
-    counts = write_generated(settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed))
+    counts = write_generated(
+        settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed)
+    )
     rows = sum(v for k, v in counts.items() if k != "labels")
-    print(f"raw/{args.table}: {rows:,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies")
+    print(
+        f"raw/{args.table}: {rows:,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies"
+    )
 
 
 def _windows(settings: Settings, args: argparse.Namespace) -> None:
@@ -207,7 +251,10 @@ def _windows(settings: Settings, args: argparse.Namespace) -> None:
 
     table = load_table(settings.tables_file, args.table)
     r = run_windows(_session(settings, args), table, _days(args))
-    print(f"features/{table.name}: rows in {r.rows_in:,} = windows {r.windows:,} + context {r.context:,} + quarantined {r.quarantined_total:,} {r.quarantined}")
+    print(
+        f"features/{table.name}: rows in {r.rows_in:,} = windows {r.windows:,} + context {r.context:,} + quarantined "
+        f"{r.quarantined_total:,} {r.quarantined}"
+    )
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> None:
@@ -218,9 +265,14 @@ def _train(settings: Settings, args: argparse.Namespace) -> None:
     workers = settings.train_workers if args.workers is None else args.workers
     # A barrier task forms a TensorFlow cluster once per process: each one gets a fresh Python worker.
     ctx = _session(settings, args, {"spark.python.worker.reuse": "false"} if workers > 1 else None)
-    r = run_train(ctx, table, args.detector, args.start, args.end, verbose=verbose, promote=not args.candidate, workers=workers)
+    r = run_train(
+        ctx, table, args.detector, args.start, args.end, verbose=verbose, promote=not args.candidate, workers=workers
+    )
     pointer = "candidate, CURRENT unchanged" if args.candidate else f"CURRENT -> {r.version}"
-    print(f"models/{args.detector}/{table.name}/{r.version}: {r.rows_train:,} training windows, {r.rows_holdout:,} held out, threshold {r.threshold:.3f}; {pointer}")
+    print(
+        f"models/{args.detector}/{table.name}/{r.version}: {r.rows_train:,} training windows, {r.rows_holdout:,} held "
+        f"out, threshold {r.threshold:.3f}; {pointer}"
+    )
     print(f"candidate version: {r.version}")  # what an orchestrator passes to `promote`
 
 
@@ -242,7 +294,10 @@ def _score(settings: Settings, args: argparse.Namespace) -> None:
     days = _days(args)
     r = run_score_days(_session(settings, args).with_new_run(), table, args.detector, days, args.model_version)
     where = f"dt={days[0]}" + (f"..{days[-1]} ({len(days)} days, one job)" if len(days) > 1 else "")
-    print(f"scores/{table.name}/detector={args.detector}/{where}: {r.rows_in:,} windows in, {r.scored:,} scored, {r.anomalies:,} anomalies, quarantined {r.quarantined or 0}")
+    print(
+        f"scores/{table.name}/detector={args.detector}/{where}: {r.rows_in:,} windows in, {r.scored:,} scored, "
+        f"{r.anomalies:,} anomalies, quarantined {r.quarantined or 0}"
+    )
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> None:
@@ -268,8 +323,8 @@ def _catalog(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> None:
-    from anomalake.pipelines.lake.layout import Lake
     from anomalake.pipelines.lake.checks import run_check
+    from anomalake.pipelines.lake.layout import Lake
 
     table = load_table(settings.tables_file, args.table)
     result = run_check(Lake(settings.lake_path), table, args.detector or list(table.detectors), args.date)
@@ -296,8 +351,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> None:
-    from anomalake.pipelines.lake.layout import Lake
     from anomalake.pipelines.ingest.files import import_images, import_text
+    from anomalake.pipelines.lake.layout import Lake
 
     table, lake = load_table(settings.tables_file, args.table), Lake(settings.lake_path)
     if args.what == "images":
@@ -327,7 +382,9 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> None:
         problems += not check.ok
         print(f"{'ok     ' if check.ok else 'MISSING'} {check.name:<11} {check.detail}")
     if problems:
-        raise JobError(f"{problems} check(s) failed; fix the MISSING lines above (`make install` sets up the Python side)")
+        raise JobError(
+            f"{problems} check(s) failed; fix the MISSING lines above (`make install` sets up the Python side)"
+        )
 
 
 BENCHMARK_FOLDERS = {"nab": "nab", "asd": "asd", "skab": "skab", "mnist": "mnist_mlxtend5k", "sms": "sms_spam"}
@@ -348,12 +405,20 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     if not data.is_dir():
         raise DatasetError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
     groups = tuple(g.strip() for g in (args.groups or "").split(",") if g.strip())
-    cases = load_cases(args.benchmark, data, list(groups) or None)  # a folder in the wrong format fails here, before Spark
+    cases = load_cases(
+        args.benchmark, data, list(groups) or None
+    )  # a folder in the wrong format fails here, before Spark
     lake, cleanup = temporary_lake(args.keep_lake)
     spec = EvaluateSpec(
-        args.benchmark, data, detectors, Path(args.out or f"evaluation/{args.benchmark}"),
-        groups, args.epochs,
-        not args.no_baselines, not args.no_plots, args.keep_lake,
+        args.benchmark,
+        data,
+        detectors,
+        Path(args.out or f"evaluation/{args.benchmark}"),
+        groups,
+        args.epochs,
+        not args.no_baselines,
+        not args.no_plots,
+        args.keep_lake,
     )
     print(f"anomalake evaluate: {args.benchmark} from {data}; detectors {', '.join(detectors)}; temporary lake {lake}")
     try:
@@ -363,8 +428,8 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _detectors(settings: Settings, args: argparse.Namespace) -> None:
-    from anomalake.pipelines.config import configured_detectors
     from anomalake.models.registry import discover
+    from anomalake.pipelines.config import configured_detectors
 
     families = discover()
     print(f"{'family':<20} {'input kinds':<20} description")
@@ -393,7 +458,10 @@ COMMANDS = {
 }
 
 
-USAGE_ERRORS = (ConfigError, DatasetError)  # what was asked for does not exist or is not in its format: exit 2, like a bad option
+USAGE_ERRORS = (
+    ConfigError,
+    DatasetError,
+)  # what was asked for does not exist or is not in its format: exit 2, like a bad option
 NEXT_STEP = {
     ConfigError: "`anomalake detectors` lists the detectors; the table catalog is $ANOMALAKE_TABLES",
     DatasetError: "point --data at a folder in the benchmark's layout (see the README)",

@@ -1,4 +1,5 @@
 """`anomalake doctor`: is everything a job needs here? Java, Spark, TensorFlow, Petastorm, the lake folder."""
+
 from __future__ import annotations
 
 import importlib
@@ -24,12 +25,20 @@ class Check:
 def _java() -> Check:
     java = shutil.which("java")
     if not java:
-        return Check("java", False, "no `java` on PATH: Spark needs Java 17 or 21 (Debian: apt-get install openjdk-17-jre-headless)")
+        return Check(
+            "java",
+            False,
+            "no `java` on PATH: Spark needs Java 17 or 21 (Debian: apt-get install openjdk-17-jre-headless)",
+        )
     result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     found = re.search(r'version "([^"]+)"', result.stderr + result.stdout)
     version = found.group(1) if found else "unknown"
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-    return Check("java", major in (17, 21), f"{java}: {version}" + ("" if major in (17, 21) else " (Spark 4 needs Java 17 or 21)"))
+    return Check(
+        "java",
+        major in (17, 21),
+        f"{java}: {version}" + ("" if major in (17, 21) else " (Spark 4 needs Java 17 or 21)"),
+    )
 
 
 def _module(name: str, label: str, fix: str) -> Check:
@@ -46,10 +55,14 @@ def _lake(settings: Settings) -> Check:
         return Check("lake", False, f"{lake} exists and is not a folder; point --lake or ANOMALAKE_LAKE at a folder")
     parent = lake if lake.exists() else lake.parent
     if not os.access(parent, os.W_OK):
-        return Check("lake", False, f"{parent} is not writable; point --lake or ANOMALAKE_LAKE at a folder you can write")
+        return Check(
+            "lake", False, f"{parent} is not writable; point --lake or ANOMALAKE_LAKE at a folder you can write"
+        )
     tables = sorted(p.name for p in (lake / "raw").iterdir()) if (lake / "raw").is_dir() else []
     state = f"raw tables: {', '.join(tables)}" if tables else "empty (run `anomalake demo` to fill it)"
-    return Check("lake", True, f"{lake}: {state}" if lake.exists() else f"{lake}: not created yet (the first job creates it)")
+    return Check(
+        "lake", True, f"{lake}: {state}" if lake.exists() else f"{lake}: not created yet (the first job creates it)"
+    )
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -8,6 +8,7 @@ jobs themselves keep to session views (`anomalake sql`) and only this step opens
 a table is not registered yet (a marker file per table says so), so a nightly run does not contend with an
 analyst's open spark-sql session.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

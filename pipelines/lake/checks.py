@@ -1,4 +1,5 @@
 """The nightly check: read a day's run records and refuse a night whose accounting or anomaly rate is off."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,9 +1,10 @@
 """What every job receives: settings, the Spark session, the lake and a run id."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 
 from pyspark.sql import SparkSession
 
@@ -27,8 +28,11 @@ class JobContext:
         return Lake(self.settings.lake_path)
 
     def publish(self, df, schema, root, keys: dict[str, str], days, written: set[str]) -> None:
-        """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see anomalake.pipelines.lake.publishing)."""
-        publish_partitions(df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
+        """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see
+        anomalake.pipelines.lake.publishing)."""
+        publish_partitions(
+            df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at
+        )
 
     def stage(self, root, keys: dict[str, str]):
         """This run's staging folder for root/<keys>, for tasks that write their own files (after recovery)."""

@@ -1,4 +1,5 @@
 """Where the lake's tables live: one folder per table, one sub-folder per partition key, and their SQL names."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

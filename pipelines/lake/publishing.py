@@ -15,6 +15,7 @@ after it leaves every day old or new, each complete; the next run finishes the s
 forward). Where the file system cannot exchange two paths (not Linux, or not a local disk), the swap is two
 renames and a crash between them leaves that day missing until the next run rolls it forward.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -121,7 +122,9 @@ def _owner_alive(stage: Path) -> bool:
     return False
 
 
-def commit_staged(root: Path, keys: dict[str, str], days: Iterable[str], written: set[str], run_id: str, crash_at: str = "") -> None:
+def commit_staged(
+    root: Path, keys: dict[str, str], days: Iterable[str], written: set[str], run_id: str, crash_at: str = ""
+) -> None:
     """Publish what this run staged: `written` days replace the live ones, the other `days` are removed."""
     stage = staging_root(root, keys) / run_id
     stage.mkdir(parents=True, exist_ok=True)

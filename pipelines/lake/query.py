@@ -1,4 +1,5 @@
 """Spark SQL over the lake's tables: session views under stable names (raw_/features_/scores_/... and `runs`)."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -7,8 +8,8 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
-from anomalake.pipelines.lake.layout import Lake, table_locations
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import Lake, table_locations
 from anomalake.pipelines.lake.runs import read_runs
 
 FORMATS = ("table", "csv", "json")

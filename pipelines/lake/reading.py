@@ -1,4 +1,5 @@
 """Reading the lake: raw partitions checked against their table config, footers, any table's dt partitions."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,9 @@ def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
             rows += pq.read_metadata(path).num_rows
         except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) for a bad footer
             problem = str(error).splitlines()[0][:160]
-            raise input_error(table.name, f"dt={day.isoformat()}", None, f"file {path.name} is not readable Parquet ({problem})") from None
+            raise input_error(
+                table.name, f"dt={day.isoformat()}", None, f"file {path.name} is not readable Parquet ({problem})"
+            ) from None
     return rows
 
 
@@ -80,13 +83,17 @@ def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> Non
     expected = [(table.entity, None), (table.time, TIME_TYPES)] + [(f, NUMERIC_TYPES) for f in table.features]
     extra = sorted(set(fields) - {column for column, _ in expected})
     if extra:
-        LOG.warning("table %s, partition %s: columns not in the config are ignored: %s", table.name, partition, ", ".join(extra))
+        LOG.warning(
+            "table %s, partition %s: columns not in the config are ignored: %s", table.name, partition, ", ".join(extra)
+        )
     for column, types in expected:
         if column not in fields:
             raise input_error(table.name, partition, column, f"missing (found columns: {', '.join(fields)})")
         if types and not isinstance(fields[column], types):
             wanted = "a timestamp" if types is TIME_TYPES else "a numeric type"
-            raise input_error(table.name, partition, column, f"expected {wanted}, found {fields[column].simpleString()}")
+            raise input_error(
+                table.name, partition, column, f"expected {wanted}, found {fields[column].simpleString()}"
+            )
 
 
 def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
@@ -97,7 +104,9 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
         schema = footer_schema(folder)
         df = (spark.read.schema(schema) if schema is not None else spark.read).parquet(str(folder))
     except AnalysisException as error:
-        raise input_error(table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}") from None
+        raise input_error(
+            table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}"
+        ) from None
     check_raw_schema(table, day, df.schema)
     return df.select(
         F.col(table.entity).cast("string").alias("entity_id"),
@@ -114,10 +123,14 @@ def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> No
         if not has_data(folder):
             raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
         if parquet_rows(table, day, folder) == 0:
-            raise input_error(table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)")
+            raise input_error(
+                table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)"
+            )
 
 
-def read_partitions(spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str) -> DataFrame:
+def read_partitions(
+    spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str
+) -> DataFrame:
     """Read the dt partitions of one table (under optional fixed keys); each must exist."""
     paths = []
     for day in days:

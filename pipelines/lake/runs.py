@@ -4,6 +4,7 @@ A record says what a run read and wrote: run id, job, table, day, inputs and out
 quarantined rows by reason, model version, code version and timings. A record whose rows do not balance
 (rows_in = rows_out + context + quarantined) is refused, so a job that lost rows fails instead of reporting.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,8 @@ from anomalake.pipelines.lake.accounting import RowAccount
 from anomalake.pipelines.lake.schemas import RUNS
 
 RUNS_DIR = "_runs"
+
+
 def code_version() -> str:
     """The installed anomalake version (what ran)."""
     try:
@@ -38,14 +41,28 @@ def check_balance(table: str, job: str, day: date, record: dict[str, Any]) -> No
         RowAccount.from_record(record).check(f"table {table}, partition dt={day.isoformat()}", job)
 
 
-def write_run_record(lake: Path, table: str, job: str, day: date, record: dict[str, Any], started_at: datetime | None = None) -> Path:
+def write_run_record(
+    lake: Path, table: str, job: str, day: date, record: dict[str, Any], started_at: datetime | None = None
+) -> Path:
     """Check the accounting, then write <run_id>.json atomically (temp file, fsync, rename) and return its path."""
     check_balance(table, job, day, record)
     folder = run_record_dir(lake, table, job, day)
     folder.mkdir(parents=True, exist_ok=True)
     finished = datetime.now(timezone.utc)
-    timing = {"started_at": started_at.isoformat(), "seconds": round((finished - started_at).total_seconds(), 3)} if started_at else {}
-    payload = {"table": table, "job": job, "dt": day.isoformat(), "finished_at": finished.isoformat(), "code_version": code_version(), **timing, **record}
+    timing = (
+        {"started_at": started_at.isoformat(), "seconds": round((finished - started_at).total_seconds(), 3)}
+        if started_at
+        else {}
+    )
+    payload = {
+        "table": table,
+        "job": job,
+        "dt": day.isoformat(),
+        "finished_at": finished.isoformat(),
+        "code_version": code_version(),
+        **timing,
+        **record,
+    }
     return write_text_atomically(folder / f"{record['run_id']}.json", json.dumps(payload, sort_keys=True, default=str))
 
 
@@ -60,4 +77,6 @@ def read_runs(spark: SparkSession, lake: Path) -> DataFrame | None:
     root = lake / RUNS_DIR
     if not root.is_dir() or not any(root.rglob("*.json")):
         return None
-    return spark.read.schema(RUNS).option("recursiveFileLookup", "true").option("pathGlobFilter", "*.json").json(str(root))
+    return (
+        spark.read.schema(RUNS).option("recursiveFileLookup", "true").option("pathGlobFilter", "*.json").json(str(root))
+    )

@@ -5,6 +5,7 @@ scores, quarantine and the run records. Task outputs (what mapInArrow functions 
 themselves): the windows job's tally and feature files, the score function's results and tally, the media
 outcomes. Composite schemas are built from named fields, never by slicing another schema by position.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -26,7 +27,9 @@ FEATURES = T.StructType(
         T.StructField("dt", T.StringType(), False),
     ]
 )
-FEATURES_TEXT = T.StructType([T.StructField("x", T.StringType(), False) if f.name == "x" else f for f in FEATURES.fields])
+FEATURES_TEXT = T.StructType(
+    [T.StructField("x", T.StringType(), False) if f.name == "x" else f for f in FEATURES.fields]
+)
 
 
 def features_schema(kind: str) -> T.StructType:
@@ -46,7 +49,9 @@ QUARANTINE = T.StructType(
     ]
 )
 
-REGION = T.StructType(_fields(*((n, T.IntegerType()) for n in ("row0", "col0", "row1", "col1")), ("share", T.DoubleType())))
+REGION = T.StructType(
+    _fields(*((n, T.IntegerType()) for n in ("row0", "col0", "row1", "col1")), ("share", T.DoubleType()))
+)
 TOKEN = T.StructType(_fields(("token", T.StringType()), ("position", T.IntegerType()), ("surprise", T.DoubleType())))
 # The explanation columns of a scored sample, per table kind, as the scores table holds them.
 EXPLANATIONS = {
@@ -60,9 +65,16 @@ EXPLANATIONS = {
     "text": _fields(("top_tokens", T.ArrayType(TOKEN))),
 }
 SCORE_KEYS = _fields(("entity_id", T.StringType()), ("ts", T.TimestampType()), nullable=False)
-SCORE_VALUES = _fields(("raw_score", T.DoubleType()), ("score", T.DoubleType()), ("threshold", T.DoubleType()),
-                       ("is_anomaly", T.BooleanType()), nullable=False)
-SCORE_PROVENANCE = _fields(("model_version", T.StringType()), ("run_id", T.StringType()), ("scored_at", T.TimestampType()), nullable=False)
+SCORE_VALUES = _fields(
+    ("raw_score", T.DoubleType()),
+    ("score", T.DoubleType()),
+    ("threshold", T.DoubleType()),
+    ("is_anomaly", T.BooleanType()),
+    nullable=False,
+)
+SCORE_PROVENANCE = _fields(
+    ("model_version", T.StringType()), ("run_id", T.StringType()), ("scored_at", T.TimestampType()), nullable=False
+)
 SCORE_PARTITIONS = _fields(("detector", T.StringType()), ("dt", T.StringType()), nullable=False)
 
 
@@ -82,11 +94,22 @@ def score_file_schema(kind: str) -> pa.Schema:
 COUNT = T.StructType(_fields(("table", T.StringType()), ("partition", T.StringType()), ("rows", T.LongType())))
 RUNS = T.StructType(
     _fields(
-        ("run_id", T.StringType()), ("job", T.StringType()), ("table", T.StringType()), ("dt", T.StringType()),
-        ("rows_in", T.LongType()), ("rows_out", T.LongType()), ("context", T.LongType()), ("anomalies", T.LongType()),
-        ("quarantined", T.MapType(T.StringType(), T.LongType())), ("inputs", T.ArrayType(COUNT)),
-        ("outputs", T.ArrayType(COUNT)), ("detector", T.StringType()), ("model_version", T.StringType()),
-        ("code_version", T.StringType()), ("started_at", T.StringType()), ("finished_at", T.StringType()),
+        ("run_id", T.StringType()),
+        ("job", T.StringType()),
+        ("table", T.StringType()),
+        ("dt", T.StringType()),
+        ("rows_in", T.LongType()),
+        ("rows_out", T.LongType()),
+        ("context", T.LongType()),
+        ("anomalies", T.LongType()),
+        ("quarantined", T.MapType(T.StringType(), T.LongType())),
+        ("inputs", T.ArrayType(COUNT)),
+        ("outputs", T.ArrayType(COUNT)),
+        ("detector", T.StringType()),
+        ("model_version", T.StringType()),
+        ("code_version", T.StringType()),
+        ("started_at", T.StringType()),
+        ("finished_at", T.StringType()),
         ("seconds", T.DoubleType()),
     )
 )
@@ -119,22 +142,41 @@ FEATURE_FILE = pa.schema(
 def media_outcomes_schema(kind: str) -> T.StructType:
     """One outcome row per raw image or text row: entity_id, ts, x (floats or a string), dt, outcome, reason, detail."""
     x_type = T.StringType() if kind == "text" else WINDOW_X
-    return T.StructType(_fields(("entity_id", T.StringType()), ("ts", T.TimestampType()), ("x", x_type), ("dt", T.StringType()),
-                                ("outcome", T.StringType()), ("reason", T.StringType()), ("detail", T.StringType())))
+    return T.StructType(
+        _fields(
+            ("entity_id", T.StringType()),
+            ("ts", T.TimestampType()),
+            ("x", x_type),
+            ("dt", T.StringType()),
+            ("outcome", T.StringType()),
+            ("reason", T.StringType()),
+            ("detail", T.StringType()),
+        )
+    )
 
 
 # --- The score function ----------------------------------------------------------------------------------------
 # What scoring one batch gives per row, before the task writes it: the scores, the kind's explanation (windows
 # carry their top steps as offsets from the window's end until the row is written) and an error for a row that
 # could not be scored.
-RESULT_EXPLANATIONS = {**EXPLANATIONS, "timeseries": _fields(
-    ("top_feature", T.StringType()),
-    ("feature_contributions", T.MapType(T.StringType(), T.DoubleType())),
-    ("top_step_offsets", T.ArrayType(T.IntegerType())),
-)}
-_RESULT_VALUES = _fields(("raw_score", T.DoubleType()), ("score", T.DoubleType()), ("threshold", T.DoubleType()), ("is_anomaly", T.BooleanType()))
+RESULT_EXPLANATIONS = {
+    **EXPLANATIONS,
+    "timeseries": _fields(
+        ("top_feature", T.StringType()),
+        ("feature_contributions", T.MapType(T.StringType(), T.DoubleType())),
+        ("top_step_offsets", T.ArrayType(T.IntegerType())),
+    ),
+}
+_RESULT_VALUES = _fields(
+    ("raw_score", T.DoubleType()),
+    ("score", T.DoubleType()),
+    ("threshold", T.DoubleType()),
+    ("is_anomaly", T.BooleanType()),
+)
 SCORE_RESULTS = {
-    kind: T.StructType(_RESULT_VALUES + [T.StructField(f.name, f.dataType) for f in fields] + _fields(("error", T.StringType())))
+    kind: T.StructType(
+        _RESULT_VALUES + [T.StructField(f.name, f.dataType) for f in fields] + _fields(("error", T.StringType()))
+    )
     for kind, fields in RESULT_EXPLANATIONS.items()
 }
 WINDOW_RESULTS_ARROW = to_arrow_schema(SCORE_RESULTS["timeseries"])

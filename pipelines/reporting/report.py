@@ -6,6 +6,7 @@ the event shaded and the metrics that drove it drawn strong; images: the image b
 the message with its surprising tokens marked), and the score distribution with the threshold. It reads
 the lake's Parquet and run records directly (pyarrow): one partition is small, and no Spark is needed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -69,7 +70,10 @@ def _utc_naive(values: pd.Series) -> pd.Series:
 def _read_scores(lake: Lake, table: TableConfig, detector: str, day: date) -> pd.DataFrame:
     folder = scores_dir(lake, table.name, detector, day)
     if not has_data(folder):
-        raise JobError(f"table {table.name}, partition dt={day}: no scores of detector {detector} at {folder}; run `anomalake score` first")
+        raise JobError(
+            f"table {table.name}, partition dt={day}: no scores of detector {detector} at {folder}; run `anomalake "
+            "score` first"
+        )
     scores = pd.read_parquet(folder, engine="pyarrow")
     if "ts" in scores:
         scores["ts"] = _utc_naive(scores["ts"])
@@ -80,21 +84,41 @@ def _health(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
     """Rows per stage, quarantined by reason, and today's anomaly rate beside the last 14 days'."""
     windows = latest_run_record(lake.root, table.name, "windows", day) or {}
     score = latest_run_record(lake.root, table.name, f"score_{detector}", day) or {}
-    rows = [("raw rows in (windows job)", windows.get("rows_in")), ("windows / samples written", windows.get("rows_out")),
-            ("context rows", windows.get("context")), ("windows scored", score.get("rows_out")), ("anomalies flagged", score.get("anomalies"))]
-    quarantined = {**{f"windows: {k}": v for k, v in windows.get("quarantined", {}).items()},
-                   **{f"score: {k}": v for k, v in score.get("quarantined", {}).items()}}
-    stage_table = "".join(f"<tr><td>{html.escape(k)}</td><td>{'–' if v is None else f'{v:,}'}</td></tr>" for k, v in rows)
-    quarantine_table = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in quarantined.items()) or "<tr><td>none</td><td>0</td></tr>"
+    rows = [
+        ("raw rows in (windows job)", windows.get("rows_in")),
+        ("windows / samples written", windows.get("rows_out")),
+        ("context rows", windows.get("context")),
+        ("windows scored", score.get("rows_out")),
+        ("anomalies flagged", score.get("anomalies")),
+    ]
+    quarantined = {
+        **{f"windows: {k}": v for k, v in windows.get("quarantined", {}).items()},
+        **{f"score: {k}": v for k, v in score.get("quarantined", {}).items()},
+    }
+    stage_table = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{'–' if v is None else f'{v:,}'}</td></tr>" for k, v in rows
+    )
+    quarantine_table = (
+        "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in quarantined.items())
+        or "<tr><td>none</td><td>0</td></tr>"
+    )
     rates = _rates(lake, table.name, detector, day)
     today = rates.get(day)
     past = [r for d, r in rates.items() if d != day]
     usual = float(np.mean(past)) if past else None
-    verdict = "" if today is None or usual is None else (
-        f'<span class="{"bad" if today > 5 * max(usual, 0.002) else "ok"}">{today:.2%} today against {usual:.2%} on average over {len(past)} earlier days</span>')
-    return (f"<h2>Run health</h2><table><tr><th>stage</th><th>rows</th></tr>{stage_table}</table>"
-            f"<table><tr><th>quarantined (reason)</th><th>rows</th></tr>{quarantine_table}</table>"
-            f"<p>Anomaly rate: {verdict or 'no history yet'}</p>{_rate_plot(rates, day)}")
+    verdict = (
+        ""
+        if today is None or usual is None
+        else (
+            f'<span class="{"bad" if today > 5 * max(usual, 0.002) else "ok"}">{today:.2%} today against {usual:.2%} '
+            f"on average over {len(past)} earlier days</span>"
+        )
+    )
+    return (
+        f"<h2>Run health</h2><table><tr><th>stage</th><th>rows</th></tr>{stage_table}</table>"
+        f"<table><tr><th>quarantined (reason)</th><th>rows</th></tr>{quarantine_table}</table>"
+        f"<p>Anomaly rate: {verdict or 'no history yet'}</p>{_rate_plot(rates, day)}"
+    )
 
 
 def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
@@ -113,7 +137,11 @@ def _rate_plot(rates: dict[date, float], day: date) -> str:
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(8, 2.2))
     days = list(rates)
-    axis.bar([d.isoformat()[5:] for d in days], [100 * rates[d] for d in days], color=["tab:red" if d == day else "tab:gray" for d in days])
+    axis.bar(
+        [d.isoformat()[5:] for d in days],
+        [100 * rates[d] for d in days],
+        color=["tab:red" if d == day else "tab:gray" for d in days],
+    )
     axis.set_ylabel("% flagged")
     axis.set_title("anomaly rate, last days (red: this partition)", fontsize=9)
     axis.tick_params(axis="x", labelsize=7, rotation=45)
@@ -138,7 +166,9 @@ def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp
     for offset in range((end.normalize() - start.normalize()).days + 1):
         folder = partition_path(lake.raw(table), dt=(start.normalize() + pd.Timedelta(days=offset)).date().isoformat())
         if has_data(folder):
-            frames.append(pd.read_parquet(folder, engine="pyarrow", columns=[table.entity, table.time, *table.features]))
+            frames.append(
+                pd.read_parquet(folder, engine="pyarrow", columns=[table.entity, table.time, *table.features])
+            )
     if not frames:
         return pd.DataFrame(columns=["ts", *table.features])
     raw = pd.concat(frames, ignore_index=True).rename(columns={table.time: "ts"})
@@ -151,7 +181,13 @@ def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp
 def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd.Series) -> str:
     step = pd.Timedelta(seconds=table.step_seconds)
     span_start = event["first_window"] - step * (table.window.length - 1)
-    raw = _raw_around(lake, table, event["entity_id"], span_start - step * table.window.length * 2, event["last_window"] + step * table.window.length)
+    raw = _raw_around(
+        lake,
+        table,
+        event["entity_id"],
+        span_start - step * table.window.length * 2,
+        event["last_window"] + step * table.window.length,
+    )
     shares = dict(peak["feature_contributions"]) if peak["feature_contributions"] is not None else {}
     drivers = [f for f, s in sorted(shares.items(), key=lambda kv: -kv[1]) if s >= 0.2] or [peak["top_feature"]]
     plt = _pyplot()
@@ -160,8 +196,13 @@ def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd
         values = raw[feature].astype(float)
         spread = values.std() or 1.0
         strong = feature in drivers
-        axis.plot(raw["ts"], (values - values.mean()) / spread, linewidth=1.6 if strong else 0.7,
-                  color=None if strong else "lightgray", label=f"{feature} ({shares.get(feature, 0):.0%})" if strong else None)
+        axis.plot(
+            raw["ts"],
+            (values - values.mean()) / spread,
+            linewidth=1.6 if strong else 0.7,
+            color=None if strong else "lightgray",
+            label=f"{feature} ({shares.get(feature, 0):.0%})" if strong else None,
+        )
     axis.axvspan(span_start, event["last_window"], color="tab:red", alpha=0.15, label="anomalous span")
     axis.set_ylabel("standardised value")
     axis.legend(fontsize=7, loc="upper left")
@@ -188,7 +229,10 @@ def _image_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> 
     right.set_title("error map (share of the error)", fontsize=8)
     for axis in (left, right):
         axis.axis("off")
-    regions = ", ".join(f"rows {r['row0']}-{r['row1']}, columns {r['col0']}-{r['col1']} ({r['share']:.0%})" for r in (peak["top_regions"] if peak["top_regions"] is not None else []))
+    regions = ", ".join(
+        f"rows {r['row0']}-{r['row1']}, columns {r['col0']}-{r['col1']} ({r['share']:.0%})"
+        for r in (peak["top_regions"] if peak["top_regions"] is not None else [])
+    )
     return f"<p>The image beside its error map; the regions that drove the score: {regions or 'none'}</p>{_png(fig)}"
 
 
@@ -200,15 +244,21 @@ def _text_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> s
     for token in sorted(set(tokens), key=len, reverse=True):
         if token.strip():
             marked = re.sub(rf"(?i)\b({re.escape(html.escape(token))})\b", r"<mark>\1</mark>", marked)
-    listed = ", ".join(f"<mark>{html.escape(t['token'])}</mark> {t['surprise']:.1f}" for t in (peak["top_tokens"] if peak["top_tokens"] is not None else []))
-    return f"<blockquote>{marked or '<span class=muted>(empty)</span>'}</blockquote><p>Most surprising tokens (nats): {listed}</p>"
+    listed = ", ".join(
+        f"<mark>{html.escape(t['token'])}</mark> {t['surprise']:.1f}"
+        for t in (peak["top_tokens"] if peak["top_tokens"] is not None else [])
+    )
+    quoted = marked or "<span class=muted>(empty)</span>"
+    return f"<blockquote>{quoted}</blockquote><p>Most surprising tokens (nats): {listed}</p>"
 
 
 def _events(scores: pd.DataFrame, table: TableConfig) -> pd.DataFrame:
     if table.kind == "timeseries":
         return anomaly_events(scores, table.window.length * table.step_seconds)
     flagged = scores[scores["is_anomaly"]].sort_values("score", ascending=False, kind="stable")
-    return pd.DataFrame({"entity_id": flagged["entity_id"], "peak_score": flagged["score"], "peak_index": flagged.index}).reset_index(drop=True)
+    return pd.DataFrame(
+        {"entity_id": flagged["entity_id"], "peak_score": flagged["score"], "peak_index": flagged.index}
+    ).reset_index(drop=True)
 
 
 def _top_events(lake: Lake, table: TableConfig, scores: pd.DataFrame, day: date) -> str:
@@ -224,8 +274,10 @@ def _top_events(lake: Lake, table: TableConfig, scores: pd.DataFrame, day: date)
         else:
             when = "one sample"
             body = (_image_event if table.kind == "image" else _text_event)(lake, table, peak, day)
-        parts.append(f'<div class="event"><h3>{rank + 1}. <span class="entity">{html.escape(str(event["entity_id"]))}</span>'
-                     f' — score {event["peak_score"]:.2f} <span class="muted">({when})</span></h3>{body}</div>')
+        parts.append(
+            f'<div class="event"><h3>{rank + 1}. <span class="entity">{html.escape(str(event["entity_id"]))}</span>'
+            f' — score {event["peak_score"]:.2f} <span class="muted">({when})</span></h3>{body}</div>'
+        )
     return "".join(parts)
 
 
@@ -233,9 +285,14 @@ def build_report(lake: Lake, table: TableConfig, detector: str, day: date) -> st
     """The report's HTML for one scored partition."""
     scores = _read_scores(lake, table, detector, day)
     title = f"anomalake: {table.name}, dt={day}, detector {detector}"
-    summary = f"<p>{len(scores):,} rows scored, {int(scores['is_anomaly'].sum()):,} flagged (score above the threshold {float(scores['threshold'].iloc[0]):.2f}); model {html.escape(str(scores['model_version'].iloc[0]))}.</p>"
+    threshold, version = float(scores["threshold"].iloc[0]), html.escape(str(scores["model_version"].iloc[0]))
+    summary = (
+        f"<p>{len(scores):,} rows scored, {int(scores['is_anomaly'].sum()):,} flagged (score above the threshold "
+        f"{threshold:.2f}); model {version}.</p>"
+    )
     body = summary + _health(lake, table, detector, day) + _top_events(lake, table, scores, day) + _distribution(scores)
-    return f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>'
+    head = f'<meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style>'
+    return f'<!DOCTYPE html><html lang="en"><head>{head}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>'
 
 
 def write_report(lake: Lake, table: TableConfig, detector: str, day: date, out: Path | None = None) -> Path:

@@ -3,6 +3,7 @@
 Windows get Arrow arrays built from offsets (a map and a list column, no Python object per row); images and
 texts, whose explanations are Python structures anyway, get lists.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,19 +17,30 @@ MAP_SIDE = 8  # an image's error map is at most MAP_SIDE x MAP_SIDE cells
 
 
 def image_explanations(contributions: np.ndarray) -> tuple[list, list]:
-    """Per image: the top regions of the REGION_PARTS x REGION_PARTS grid (boxes with their error share) and a coarse error-share map."""
+    """Per image: the top regions of the REGION_PARTS x REGION_PARTS grid (boxes with their error share) and a coarse
+    error-share map."""
     pixels = contributions.reshape(contributions.shape[:3] + (-1,)).sum(axis=3)
     total = np.maximum(pixels.sum(axis=(1, 2)), 1e-300)
     boxes = region_grid(pixels.shape[1], pixels.shape[2], REGION_PARTS)
     shares = np.stack([pixels[:, r][:, :, c].sum(axis=(1, 2)) for r, c in boxes], axis=1) / total[:, None]
     top = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_PARTS]
     regions = [
-        [{"row0": int(boxes[j][0][0]), "col0": int(boxes[j][1][0]), "row1": int(boxes[j][0][-1]), "col1": int(boxes[j][1][-1]),
-          "share": round(float(share[j]), 6)} for j in order]
+        [
+            {
+                "row0": int(boxes[j][0][0]),
+                "col0": int(boxes[j][1][0]),
+                "row1": int(boxes[j][0][-1]),
+                "col1": int(boxes[j][1][-1]),
+                "share": round(float(share[j]), 6),
+            }
+            for j in order
+        ]
         for share, order in zip(shares, top)
     ]
     map_rows, map_cols = grid_blocks(pixels.shape[1], MAP_SIDE), grid_blocks(pixels.shape[2], MAP_SIDE)
-    cells = np.stack([np.stack([pixels[:, r][:, :, c].sum(axis=(1, 2)) for c in map_cols], axis=1) for r in map_rows], axis=1)
+    cells = np.stack(
+        [np.stack([pixels[:, r][:, :, c].sum(axis=(1, 2)) for c in map_cols], axis=1) for r in map_rows], axis=1
+    )
     maps = (cells / total[:, None, None]).round(4).tolist()
     return regions, maps
 
@@ -43,7 +55,9 @@ def text_explanations(detector: Detector, samples: np.ndarray, contributions: np
     ]
 
 
-def media_explanation_columns(detector: Detector, kind: str, samples: np.ndarray, contributions: np.ndarray) -> dict[str, list]:
+def media_explanation_columns(
+    detector: Detector, kind: str, samples: np.ndarray, contributions: np.ndarray
+) -> dict[str, list]:
     if kind == "image":
         regions, maps = image_explanations(contributions)
         return {"top_regions": regions, "error_map": maps}
@@ -62,11 +76,14 @@ def window_explanations(n: int, rows: np.ndarray, contributions: np.ndarray, fea
     width[rows] = len(features)
     map_offsets = np.concatenate([[0], np.cumsum(width)]).astype(np.int32)
     keys = pa.array(np.tile(np.array(features, dtype=object), len(rows)), pa.string())
-    contributions_map = pa.MapArray.from_arrays(map_offsets, keys, pa.array(shares.reshape(-1), pa.float64())).cast(WINDOW_RESULTS_ARROW.field("feature_contributions").type)
+    contributions_map = pa.MapArray.from_arrays(map_offsets, keys, pa.array(shares.reshape(-1), pa.float64())).cast(
+        WINDOW_RESULTS_ARROW.field("feature_contributions").type
+    )
     steps = np.zeros(n, dtype=np.int32)
     steps[rows] = offsets.shape[1]
     step_offsets = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)), pa.array(offsets.reshape(-1), pa.int32()),
+        pa.array(np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)),
+        pa.array(offsets.reshape(-1), pa.int32()),
         type=WINDOW_RESULTS_ARROW.field("top_step_offsets").type,
     )
     return [top_feature, contributions_map, step_offsets]

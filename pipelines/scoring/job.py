@@ -1,4 +1,5 @@
 """The score job: features/<table>/dt=D + the CURRENT model -> scores/<table>/detector=<name>/dt=D."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def run_score(ctx: JobContext, table: TableConfig, detector: str, day: date, ver
     return run_score_days(ctx, table, detector, [day], version)
 
 
-def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Sequence[date], version: str | None = None) -> ScoreResult:
+def run_score_days(
+    ctx: JobContext, table: TableConfig, detector: str, days: Sequence[date], version: str | None = None
+) -> ScoreResult:
     """Score several days in one Spark job (a backfill): the model loads once per worker, not once per day.
 
     Each day's partition is replaced and gets its own run record, as if it had been scored alone.
@@ -61,37 +64,80 @@ def run_score_days(ctx: JobContext, table: TableConfig, detector: str, days: Seq
     artifact_path = root / version
     _check_model_fits_table(artifact_path, table, detector)
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
-    where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (f"..{days[-1].isoformat()}" if len(days) > 1 else "")
+    where = f"table {table.name}, partition{'s' if len(days) > 1 else ''} dt={days[0].isoformat()}" + (
+        f"..{days[-1].isoformat()}" if len(days) > 1 else ""
+    )
     unseen = _unseen_scaling(features, table, artifact_path)
     scores_root, keys = ctx.lake.scores(table.name), {"detector": detector}
     stage = ctx.stage(scores_root, keys)
     try:
-        tally, rows_by_day = _score_to_stage(ctx, table, detector, days, features, artifact_path, version, unseen, stage, where)
+        tally, rows_by_day = _score_to_stage(
+            ctx, table, detector, days, features, artifact_path, version, unseen, stage, where
+        )
     finally:
         end_staging(stage)  # a failed run's files and its lock (a committed run has moved the files)
     for day in days:
-        of_day = _accounting([r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version)
+        of_day = _accounting(
+            [r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version
+        )
         partition = f"dt={day.isoformat()}"
-        record = {"rows_in": of_day.rows_in, "rows_out": of_day.scored, "anomalies": of_day.anomalies,
-                  "quarantined": of_day.quarantined, "model_version": version, "detector": detector,
-                  "inputs": [{"table": f"features_{table.name}", "partition": partition, "rows": of_day.rows_in}],
-                  "outputs": [{"table": f"scores_{table.name}", "partition": f"detector={detector}/{partition}", "rows": of_day.scored},
-                              {"table": f"quarantine_{table.name}", "partition": f"job=score_{detector}/{partition}", "rows": sum(of_day.quarantined.values())}]}
+        record = {
+            "rows_in": of_day.rows_in,
+            "rows_out": of_day.scored,
+            "anomalies": of_day.anomalies,
+            "quarantined": of_day.quarantined,
+            "model_version": version,
+            "detector": detector,
+            "inputs": [{"table": f"features_{table.name}", "partition": partition, "rows": of_day.rows_in}],
+            "outputs": [
+                {
+                    "table": f"scores_{table.name}",
+                    "partition": f"detector={detector}/{partition}",
+                    "rows": of_day.scored,
+                },
+                {
+                    "table": f"quarantine_{table.name}",
+                    "partition": f"job=score_{detector}/{partition}",
+                    "rows": sum(of_day.quarantined.values()),
+                },
+            ],
+        }
         ctx.record(table.name, f"score_{detector}", day, record)
     return _accounting(tally, sum(rows_by_day.values()), version)
 
 
-def _score_to_stage(ctx: JobContext, table: TableConfig, detector: str, days, features: DataFrame, artifact_path: Path,
-                    version: str, unseen: str, stage: Path, where: str) -> tuple[list, dict[str, int]]:
-    """Score in the tasks, which write the scored rows under `stage`; check the counts; publish; (tally, rows in by day)."""
+def _score_to_stage(
+    ctx: JobContext,
+    table: TableConfig,
+    detector: str,
+    days,
+    features: DataFrame,
+    artifact_path: Path,
+    version: str,
+    unseen: str,
+    stage: Path,
+    where: str,
+) -> tuple[list, dict[str, int]]:
+    """Score in the tasks, which write the scored rows under `stage`; check the counts; publish; (tally, rows in by
+    day)."""
     keys = {"detector": detector}
-    files = ScoreFiles(str(partition_path(stage, **keys)), table.kind, version, ctx.run_id, datetime.now(timezone.utc), table.step_seconds)
+    files = ScoreFiles(
+        str(partition_path(stage, **keys)),
+        table.kind,
+        version,
+        ctx.run_id,
+        datetime.now(timezone.utc),
+        table.step_seconds,
+    )
     score = partial(write_scores_arrow, path=str(artifact_path), kind=table.kind, unseen=unseen, files=files)
     outcome = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, schemas.SCORE_TALLY).persist()
     try:
         tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()
         # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
-        rows_by_day = {d.isoformat(): parquet_rows(table, d, partition_path(ctx.lake.features(table.name), dt=d.isoformat())) for d in days}
+        rows_by_day = {
+            d.isoformat(): parquet_rows(table, d, partition_path(ctx.lake.features(table.name), dt=d.isoformat()))
+            for d in days
+        }
         result = _accounting(tally, sum(rows_by_day.values()), version)
         result.check(where, f"score_{detector}")
         result.check_quarantine(where, table.max_quarantine_share, noun="windows")
@@ -99,10 +145,17 @@ def _score_to_stage(ctx: JobContext, table: TableConfig, detector: str, days, fe
         check_staged(table, stage, keys, {r["dt"]: r["n"] for r in tally if r["error"] is None}, "scored rows")
         ctx.commit(ctx.lake.scores(table.name), keys, days, good_days)
         bad = outcome.where(F.col("error").isNotNull()).select(
-            "entity_id", "ts", F.lit(ctx.run_id).alias("run_id"), "dt", F.col("error").alias("reason"), F.lit(f"model {detector} {version}").alias("detail")
+            "entity_id",
+            "ts",
+            F.lit(ctx.run_id).alias("run_id"),
+            "dt",
+            F.col("error").alias("reason"),
+            F.lit(f"model {detector} {version}").alias("detail"),
         )
         bad_days = {r["dt"] for r in tally if r["error"] is not None}
-        ctx.publish(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days)
+        ctx.publish(
+            bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days
+        )
     finally:
         outcome.unpersist()
     return tally, rows_by_day

@@ -3,6 +3,7 @@
 The artifact cache is a module-level dict of this importable module: Python workers are reused across
 tasks, so the model is read from the lake once per worker, never per batch and never shipped in the closure.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +42,11 @@ def cached_artifact(path: str) -> Artifact:
         started = time.monotonic()
         _ARTIFACTS[path] = load_artifact(Path(path))
         # One line per Python worker in the executor's log: the model is loaded once per worker, not per batch.
-        print(f"anomalake: Python worker {os.getpid()} loaded {path} in {time.monotonic() - started:.2f} s", file=sys.stderr, flush=True)
+        print(
+            f"anomalake: Python worker {os.getpid()} loaded {path} in {time.monotonic() - started:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return _ARTIFACTS[path]
 
 
@@ -94,7 +99,9 @@ def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataF
 # list column from offsets), where a pandas UDF converts a Python object per row each way.
 
 
-def score_arrow_batches(batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str = "") -> Iterator[pa.RecordBatch]:
+def score_arrow_batches(
+    batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str = ""
+) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: load the artifact once per worker, then score every batch of this task."""
     artifact = cached_artifact(path)
     if unseen:
@@ -102,7 +109,9 @@ def score_arrow_batches(batches: Iterator[pa.RecordBatch], path: str, kind: str,
     schema = to_arrow_schema(SCORE_RESULTS[kind])
     for batch in batches:
         keys = [batch.column(name) for name in ("entity_id", "ts", "dt")]
-        results = _score_windows(artifact, batch) if kind == "timeseries" else _score_via_pandas(artifact, batch, schema)
+        results = (
+            _score_windows(artifact, batch) if kind == "timeseries" else _score_via_pandas(artifact, batch, schema)
+        )
         yield pa.RecordBatch.from_arrays(keys + results, names=["entity_id", "ts", "dt", *schema.names])
 
 
@@ -119,23 +128,35 @@ def _score_windows(artifact: Artifact, batch: pa.RecordBatch) -> list[pa.Array]:
     x = batch.column("x")
     lengths = np.diff(np.asarray(x.offsets))
     ok = known & (lengths == int(np.prod(shape))) & ~np.asarray(x.is_null())
-    errors = np.where(ok, None, np.where(known, f"bad_shape: expected {int(np.prod(shape))} values", "unknown_entity")).astype(object)
+    errors = np.where(
+        ok, None, np.where(known, f"bad_shape: expected {int(np.prod(shape))} values", "unknown_entity")
+    ).astype(object)
     rows = np.flatnonzero(ok)
     samples = _window_samples(artifact, x, rows, codes[rows], names, shape)
-    raw, contributions = artifact.detector.score_and_explain(samples) if len(rows) else (np.zeros(0), np.zeros((0, *shape)))
+    raw, contributions = (
+        artifact.detector.score_and_explain(samples) if len(rows) else (np.zeros(0), np.zeros((0, *shape)))
+    )
     finite = np.isfinite(raw)
     errors[rows[~finite]] = "non_finite_score"
     rows, raw, contributions = rows[finite], raw[finite], contributions[finite]
     calibrated = artifact.calibration.transform(raw)
     threshold = np.full(len(rows), artifact.calibration.threshold)
-    scored = [masked(n, rows, v, t) for v, t in ((raw, pa.float64()), (calibrated, pa.float64()), (threshold, pa.float64()),
-                                                   (calibrated > artifact.calibration.threshold, pa.bool_()))]
+    scored = [
+        masked(n, rows, v, t)
+        for v, t in (
+            (raw, pa.float64()),
+            (calibrated, pa.float64()),
+            (threshold, pa.float64()),
+            (calibrated > artifact.calibration.threshold, pa.bool_()),
+        )
+    ]
     explanations = window_explanations(n, rows, contributions, list(artifact.detector.config.feature_names))
     return scored + explanations + [pa.array(errors, pa.string())]
 
 
 def _entity_codes(artifact: Artifact, entity: pa.Array) -> tuple[np.ndarray, list, np.ndarray]:
-    """(index of each row's entity among the batch's distinct ones, those entities, whether the model knows each row's)."""
+    """(index of each row's entity among the batch's distinct ones, those entities, whether the model knows each
+    row's)."""
     encoded = entity.dictionary_encode()
     names = encoded.dictionary.to_pylist()
     codes = np.asarray(encoded.indices.fill_null(0), dtype=np.int64)
@@ -143,7 +164,9 @@ def _entity_codes(artifact: Artifact, entity: pa.Array) -> tuple[np.ndarray, lis
     return codes, names, known & ~np.asarray(entity.is_null())
 
 
-def _window_samples(artifact: Artifact, x: pa.Array, rows: np.ndarray, codes: np.ndarray, names: list, shape: tuple) -> np.ndarray:
+def _window_samples(
+    artifact: Artifact, x: pa.Array, rows: np.ndarray, codes: np.ndarray, names: list, shape: tuple
+) -> np.ndarray:
     """The windows of `rows` as (m, *shape), in their entities' own units (the arithmetic of score_frame)."""
     size = int(np.prod(shape))
     values = np.asarray(x.values)  # the flat float buffer, no copy
@@ -164,6 +187,7 @@ def _window_samples(artifact: Artifact, x: pa.Array, rows: np.ndarray, codes: np
 # as much again as the model (benchmarks/profile_scoring.py); a task writes its days' files with pyarrow instead
 # and sends Spark only the rows it could not score and its counts.
 
+
 @dataclasses.dataclass(frozen=True)
 class ScoreFiles:
     """Where a score task writes and the columns every row shares (picklable: a path and constants)."""
@@ -181,16 +205,26 @@ class ScoreFiles:
         return score_file_schema(self.kind)
 
 
-def write_scores_arrow(batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str, files: ScoreFiles) -> Iterator[pa.RecordBatch]:
+def write_scores_arrow(
+    batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str, files: ScoreFiles
+) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: score as `score_arrow_batches`, write the scored rows to this task's files of their days,
-    yield SCORE_TALLY rows: each row that could not be scored, then per day the rows written and how many are anomalies."""
+    yield SCORE_TALLY rows: each row that could not be scored, then per day the rows written and how many are
+    anomalies."""
     schema, counts = files.schema, {}
     with TaskFiles(Path(files.folder), schema) as out:
         for scored in score_arrow_batches(batches, path, kind, unseen):
             failed = scored.column("error").is_valid()
             if pc.any(failed).as_py():
                 bad = scored.filter(failed)
-                yield _tally(bad.column("entity_id"), bad.column("ts"), bad.column("dt"), bad.column("error"), np.ones(bad.num_rows, np.int64), np.zeros(bad.num_rows, np.int64))
+                yield _tally(
+                    bad.column("entity_id"),
+                    bad.column("ts"),
+                    bad.column("dt"),
+                    bad.column("error"),
+                    np.ones(bad.num_rows, np.int64),
+                    np.zeros(bad.num_rows, np.int64),
+                )
             good = scored.filter(pc.invert(failed))
             days = good.column("dt").to_numpy(zero_copy_only=False)
             anomalous = good.column("is_anomaly").to_numpy(zero_copy_only=False)
@@ -202,12 +236,20 @@ def write_scores_arrow(batches: Iterator[pa.RecordBatch], path: str, kind: str, 
     if counts:
         days = list(counts)
         size = len(days)
-        yield _tally(pa.nulls(size, pa.string()), pa.nulls(size, pa.timestamp("us", tz="UTC")), pa.array(days, pa.string()), pa.nulls(size, pa.string()),
-                     np.array([counts[d][0] for d in days], np.int64), np.array([counts[d][1] for d in days], np.int64))
+        yield _tally(
+            pa.nulls(size, pa.string()),
+            pa.nulls(size, pa.timestamp("us", tz="UTC")),
+            pa.array(days, pa.string()),
+            pa.nulls(size, pa.string()),
+            np.array([counts[d][0] for d in days], np.int64),
+            np.array([counts[d][1] for d in days], np.int64),
+        )
 
 
 def _tally(entity, ts, dt, error, rows: np.ndarray, anomalies: np.ndarray) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([entity, ts, dt, error, pa.array(rows), pa.array(anomalies)], schema=SCORE_TALLY_ARROW)
+    return pa.RecordBatch.from_arrays(
+        [entity, ts, dt, error, pa.array(rows), pa.array(anomalies)], schema=SCORE_TALLY_ARROW
+    )
 
 
 def _score_rows(scored: pa.RecordBatch, files: ScoreFiles, schema: pa.Schema) -> pa.Table:
@@ -219,7 +261,9 @@ def _score_rows(scored: pa.RecordBatch, files: ScoreFiles, schema: pa.Schema) ->
         "scored_at": pa.array([files.scored_at] * n, pa.timestamp("us", tz="UTC")),
     }
     if files.kind == "timeseries":
-        constants["top_steps"] = _top_steps(scored.column("ts"), scored.column("top_step_offsets"), files.step_seconds, schema.field("top_steps").type)
+        constants["top_steps"] = _top_steps(
+            scored.column("ts"), scored.column("top_step_offsets"), files.step_seconds, schema.field("top_steps").type
+        )
     columns = [constants[f.name] if f.name in constants else scored.column(f.name) for f in schema]
     return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(columns, schema)], schema=schema)
 
@@ -231,4 +275,3 @@ def _top_steps(ts: pa.Array, offsets: pa.ListArray, step_seconds: int, kind: pa.
     stamps = pc.subtract(pc.take(ts, parents), pa.array(steps, pa.duration("us")))
     starts = np.asarray(offsets.offsets, dtype=np.int32)
     return pa.ListArray.from_arrays(pa.array(starts - starts[0]), stamps, type=kind)
-

@@ -6,6 +6,7 @@ starts `workers` barrier tasks at once. They swap addresses (`allGather`), form 
 holds the same model. Task 0 saves it beside the artifacts and the driver loads it from there: only the plan
 (configs and file names) travels in the closure, never data or weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,30 @@ class TrainPlan:
 
 
 def train_distributed(
-    spark: SparkSession, detector: Detector, train: DataFrame, validation: DataFrame, workers: int, model_dir: Path, log_dir: Path
+    spark: SparkSession,
+    detector: Detector,
+    train: DataFrame,
+    validation: DataFrame,
+    workers: int,
+    model_dir: Path,
+    log_dir: Path,
 ) -> tuple[Detector, int]:
     """Fit `detector`'s family on `workers` Spark tasks; (the fitted detector, training rows)."""
     seed = detector.config.seed
     files = workers * FILES_PER_SHARD
-    with cached_column(train, seed=seed, files=files) as train_cache, cached_column(validation, seed=seed, files=files) as validation_cache:
-        plan = TrainPlan(detector.family, detector.config.to_dict(), train_cache, validation_cache, workers, str(model_dir), str(log_dir))
+    with (
+        cached_column(train, seed=seed, files=files) as train_cache,
+        cached_column(validation, seed=seed, files=files) as validation_cache,
+    ):
+        plan = TrainPlan(
+            detector.family,
+            detector.config.to_dict(),
+            train_cache,
+            validation_cache,
+            workers,
+            str(model_dir),
+            str(log_dir),
+        )
         tasks = spark.sparkContext.parallelize(range(workers), workers).barrier()
         results = [r for r in tasks.mapPartitions(partial(_train_task, plan)).collect() if r]
         rows = len(train_cache)
@@ -87,10 +105,16 @@ def _train_task(plan: TrainPlan, _: Iterator[int]) -> Iterator[str]:
     shard = {"shard": rank, "shards": plan.workers}
     with (
         converter_dataset(plan.train, "x", plan.batch_size, repeat=False, shuffle=True, seed=plan.seed) as whole_train,
-        converter_dataset(plan.train, "x", local_batch, repeat=True, shuffle=True, seed=plan.seed, **shard) as train_shard,
-        converter_dataset(plan.validation, "x", local_batch, repeat=True, shuffle=False, seed=plan.seed, **shard) as validation_shard,
+        converter_dataset(
+            plan.train, "x", local_batch, repeat=True, shuffle=True, seed=plan.seed, **shard
+        ) as train_shard,
+        converter_dataset(
+            plan.validation, "x", local_batch, repeat=True, shuffle=False, seed=plan.seed, **shard
+        ) as validation_shard,
     ):
-        distribution = Distribution(strategy, rank, plan.workers, train_shard, validation_shard, steps, validation_steps)
+        distribution = Distribution(
+            strategy, rank, plan.workers, train_shard, validation_shard, steps, validation_steps
+        )
         logs = training_logs(plan.log_dir) if distribution.is_chief else nullcontext()
         with distributed_training(distribution), logs:
             # The whole training set adapts the normaliser and fixes the residual scale (the same on every task).

@@ -1,4 +1,5 @@
 """The only Petastorm import: a Spark DataFrame column of arrays -> a tf.data.Dataset of batches."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
 
 _AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow here
 
@@ -49,7 +49,9 @@ def open_feed(
 
 
 @contextmanager
-def cached_column(df: DataFrame, column: str = "x", shuffle: bool = True, seed: int = 0, files: int = 0) -> Iterator[Any]:
+def cached_column(
+    df: DataFrame, column: str = "x", shuffle: bool = True, seed: int = 0, files: int = 0
+) -> Iterator[Any]:
     """Petastorm's Parquet copy of `df[column]` (a picklable converter that Spark tasks can read); deleted after.
 
     shuffle=True orders the rows by a seeded random key first. files > 0 writes that many files (one row group
@@ -76,7 +78,14 @@ def cached_column(df: DataFrame, column: str = "x", shuffle: bool = True, seed: 
 
 @contextmanager
 def converter_dataset(
-    converter: Any, column: str, batch_size: int, repeat: bool, shuffle: bool, seed: int, shard: int | None = None, shards: int | None = None
+    converter: Any,
+    column: str,
+    batch_size: int,
+    repeat: bool,
+    shuffle: bool,
+    seed: int,
+    shard: int | None = None,
+    shards: int | None = None,
 ) -> Iterator[Any]:
     """A tf.data.Dataset of `column` batches read from the converter's files (shard `shard` of `shards` if given).
 
@@ -92,7 +101,12 @@ def converter_dataset(
 
     sharding = {"cur_shard": shard, "shard_count": shards, "shard_seed": seed} if shards else {}
     reader = make_batch_reader(
-        converter.file_urls, num_epochs=None if repeat else 1, workers_count=1, shuffle_row_groups=shuffle, seed=seed, **sharding
+        converter.file_urls,
+        num_epochs=None if repeat else 1,
+        workers_count=1,
+        shuffle_row_groups=shuffle,
+        seed=seed,
+        **sharding,
     )
     reader._results_queue_reader = MatrixResultsReader()  # pinned Petastorm 0.13.1: see MatrixResultsReader
     try:
@@ -132,7 +146,8 @@ class MatrixResultsReader:
 
 
 def _next_result(workers_pool):
-    """The pool's next result; StopIteration only once the ventilator is done and every row group it handed out was read."""
+    """The pool's next result; StopIteration only once the ventilator is done and every row group it handed out was
+    read."""
     from petastorm.workers_pool import EmptyResultError
 
     while True:
@@ -145,7 +160,8 @@ def _next_result(workers_pool):
 
 
 def arrow_to_numpy(table: pa.Table, schema) -> dict[str, Any]:
-    """Petastorm's `convert_arrow_table_to_numpy_dict`, with fixed-length list columns converted without a loop per row."""
+    """Petastorm's `convert_arrow_table_to_numpy_dict`, with fixed-length list columns converted without a loop per
+    row."""
     from petastorm.arrow_reader_worker import convert_arrow_table_to_numpy_dict
 
     arrays = {}

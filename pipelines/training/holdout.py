@@ -1,4 +1,5 @@
 """The hold-out split every detector is calibrated on, the same for the train job, the promote gate and `evaluate`."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,4 +22,8 @@ def split_holdout(features: DataFrame, table: TableConfig, holdout_fraction: flo
     bounds = features.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).first()
     cutoff = bounds["lo"] + (bounds["hi"] - bounds["lo"]) * (1 - holdout_fraction)
     embargo = timedelta(seconds=(table.window.length - 1) * table.step_seconds)
-    return features.where(F.col("ts") < F.lit(cutoff)), features.where(F.col("ts") >= F.lit(cutoff + embargo)), cutoff.isoformat()
+    return (
+        features.where(F.col("ts") < F.lit(cutoff)),
+        features.where(F.col("ts") >= F.lit(cutoff + embargo)),
+        cutoff.isoformat(),
+    )

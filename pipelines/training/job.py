@@ -1,4 +1,5 @@
 """The train job: features of a date range -> Petastorm -> fit -> calibrate on held-out -> artifact + CURRENT."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ TENSORBOARD_DIR = "_tensorboard"
 DISTRIBUTED_DIR = "_distributed"  # where the chief task of a distributed fit leaves the model for the driver
 log = logging.getLogger("anomalake")
 
+
 @dataclass(frozen=True)
 class TrainResult:
     """Where the artifact went and what it was trained on."""
@@ -44,7 +46,9 @@ class TrainResult:
     threshold: float
 
 
-def standardize(train_df: DataFrame, holdout_df: DataFrame, table: TableConfig) -> tuple[DataFrame, DataFrame, EntityScaling]:
+def standardize(
+    train_df: DataFrame, holdout_df: DataFrame, table: TableConfig
+) -> tuple[DataFrame, DataFrame, EntityScaling]:
     """Time series in each entity's own units (a scaling fitted on the training part); other kinds unchanged."""
     if table.kind != "timeseries":
         return train_df, holdout_df, EntityScaling.identity()
@@ -70,7 +74,10 @@ def training_workers(master: str, detector: Detector, name: str, wanted: int) ->
 def _fit_here(detector: Detector, train_df: DataFrame, holdout_df: DataFrame, logs) -> int:
     """Fit in this process on the Petastorm feeds of both sides; the training rows."""
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
-    with open_feed(train_df, batch_size=batch, seed=seed) as train_feed, open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed:
+    with (
+        open_feed(train_df, batch_size=batch, seed=seed) as train_feed,
+        open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed,
+    ):
         with training_logs(logs):
             detector.fit(train_feed.dataset, validation=val_feed.dataset)
         return train_feed.rows
@@ -89,7 +96,10 @@ def _training_features(ctx: JobContext, table: TableConfig, start: date, end: da
     root = ctx.lake.features(table.name)
     days = [d for d in day_range(start, end) if has_data(partition_path(root, dt=d.isoformat()))]
     if not days:
-        raise JobError(f"table {table.name}: no features partition between {start} and {end} under {root}; run the windows job first")
+        raise JobError(
+            f"table {table.name}: no features partition between {start} and {end} under {root}; run the windows job "
+            "first"
+        )
     return read_partitions(ctx.spark, root, days, "features", table.name)
 
 
@@ -112,7 +122,9 @@ def run_train(
     that many Spark tasks (default: the ANOMALAKE_TRAIN_WORKERS setting), where the master and family allow.
     """
     spec = spec or load_detector(detector_name)
-    detector = build_detector(spec, table.kind, table.sample_shape, table.features, verbose, where=f"table {table.name}")
+    detector = build_detector(
+        spec, table.kind, table.sample_shape, table.features, verbose, where=f"table {table.name}"
+    )
     features = _training_features(ctx, table, start, end)
     if entities:
         features = features.where(F.col("entity_id").isin(*entities))
@@ -124,7 +136,9 @@ def run_train(
     wanted = ctx.settings.train_workers if workers is None else workers
     workers = training_workers(ctx.spark.sparkContext.master, detector, detector_name, wanted)
     if workers > 1:
-        detector, rows_train = train_distributed(ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs)
+        detector, rows_train = train_distributed(
+            ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs
+        )
     else:
         rows_train = _fit_here(detector, train_df, holdout_df, logs)
     raw, calibration = _calibrate(detector, holdout_df, spec, logs, f"table {table.name}: detector {detector_name}")
@@ -144,15 +158,29 @@ def run_train(
     if promote:
         write_current(root, version)
     rows = rows_train + int(raw.size)
-    ctx.record(table.name, f"train_{detector_name}", end, {
-        "detector": detector_name, "model_version": version,
-        "inputs": [{"table": f"features_{table.name}", "partition": f"dt={start.isoformat()}..{end.isoformat()}", "rows": rows}],
-        "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows}],
-    })
+    ctx.record(
+        table.name,
+        f"train_{detector_name}",
+        end,
+        {
+            "detector": detector_name,
+            "model_version": version,
+            "inputs": [
+                {
+                    "table": f"features_{table.name}",
+                    "partition": f"dt={start.isoformat()}..{end.isoformat()}",
+                    "rows": rows,
+                }
+            ],
+            "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows}],
+        },
+    )
     return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)
 
 
-def _calibrate(detector: Detector, holdout_df: DataFrame, spec: DetectorSpec, logs: Path, where: str) -> tuple[np.ndarray, Calibration]:
+def _calibrate(
+    detector: Detector, holdout_df: DataFrame, spec: DetectorSpec, logs: Path, where: str
+) -> tuple[np.ndarray, Calibration]:
     """The held-out raw scores and the calibration fitted to them; every held-out window must get a finite score."""
     with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
         raw = detector.score_samples(holdout.dataset)
@@ -165,7 +193,9 @@ def _calibrate(detector: Detector, holdout_df: DataFrame, spec: DetectorSpec, lo
     return raw, calibration
 
 
-def _meta(table: TableConfig, spec: DetectorSpec, detector_name: str, train_range: tuple[date, date], cutoff: str) -> dict[str, Any]:
+def _meta(
+    table: TableConfig, spec: DetectorSpec, detector_name: str, train_range: tuple[date, date], cutoff: str
+) -> dict[str, Any]:
     """What meta.json says about the inputs and the split (the scoring side checks the signature)."""
     return {
         "detector": detector_name,

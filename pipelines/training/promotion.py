@@ -4,6 +4,7 @@ A candidate is promoted only when its held-out scores are finite, its alert rate
 within bounds, and it is not worse than the current model on the same windows (median raw score, same
 family). The decision is recorded as models/<detector>/<table>/decisions/<version>.json either way.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import numpy as np
 
 from anomalake.models.artifacts import CURRENT_FILE, Artifact, ArtifactError, load_artifact, read_current, write_current
 from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.lake.reading import read_partitions
-from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.training.holdout import split_holdout
 
 MAX_ALERT_RATE = 0.05
@@ -38,7 +39,9 @@ def _holdout_samples(ctx: JobContext, table: TableConfig, artifact: Artifact) ->
     """The candidate's held-out samples (at most MAX_ROWS) as the training job split them: ids and values."""
     first, last = (date.fromisoformat(d) for d in artifact.meta["train_range"])
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), day_range(first, last), "features", table.name)
-    _, holdout, _ = split_holdout(features.select("entity_id", "ts", "x"), table, float(artifact.meta.get("holdout_fraction", 0.2)))
+    _, holdout, _ = split_holdout(
+        features.select("entity_id", "ts", "x"), table, float(artifact.meta.get("holdout_fraction", 0.2))
+    )
     rows = holdout.select("entity_id", "x").limit(MAX_ROWS).toPandas()
     if table.kind == "text":
         return rows["entity_id"].tolist(), np.array(rows["x"].tolist(), dtype=object)
@@ -56,7 +59,10 @@ def _judge(candidate: Artifact, current: Artifact | None, entities: list[str], x
     raw = _raw_scores(candidate, entities, x)
     if raw.size == 0 or not np.all(np.isfinite(raw)):
         return ["the candidate gives non-finite (or no) scores on the held-out windows"], {}
-    metrics = {"alert_rate": float(candidate.calibration.is_anomaly(raw).mean()), "median_raw_score": float(np.median(raw))}
+    metrics = {
+        "alert_rate": float(candidate.calibration.is_anomaly(raw).mean()),
+        "median_raw_score": float(np.median(raw)),
+    }
     reasons = []
     if metrics["alert_rate"] > MAX_ALERT_RATE:
         reasons.append(f"alert rate {metrics['alert_rate']:.2%} on held-out windows is above {MAX_ALERT_RATE:.0%}")
@@ -86,7 +92,11 @@ def run_promote(ctx: JobContext, table: TableConfig, detector: str, version: str
         decision = GateDecision(version, not reasons, tuple(reasons), metrics)
     decisions = root / "decisions"
     decisions.mkdir(parents=True, exist_ok=True)
-    record = {**asdict(decision), "current_before": current_version, "decided_at": datetime.now(timezone.utc).isoformat()}
+    record = {
+        **asdict(decision),
+        "current_before": current_version,
+        "decided_at": datetime.now(timezone.utc).isoformat(),
+    }
     (decisions / f"{version}.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     if decision.promoted:
         write_current(root, version)
