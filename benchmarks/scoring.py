@@ -132,10 +132,10 @@ def phase_spark(args, lake: Path) -> dict[str, Any]:
         cold, cold_s = common.timed(run_score_days, ctx.with_new_run(), table, family, [common.SCORE_DAY])
         cold_process_s = common.process_seconds()
         warm, warm_s = common.timed(run_score_days, ctx.with_new_run(), table, family, [common.SCORE_DAY])
-        caches = worker_caches(ctx.spark)
+        loads = worker_loads(ctx.spark)
         ctx.spark.stop()
     check_scored(cold, warm)
-    loaded = [size for _, size in caches if size >= 0]
+    loaded = [count for _, count in loads if count >= 0]
     return {
         "rows": cold.rows_in,
         "anomalies": warm.anomalies,
@@ -146,8 +146,8 @@ def phase_spark(args, lake: Path) -> dict[str, Any]:
         "cold_job_rps": common.rate(cold.rows_in, cold_s),
         "warm_rps": common.rate(warm.rows_in, warm_s),
         "loads_per_worker": max(loaded, default=0),
-        "python_workers": len({pid for pid, size in caches if size >= 0}),
-        "probed_workers": len({pid for pid, _ in caches}),
+        "python_workers": len({pid for pid, count in loads if count >= 0}),
+        "probed_workers": len({pid for pid, _ in loads}),
         "peak_rss_mb": rss.peak_mb,
     }
 
@@ -159,16 +159,16 @@ def check_scored(*results) -> None:
             raise RuntimeError(f"score job scored {r.scored} of {r.rows_in} windows ({r.quarantined})")
 
 
-def worker_caches(spark, rounds: int = 4) -> list[tuple[int, int]]:
-    """(pid, artifacts cached) of the reused Python workers: -1 where anomalake.pipelines.scoring.udf was never
-    imported.
+def worker_loads(spark, rounds: int = 4) -> list[tuple[int, int]]:
+    """(pid, model loads) of the reused Python workers: how often each read an artifact from the lake (the score
+    function's LOADS counter, not the size of its cache); -1 where anomalake.pipelines.scoring.udf was never imported.
 
     The probe is a mapInPandas task: Spark reuses the SQL Python workers that ran the scoring UDF for it (an
     RDD map runs in a separate pool of workers, which never saw the UDF).
     """
 
     def probe(batches):
-        """In each worker: its pid and the size of anomalake.pipelines.scoring.udf's artifact cache."""
+        """In each worker: its pid and how often anomalake.pipelines.scoring.udf loaded an artifact."""
         import os as os_
         import sys as sys_
 
@@ -177,12 +177,12 @@ def worker_caches(spark, rounds: int = 4) -> list[tuple[int, int]]:
         module = sys_.modules.get("anomalake.pipelines.scoring.udf")
         for _ in batches:
             yield pd_.DataFrame(
-                {"pid": [os_.getpid()], "cached": [len(module._ARTIFACTS) if module is not None else -1]}
+                {"pid": [os_.getpid()], "loads": [sum(module.LOADS.values()) if module is not None else -1]}
             )
 
     tasks = spark.sparkContext.defaultParallelism * rounds
-    rows = spark.range(0, tasks, 1, tasks).mapInPandas(probe, "pid long, cached long").collect()
-    return sorted({(r["pid"], r["cached"]) for r in rows})
+    rows = spark.range(0, tasks, 1, tasks).mapInPandas(probe, "pid long, loads long").collect()
+    return sorted({(r["pid"], r["loads"]) for r in rows})
 
 
 def phase_baseline(args, lake: Path) -> dict[str, Any]:

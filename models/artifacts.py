@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from anomalake.models.base import CONFIG_FILE, MODEL_FILE, Detector
+from anomalake.models.base import CONFIG_FILE, MODEL_FILE, Detector, prescan_model
 from anomalake.models.calibration import Calibration
 from anomalake.models.files import write_text_atomically
 from anomalake.models.keras_archive import ArtifactError, check_keras_archive
@@ -140,6 +140,7 @@ def verify_artifact(folder: Path) -> None:
         if name not in listed and name != CHECKSUMS_FILE and name.lower().endswith(MODEL_SUFFIXES):
             raise ArtifactError(folder, f"{name} is a model-bearing file not listed in {CHECKSUMS_FILE}: refused")
     check_keras_archive(folder / MODEL_FILE)
+    prescan_model(folder)  # on the driver, before any Spark task loads it: one line, not a task's stack trace
 
 
 def _read_checksums(folder: Path) -> dict[str, str]:

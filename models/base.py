@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 
 from anomalake.models import registry
-from anomalake.models.keras_archive import ArtifactError, load_keras_model
+from anomalake.models.keras_archive import ArtifactError, load_keras_model, prescan_keras_archive
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -142,8 +142,8 @@ class Detector(abc.ABC):
         self.model_.save(folder / MODEL_FILE)
 
     def _load_model(self, folder: Path) -> None:
-        """Read the Keras model back with safe_mode=True (no Lambda layers, only registered custom objects)."""
-        self.model_ = load_keras_model(folder / MODEL_FILE)
+        """Read the Keras model back: the pre-scan, then safe_mode=True (no Lambda, only registered custom objects)."""
+        self.model_ = load_keras_model(folder / MODEL_FILE, registered_keras_objects())
 
     # --- shared machinery ---------------------------------------------------------------------
     @property
@@ -203,6 +203,19 @@ def registered_family(folder: Path, name: Any) -> type["Detector"]:
             folder, f"{CONFIG_FILE} names family {name!r}, not a registered family ({', '.join(families)})"
         )
     return families[name]
+
+
+def registered_keras_objects() -> frozenset[str]:
+    """The names of the custom Keras objects the families register (`anomalake>...`), after discovering them all."""
+    import keras
+
+    registry.discover()
+    return frozenset(keras.saving.get_custom_objects())
+
+
+def prescan_model(folder: Path) -> None:
+    """The pre-scan of a folder's model.keras against the registered Keras objects (ArtifactError when unsafe)."""
+    prescan_keras_archive(folder / MODEL_FILE, registered_keras_objects())
 
 
 def grid_blocks(size: int, parts: int) -> list[np.ndarray]:

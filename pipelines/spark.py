@@ -28,6 +28,9 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # pandas' default Parquet holds nanosecond timestamps, which Spark 4 refuses with a stack trace; read them
+        # as integers and let the raw readers convert them (anomalake's own tables hold microseconds).
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
         # Stage progress bars in a terminal; none under Airflow or in logs.

@@ -125,9 +125,23 @@ def _kill_processes_of(home: Path) -> None:
 
 
 def scores(env, day: str) -> pd.DataFrame:
-    folder = Path(env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / f"dt={day}"
-    frame = pd.read_parquet(folder)
-    return frame.drop(columns=["run_id", "scored_at"]).sort_values(["entity_id", "ts"], ignore_index=True)
+    """A day's scored rows in a fixed order, without the columns that name the run; lists and maps as exact reprs."""
+    frame = pd.read_parquet(_day_folder(env, day)).drop(columns=["run_id", "scored_at"])
+    for column in ("feature_contributions", "top_steps"):
+        frame[column] = frame[column].map(lambda v: repr(list(v)))
+    return frame.sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def written_by(env, day: str) -> str:
+    """The one run that wrote a day's scores: its rows' run_id, which the day's _RUN marker must name too."""
+    folder = _day_folder(env, day)
+    run_ids = set(pd.read_parquet(folder, columns=["run_id"])["run_id"])
+    assert len(run_ids) == 1 and (folder / "_RUN").read_text().strip() in run_ids, (run_ids, folder)
+    return run_ids.pop()
+
+
+def _day_folder(env, day: str) -> Path:
+    return Path(env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / f"dt={day}"
 
 
 def test_dagbag_parses_fast_without_heavy_imports(airflow_env):
@@ -178,9 +192,11 @@ def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
         / "_report.html"
     )
     assert "Run health" in report.read_text()
+    first_run = written_by(airflow_env, "2026-02-05")
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
     assert "state=success" in log, log[-3000:]
-    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"))
+    assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
+    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
 
 
 def test_a_missing_raw_partition_fails_the_run_and_publishes_nothing(airflow_env):
@@ -252,6 +268,7 @@ def test_backfill_gives_the_partitions_of_nightly_runs(airflow_env):
         result, log = dags_test(airflow_env, DAG_ID, day)
         assert "state=success" in log, log[-3000:]
     nightly = {day: scores(airflow_env, day) for day in days}
+    nightly_runs = {day: written_by(airflow_env, day) for day in days}
     port = _free_port()
     env = {
         **airflow_env,
@@ -285,5 +302,6 @@ def test_backfill_gives_the_partitions_of_nightly_runs(airflow_env):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         _kill_processes_of(Path(env["AIRFLOW_HOME"]))
-    for day in days:
-        pd.testing.assert_frame_equal(nightly[day], scores(airflow_env, day))
+    for day in days:  # every partition written again, by the backfill's own run, to the same rows
+        assert written_by(airflow_env, day) != nightly_runs[day], f"the backfill did not rewrite dt={day}"
+        pd.testing.assert_frame_equal(nightly[day], scores(airflow_env, day), check_exact=True)

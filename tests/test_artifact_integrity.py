@@ -128,7 +128,7 @@ def test_a_lambda_layer_is_refused_even_with_rewritten_checksums(artifact):
     inputs = keras.Input((8, 4))
     keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs)).save(artifact / MODEL_FILE)
     rewrite_checksums(artifact)
-    refused(artifact, "Lambda", "safe_mode=True")
+    refused(artifact, "pre-scan: model.keras needs unsafe deserialisation (a Lambda layer at $.config.layers[1])")
 
 
 def test_an_unregistered_family_is_refused(artifact):
@@ -152,6 +152,41 @@ def test_current_round_trips_and_refuses_a_path(artifact):
     (root / CURRENT_FILE).write_text("../../etc\n")
     with pytest.raises(ArtifactError, match=CURRENT_FILE):
         read_current(root)
+
+
+def test_current_is_replaced_whole_or_not_at_all(artifact, monkeypatch):
+    import anomalake.models.files as files
+
+    root = artifact.parent
+    write_current(root, "v1")
+
+    def crash(*_):  # the process dies between writing the new pointer and putting it in place
+        raise OSError("killed")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_current(root, "v2")
+    assert (root / CURRENT_FILE).read_text() == "v1\n"  # the old pointer, complete: never truncated or half new
+    monkeypatch.undo()
+    write_current(root, "v1")
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == [], "no temp file is left behind"
+
+
+def test_checksums_are_written_after_every_other_file(saved, tmp_path, monkeypatch):
+    import anomalake.models.artifacts as artifacts
+
+    _, detector, probe = saved
+    present_when_written = []
+    real = artifacts.write_checksums
+
+    def watched(folder):
+        present_when_written.append(sorted(p.name for p in folder.iterdir()))
+        return real(folder)
+
+    monkeypatch.setattr(artifacts, "write_checksums", watched)
+    folder = save_artifact(tmp_path / "v2", detector, EntityScaling.identity(), fit_calibration(np.arange(50.0)), {})
+    assert present_when_written == [sorted(p.name for p in folder.iterdir() if p.name != CHECKSUMS_FILE)]
+    assert {MODEL_FILE, CONFIG_FILE, "baseline.json", "calibration.json", "meta.json"} <= set(present_when_written[0])
 
 
 def test_current_pointing_at_a_missing_version_says_so(artifact):

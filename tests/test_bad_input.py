@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,18 +19,23 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import START, TINY_DETECTOR, TINY_TABLE
 
 from anomalake.models.artifacts import ArtifactError, read_current, write_checksums
-from anomalake.pipelines.config import ConfigError, load_table, parse_table
+from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.decoding import encode_png
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.files import write_raw_partition
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.jobs.cli import main
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import partition_path
+from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
 from anomalake.pipelines.training.job import run_train
@@ -45,6 +51,13 @@ IMAGE_TABLE = {
     "image": {"height": 8, "width": 8, "channels": 1},
     "max_quarantine_share": 0.5,
 }
+PATH_TABLE = {
+    "kind": "image",
+    "path": "raw/shots",
+    "entity": "image_id",
+    "image": {"path_column": "path", "height": 8, "width": 8, "channels": 1},
+    "max_quarantine_share": 0.5,
+}
 TEXT_TABLE = {
     "kind": "text",
     "path": "raw/notes",
@@ -58,7 +71,7 @@ TEXT_TABLE = {
 class Case:
     """One kind of bad input: how to make it, which job meets it, and what must come out."""
 
-    job: str  # windows | image | text | score | config
+    job: str  # windows | image | text | score
     make: Callable
     error: tuple[type, str] | None = None  # (exception type, regex of its message)
     quarantined: dict[str, int] = field(default_factory=dict)
@@ -129,6 +142,45 @@ def media(frame_change: Callable[[pd.DataFrame], pd.DataFrame], kind: str) -> Ca
     return make
 
 
+def pandas_default(ctx, table, naive: bool) -> None:
+    """The day rewritten the most common way in Python: pandas' to_parquet, nanosecond timestamps (naive or UTC)."""
+    frame = raw_day(ctx, table)
+    frame["ts"] = frame["ts"].astype("datetime64[ns, UTC]")  # what pd.read_csv and pd.to_datetime give
+    if naive:
+        frame["ts"] = frame["ts"].dt.tz_localize(None)
+    folder = partition_path(ctx.lake.raw(table), dt=DAY.isoformat())
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    frame.to_parquet(folder / "part-00000.parquet", index=False)
+    assert pq.read_schema(folder / "part-00000.parquet").field("ts").type.unit == "ns"
+
+
+def image_files(ctx, table) -> None:
+    """Images named by path (relative to the lake), one of them missing."""
+    frame = images()
+    folder = ctx.lake.root / "files"
+    folder.mkdir(parents=True)
+    paths = []
+    for i, png in enumerate(frame["image"]):
+        if i != 3:
+            (folder / f"img-{i:03d}.png").write_bytes(png)
+        paths.append(f"files/img-{i:03d}.png")
+    write_raw_partition(ctx.lake, table, DAY, pd.DataFrame({"image_id": frame["image_id"], "path": paths}))
+
+
+def extra_window(ctx, values: list[float]) -> None:
+    """One more row in the scored day's features, next to the windows job's own files."""
+    folder = partition_path(ctx.lake.features("telemetry"), dt=SCORE_DAY.isoformat())
+    row = pa.table(
+        {
+            "entity_id": ["host-000"],
+            "ts": pa.array([pd.Timestamp(SCORE_DAY, tz="UTC")], pa.timestamp("us", tz="UTC")),
+            "x": pa.array([values], pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(row.cast(FEATURE_FILE), folder / "part-extra.parquet")
+
+
 # ---- the model cases: the lake of `trained_lake`, with its CURRENT artifact changed ----
 
 
@@ -182,21 +234,6 @@ def unseen_entity(ctx, table) -> None:
         newcomer = frame[frame["entity_id"] == frame["entity_id"].iloc[0]].assign(entity_id="host-new")
         write_raw_partition(ctx.lake, table, day, pd.concat([frame, newcomer], ignore_index=True))
     run_windows(ctx, table, [SCORE_DAY - timedelta(days=1), SCORE_DAY])
-
-
-def config_error(entry_change: dict | None = None, name: str = "telemetry") -> Callable:
-    def make(ctx, table):
-        parse_table(name, {**TINY_TABLE, **(entry_change or {})})
-
-    return make
-
-
-def unknown_detector(ctx, table) -> None:
-    run_train(ctx, table, "no_such_detector", START, DAY, verbose=0)
-
-
-def traversal_table(ctx, table) -> None:
-    load_table(load_settings().tables_file, "../../etc/passwd")
 
 
 NAN = float("nan")
@@ -317,7 +354,19 @@ CASES = {
         quarantined={"oversize_record": 1},
         table=TEXT_TABLE,
     ),
+    "late_row": Case(
+        "windows",
+        lambda c, t: rewrite(c, t, lambda f: at(f, 5, ts=f["ts"][5] - pd.Timedelta(days=1))),
+        quarantined={"outside_partition": 1},
+    ),
+    "pandas_default_parquet": Case("windows", lambda c, t: pandas_default(c, t, naive=False)),
+    "pandas_naive_timestamps": Case("windows", lambda c, t: pandas_default(c, t, naive=True)),
+    "missing_image_file": Case("image", image_files, quarantined={"null_image": 1}, table=PATH_TABLE),
     # The score job and its model.
+    "bad_shape": Case("score", lambda c, t: extra_window(c, [0.5] * 5), quarantined={"bad_shape": 1}),
+    "non_finite_score": Case(
+        "score", lambda c, t: extra_window(c, [float("inf")] * 32), quarantined={"non_finite_score": 1}
+    ),
     "unseen_entity": Case("score", unseen_entity, quarantined={"unknown_entity": 288}),
     "model_bytes_changed": Case(
         "score",
@@ -333,32 +382,15 @@ CASES = {
     ),
     "pickle_model_file": Case("score", pickle_model, (JobError, r"model.keras is a pickle file: refused")),
     "lambda_layer_model": Case(
-        "score", lambda_model, (JobError, r"needs unsafe deserialisation \(a Lambda layer\): refused")
+        "score",
+        lambda_model,
+        (
+            JobError,
+            r"pre-scan: model.keras needs unsafe deserialisation \(a Lambda layer at \$.config.layers\[1\]\): refused",
+        ),
     ),
     "current_pointer_traversal": Case(
         "score", traversal_pointer, (ArtifactError, r"CURRENT: '../../../../etc' is not a version name")
-    ),
-    # Names that would reach a path or a statement.
-    "unknown_detector_name": Case(
-        "config", unknown_detector, (ConfigError, r"detector no_such_detector: no .*no_such_detector.yml \(known: ")
-    ),
-    "table_name_with_dotdot": Case(
-        "config", traversal_table, (ConfigError, r"table '../../etc/passwd' is not a valid name")
-    ),
-    "detector_name_with_quote": Case(
-        "config",
-        config_error({"detectors": ["x'; DROP TABLE scores_telemetry; --"]}),
-        (ConfigError, r"detector \"x'; DROP"),
-    ),
-    "column_name_with_backtick": Case(
-        "config",
-        config_error({"features": ["cpu`", "memory"]}),
-        (ConfigError, r"column 'cpu`' is not a valid column name"),
-    ),
-    "lake_path_escaping": Case(
-        "config",
-        config_error({"path": "../../home"}),
-        (ConfigError, r"path '../../home' must be a relative folder inside the lake"),
     ),
 }
 
@@ -375,13 +407,86 @@ def trained_lake(spark, tmp_path_factory):
     return root
 
 
+@dataclass(frozen=True)
+class ConfigCase:
+    """A bad table entry or command line: the job a user ran stops with one line on stderr and exit 2."""
+
+    argv: tuple[str, ...]
+    message: str  # regex of the line
+    change: dict = field(default_factory=dict)  # what the user's tables file has wrong
+
+
+WINDOWS = ("windows", "--table", "telemetry", "--date", DAY.isoformat())
+CONFIG_CASES = {
+    # Names that would reach a path or a statement, and settings that would do nothing.
+    "unknown_detector_name": ConfigCase(
+        (
+            "train",
+            "--detector",
+            "no_such_detector",
+            "--table",
+            "telemetry",
+            "--start",
+            START.isoformat(),
+            "--end",
+            DAY.isoformat(),
+        ),
+        r"detector no_such_detector: no .*no_such_detector.yml \(known: ",
+    ),
+    "table_name_with_dotdot": ConfigCase(
+        ("windows", "--table", "../../etc/passwd", "--date", DAY.isoformat()),
+        r"table '../../etc/passwd' is not a valid name",
+    ),
+    "detector_name_with_quote_on_the_command_line": ConfigCase(
+        (
+            "score",
+            "--detector",
+            "x'; DROP TABLE scores_telemetry; --",
+            "--table",
+            "telemetry",
+            "--date",
+            DAY.isoformat(),
+        ),
+        r"detector \"x'; DROP TABLE scores_telemetry; --\" is not a valid name",
+    ),
+    "detector_name_with_quote": ConfigCase(
+        WINDOWS, r"detector \"x'; DROP", {"detectors": ["x'; DROP TABLE scores_telemetry; --"]}
+    ),
+    "column_name_with_backtick": ConfigCase(
+        WINDOWS, r"column 'cpu`' is not a valid column name", {"features": ["cpu`", "memory"]}
+    ),
+    "lake_path_escaping": ConfigCase(
+        WINDOWS, r"path '../../home' must be a relative folder inside the lake", {"path": "../../home"}
+    ),
+    "misspelt_setting": ConfigCase(WINDOWS, r"tables.yml: table telemetry: unknown key 'fill_limt'", {"fill_limt": 2}),
+}
+
+
 def rows(ctx, root, **keys) -> pd.DataFrame:
     folder = partition_path(root, **keys)
     return pd.read_parquet(folder) if folder.is_dir() and any(folder.glob("*.parquet")) else pd.DataFrame()
 
 
-def test_there_are_at_least_25_kinds():
-    assert len(CASES) >= 25
+def test_every_kind_of_bad_input_is_a_case():
+    # 47 kinds: the README's count. A kind added or dropped must change both.
+    assert len(CASES) + len(CONFIG_CASES) == 47
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIG_CASES))
+def test_bad_configuration(kind, tmp_path, monkeypatch, capsys):
+    case = CONFIG_CASES[kind]
+    tables = tmp_path / "tables.yml"
+    tables.write_text(yaml.safe_dump({"telemetry": {**TINY_TABLE, **case.change}}))
+    monkeypatch.setenv("ANOMALAKE_TABLES", str(tables))
+    lake = tmp_path / "lake"
+    write_generated(lake, GenerateSpec("telemetry", START, 2, 2, 11))
+    try:
+        code = main(["--lake", str(lake), *case.argv])
+    except SystemExit as stopped:  # argparse refuses a malformed name before any job starts
+        code = stopped.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and re.search(case.message, lines[0]), (code, lines)
+    assert not any((lake / folder).exists() for folder in ("features", "scores", "quarantine", "models", "_runs"))
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -393,26 +498,24 @@ def test_bad_input(ctx, kind, request, caplog):
     elif case.job == "windows":
         write_generated(ctx.lake.root, GenerateSpec("telemetry", START, 2, 2, 11))
     day = SCORE_DAY if case.job == "score" else DAY
-    if case.job != "config":
-        case.make(ctx, table)
+    case.make(ctx, table)
     run = {"score": lambda: run_score(ctx.with_new_run(), table, DETECTOR, day)}.get(
         case.job, lambda: run_windows(ctx, table, [day])
     )
-    if case.job == "config":
-        run = lambda: None  # noqa: E731 (the error came from making the case)
+    job = f"score_{DETECTOR}" if case.job == "score" else "windows"
 
     if case.error:
         with pytest.raises(case.error[0], match=case.error[1]) as error:
-            case.make(ctx, table) if case.job == "config" else run()
+            run()
         assert "\n" not in str(error.value), "the error is one line"
         written = ctx.lake.scores(table.name) if case.job == "score" else ctx.lake.features(table.name)
         after = rows(ctx, written, **({"detector": DETECTOR} if case.job == "score" else {}), dt=day.isoformat())
         assert after.empty, "nothing is written for the partition of a refused run"
+        assert rows(ctx, ctx.lake.quarantine(table.name), job=job, dt=day.isoformat()).empty, "nor quarantined"
         return
 
     caplog.set_level(logging.WARNING, logger="anomalake")
     result = run()
-    job = f"score_{DETECTOR}" if case.job == "score" else "windows"
     quarantine = rows(ctx, ctx.lake.quarantine(table.name), job=job, dt=day.isoformat())
     reasons = quarantine["reason"].value_counts().to_dict() if len(quarantine) else {}
     expected = {**case.quarantined} if case.job != "windows" or case.quarantined else {}
@@ -421,7 +524,9 @@ def test_bad_input(ctx, kind, request, caplog):
         rows_out, context = len(rows(ctx, ctx.lake.scores(table.name), detector=DETECTOR, dt=day.isoformat())), 0
     else:
         rows_in = len(raw_day(ctx, table, day))
-        rows_out, context = len(rows(ctx, ctx.lake.features(table.name), dt=day.isoformat())), result.context
+        # Stride 1: every target row ends a window or is quarantined; the job's own context count must say 0.
+        assert result.context == 0, f"{kind}: {result.context} context rows with stride 1"
+        rows_out, context = len(rows(ctx, ctx.lake.features(table.name), dt=day.isoformat())), 0
     assert reasons == expected, f"{kind}: quarantine reasons {reasons}, expected {expected}"
     assert rows_in == rows_out + context + len(quarantine) > 0, (
         f"{kind}: {rows_in} rows in, {rows_out} out, {context} context, {len(quarantine)} quarantined"

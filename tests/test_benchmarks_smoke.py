@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,22 +102,35 @@ def test_benchmark_writes_its_keys(name, results, tmp_path):
     assert [k for k in KEYS[name] if k not in result] == []
     assert positive_numbers(result) == []
     assert not any((tmp_path / "work").iterdir()), "the temporary lake was not deleted"
+    for ratio, numerator, denominator in ratios_of(name, result):  # each ratio is of two separate measurements
+        assert numerator != denominator and ratio == round(numerator / denominator, 4), (ratio, numerator, denominator)
     if name == "scoring":
         assert result["loads_per_worker"] == {"dense_autoencoder": 1}, "the model must load once per Python worker"
         assert result["python_workers"]["dense_autoencoder"] >= 1
-        ratios = [result["scoring_ratio"]["dense_autoencoder"], result["scoring_ratio_cold"]["dense_autoencoder"]]
-        assert all(r > 0 for r in ratios)
     if name == "windowing":
-        assert result["windowing_ratio"] > 0 and result["nightly_rows"] == result["sizes"]["rows"], (
-            "the nightly path covers every raw row"
-        )
-    if name in ("feed", "scaling"):
-        assert result["feed_ratio" if name == "feed" else "scaling_4x"] > 0
+        assert result["nightly_rows"] == result["sizes"]["rows"], "the nightly path covers every raw row"
     if name == "feed":
-        assert (
-            len(result["absolute"]["petastorm"]["rounds_steps_per_s"]) == 2
-            and result["absolute"]["feed_ratio_shuffled_once"] > 0
-        )
+        assert len(result["absolute"]["petastorm"]["rounds_steps_per_s"]) == 2
+
+
+def ratios_of(name: str, result: dict) -> list[tuple[float, float, float]]:
+    """(ratio, numerator, denominator) of each ratio a benchmark reports, from the absolute figures beside it."""
+    if name == "scoring":
+        run = result["absolute"]["runs"]["dense_autoencoder"]
+        return [
+            (result[f"scoring_ratio{cold}"]["dense_autoencoder"], run["spark"][key], run["baseline"][key])
+            for cold, key in (("", "warm_rps"), ("_cold", "cold_rps"))
+        ]
+    if name == "windowing":
+        return [(result["windowing_ratio"], result["spark_rows_per_s"], result["baseline_rows_per_s"])]
+    if name == "feed":
+        feeds = result["absolute"]
+        petastorm = feeds["petastorm"]["steps_per_s"]
+        return [
+            (result["feed_ratio"], petastorm, feeds["in_memory"]["steps_per_s"]),
+            (feeds["feed_ratio_shuffled_once"], petastorm, feeds["in_memory_shuffled_once"]["steps_per_s"]),
+        ]
+    return [(result["scaling_4x"], result["absolute"]["4x"]["seconds"], result["absolute"]["1x"]["seconds"])]
 
 
 def test_run_all_composes_perf_json(results, tmp_path):
@@ -145,7 +159,9 @@ def test_run_all_composes_perf_json(results, tmp_path):
     assert [k for k in PERF_KEYS if k not in perf] == []
     assert positive_numbers({k: v for k, v in perf.items() if k != "absolute"}) == []
     assert set(perf["model_load_s"]) >= {"seconds", "loads_per_worker", "python_workers"}
-    assert perf["machine"]["cpu_count"] >= 1
+    assert perf["machine"]["cpu_count"] == os.cpu_count()
+    for key, name in (("scoring_ratio", "scoring"), ("windowing_ratio", "windowing"), ("feed_ratio", "feed")):
+        assert perf[key] == json.loads((results / f"{name}.json").read_text())[key], f"perf.json's {key} is the run's"
     if "skipped" in perf["gpu"]:
         assert "GPU variant skipped: " in done.stdout
     else:

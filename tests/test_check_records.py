@@ -44,11 +44,13 @@ def test_a_short_history_does_not_judge_jumps(tmp_path, tiny_table):
 def test_the_latest_record_of_a_day_wins(tmp_path, tiny_table):
     lake = Lake(tmp_path)
     night(lake, DAY, anomalies=5)
-    write_run_record(
-        lake.root,
-        "telemetry",
-        "score_dense_autoencoder",
-        DAY,
-        {"run_id": "rerun", "rows_in": 1000, "rows_out": 990, "anomalies": 5, "quarantined": {"unknown_entity": 10}},
-    )
+    assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()
+    # A later re-run of the score job that saw fewer windows than the windows job wrote: its record is the one judged.
+    rerun = {"run_id": "rerun", "rows_in": 990, "rows_out": 990, "anomalies": 5, "quarantined": {}}
+    write_run_record(lake.root, "telemetry", "score_dense_autoencoder", DAY, rerun)
+    problems = run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems
+    assert problems == ("score_dense_autoencoder: scored 990 windows, the windows job wrote 1000",)
+    # And a re-run after it that agrees again wins over both.
+    again = {"run_id": "again", "rows_in": 1000, "rows_out": 1000, "anomalies": 5, "quarantined": {}}
+    write_run_record(lake.root, "telemetry", "score_dense_autoencoder", DAY, again)
     assert run_check(lake, tiny_table, ["dense_autoencoder"], DAY).problems == ()

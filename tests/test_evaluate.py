@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.pipelines.evaluation.datasets import SKAB_FEATURES
 from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, run_evaluate
 
@@ -105,7 +106,17 @@ def test_skab_format_runs_are_scored_by_the_anomaly_free_model(ctx, tmp_path):
     assert {r["group"] for r in records} == {"valve1/0.csv", "valve1", "overall"}
     # the run is an entity the model never saw: scored in the training entity's units, not quarantined
     assert not (ctx.lake.quarantine("skab") / "job=score_dense_autoencoder").exists()
-    assert got[("dense_autoencoder", "valve1/0.csv", "pointwise_recall")] is not None
+    # Every window of the valve run was scored, by the one model that saw only the anomaly-free run.
+    root = ctx.lake.models("dense_autoencoder", "skab")
+    artifact = load_artifact(root / read_current(root))
+    assert set(artifact.scaling.centers) == {"anomaly-free/anomaly-free.csv"}
+    features = pd.read_parquet(ctx.lake.features("skab"))
+    scores = pd.read_parquet(ctx.lake.scores("skab") / "detector=dense_autoencoder")
+    valve = features["entity_id"] == "valve1/0.csv"
+    assert len(scores) == valve.sum() > 0 and set(scores["model_version"]) == {artifact.version}
+    assert (
+        np.isfinite(scores["raw_score"]).all() and 0.0 <= got[("dense_autoencoder", "valve1/0.csv", "roc_auc")] <= 1.0
+    )
     assert got[("baseline_pca", "valve1/0.csv", "roc_auc")] > 0.8
     assert got[("baseline_pca", "valve1/0.csv", "overlap_segment_recall")] == 1.0
 

@@ -56,6 +56,23 @@ def test_a_broken_candidate_is_refused_and_current_kept(lake_with_model):
     assert recorded["promoted"] is False and recorded["current_before"] == current
 
 
+def test_a_tampered_candidate_is_refused_recorded_and_current_kept(lake_with_model):
+    ctx, table, current = lake_with_model
+    candidate = run_train(
+        ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR, promote=False
+    )
+    root = ctx.lake.models("dense_autoencoder", "telemetry")
+    model = root / candidate.version / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, after training: the checksums no longer match
+    model.write_bytes(bytes(data))
+    decision = run_promote(ctx, table, "dense_autoencoder", candidate.version)
+    assert not decision.promoted and "model.keras was changed after training (sha256 mismatch)" in decision.reasons[0]
+    assert read_current(root) == current
+    recorded = json.loads((root / "decisions" / f"{candidate.version}.json").read_text())
+    assert recorded["promoted"] is False and recorded["reasons"] == list(decision.reasons)
+
+
 def test_a_sound_candidate_is_promoted(lake_with_model):
     ctx, table, current = lake_with_model
     candidate = run_train(

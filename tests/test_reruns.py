@@ -1,4 +1,5 @@
-"""Re-running a job for the same inputs gives the same rows (run_id and scored_at aside); every run is on record.
+"""Re-running a job for the same inputs gives the same rows, exactly (run_id and scored_at aside); every run is on
+record.
 
 The spark tier: real jobs on a tiny lake, the run records read back with Spark SQL as `runs`.
 """
@@ -6,6 +7,7 @@ The spark tier: real jobs on a tiny lake, the run records read back with Spark S
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,16 @@ def table_rows(ctx, root) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns), ignore_index=True)
 
 
+def written_by(root) -> set[str]:
+    """The runs that wrote the day folders under `root` (each live day names its run in _RUN)."""
+    return {(day / "_RUN").read_text().strip() for day in root.glob("dt=*")}
+
+
+def assert_exactly_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Every value equal, floats bit for bit (assert_frame_equal's default tolerance is 1e-5 relative)."""
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
 def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_table):
     write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(DAYS), 2, 4))
     run_windows(ctx, tiny_table, DAYS)
@@ -41,17 +53,22 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
         table_rows(ctx, ctx.lake.features("telemetry")),
         table_rows(ctx, ctx.lake.quarantine("telemetry")),
     )
-    run_windows(ctx.with_new_run(), tiny_table, DAYS)
-    pd.testing.assert_frame_equal(table_rows(ctx, ctx.lake.features("telemetry")), features)
-    pd.testing.assert_frame_equal(table_rows(ctx, ctx.lake.quarantine("telemetry")), quarantine)
+    rerun = ctx.with_new_run()
+    run_windows(rerun, tiny_table, DAYS)
+    assert_exactly_equal(table_rows(ctx, ctx.lake.features("telemetry")), features)
+    assert_exactly_equal(table_rows(ctx, ctx.lake.quarantine("telemetry")), quarantine)
+    assert written_by(ctx.lake.features("telemetry")) == {rerun.run_id}, "the rerun replaced every day"
 
     first = run_train(
         ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0
     )
     run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[2:])
     scores = table_rows(ctx, ctx.lake.scores("telemetry"))
-    run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[2:])
-    pd.testing.assert_frame_equal(table_rows(ctx, ctx.lake.scores("telemetry")), scores)
+    rerun = ctx.with_new_run()
+    run_score_days(rerun, tiny_table, "dense_autoencoder", DAYS[2:])
+    assert_exactly_equal(table_rows(ctx, ctx.lake.scores("telemetry")), scores)
+    assert set(ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()["run_id"]) == {rerun.run_id}
+    assert written_by(ctx.lake.scores("telemetry") / "detector=dense_autoencoder") == {rerun.run_id}
 
     # Training again on the same windows with the same seed gives the same model, so the same scores.
     second = run_train(
@@ -60,7 +77,7 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
     assert second.version != first.version and second.threshold == first.threshold
     run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[2:])
     again = table_rows(ctx, ctx.lake.scores("telemetry"))
-    pd.testing.assert_frame_equal(again.drop(columns="model_version"), scores.drop(columns="model_version"))
+    assert_exactly_equal(again.drop(columns="model_version"), scores.drop(columns="model_version"))
 
     runs = run_sql(
         ctx,
@@ -76,4 +93,7 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
         assert r.inputs[0]["rows"] == r.rows_in and r.outputs[0]["rows"] == r.rows_out
     scored = runs[runs["job"] == "score_dense_autoencoder"]
     assert len(scored) == 3 and set(scored["model_version"]) == {first.version, second.version}
-    assert (runs["seconds"] >= 0).all() and runs["code_version"].notna().all()
+    timing = run_sql(ctx, [tiny_table], "SELECT started_at, finished_at, seconds FROM runs")
+    elapsed = pd.to_datetime(timing["finished_at"]) - pd.to_datetime(timing["started_at"])
+    assert np.allclose(elapsed.dt.total_seconds(), timing["seconds"], atol=1e-3) and (timing["seconds"] > 0).all()
+    assert (runs["code_version"] == version("anomalake")).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import numpy as np
@@ -12,12 +13,15 @@ import pytest
 from conftest import START, TINY_DETECTOR
 
 from anomalake.models.artifacts import load_artifact, read_current
+from anomalake.models.scaling import EntityScaling
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range, partition_path
 from anomalake.pipelines.lake.query import run_sql
-from anomalake.pipelines.scoring.job import run_score
+from anomalake.pipelines.lake.runs import latest_run_record
+from anomalake.pipelines.lake.schemas import FEATURE_FILE
+from anomalake.pipelines.scoring.job import run_score, run_score_days
 from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.spark
@@ -184,6 +188,32 @@ def test_score_rerun_replaces_the_partition(trained):
     )
 
 
+def comparable(scores: pd.DataFrame) -> pd.DataFrame:
+    """Scored rows in a fixed order without the columns that name the run; lists and maps as their exact repr."""
+    frame = scores.drop(columns=["run_id", "scored_at"]).sort_values(["entity_id", "ts"], ignore_index=True)
+    for column in ("feature_contributions", "top_steps"):
+        frame[column] = frame[column].map(lambda v: repr(list(v)))
+    return frame
+
+
+def test_a_range_scored_in_one_job_equals_the_days_scored_one_by_one(trained):
+    ctx, table, _ = trained
+    days = DAYS[1:]
+    by_range = ctx.with_new_run()
+    run_score_days(by_range, table, "dense_autoencoder", days)
+    scores_root = ctx.lake.scores("telemetry") / "detector=dense_autoencoder"
+    ranged = {d: pd.read_parquet(partition_path(scores_root, dt=d.isoformat())) for d in days}
+    assert all(set(ranged[d]["run_id"]) == {by_range.run_id} for d in days)
+    for day in days:
+        alone = ctx.with_new_run()
+        run_score(alone, table, "dense_autoencoder", day)
+        daily = pd.read_parquet(partition_path(scores_root, dt=day.isoformat()))
+        assert set(daily["run_id"]) == {alone.run_id}, "the day was rewritten by its own run"
+        pd.testing.assert_frame_equal(comparable(daily), comparable(ranged[day]), check_exact=True)
+        record = latest_run_record(ctx.lake.root, "telemetry", "score_dense_autoencoder", day)
+        assert record["run_id"] == alone.run_id and record["rows_out"] == len(daily)
+
+
 def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
     ctx, table, _ = trained
     day = DAYS[2]
@@ -194,6 +224,44 @@ def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
     assert outcome.quarantined == {"unknown_entity": 5}
     scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
     assert "host-new" not in set(scores["entity_id"]) and outcome.rows_in == outcome.scored + 5
+
+
+def add_level_shifted_host(ctx, day, shift: float) -> None:
+    """host-new: a copy of host-000's windows of `day`, every value `shift` higher (another host at another level)."""
+    folder = partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())
+    rows = pd.read_parquet(folder)
+    copy = rows[rows["entity_id"] == "host-000"].assign(entity_id="host-new")
+    copy["x"] = copy["x"].map(lambda x: (np.asarray(x, dtype=np.float64) + shift).astype(np.float32))
+    pq.write_table(
+        pa.Table.from_pandas(copy[["entity_id", "ts", "x"]], preserve_index=False).cast(FEATURE_FILE),
+        folder / "part-newcomer.parquet",
+    )
+
+
+@pytest.mark.parametrize("policy", ["own_baseline", "training_baseline"])
+def test_unseen_entities_are_scored_in_the_units_the_table_asks_for(trained, policy):
+    ctx, table, result = trained
+    day = DAYS[2]
+    add_level_shifted_host(ctx, day, shift=100.0)
+    outcome = run_score(ctx, dataclasses.replace(table, unseen_entities=policy), "dense_autoencoder", day)
+    assert outcome.quarantined == {} and outcome.scored == outcome.rows_in
+    scores = pd.read_parquet(
+        partition_path(ctx.lake.scores("telemetry") / "detector=dense_autoencoder", dt=day.isoformat())
+    )
+    new = scores[scores["entity_id"] == "host-new"].sort_values("ts")
+    windows = features(ctx, day).query("entity_id == 'host-new'").sort_values("ts")
+    x = np.stack(windows["x"]).astype(np.float64).reshape(-1, table.window.length, len(table.features))
+    artifact = load_artifact(ctx.lake.models("dense_autoencoder", "telemetry") / result.version)
+    if policy == "own_baseline":  # the median and IQR of its own windows' last steps (Spark's percentile_approx)
+        last = x[:, -1, :]
+        quartiles = np.percentile(last, [25, 50, 75], axis=0, method="inverted_cdf").T
+        scaling = EntityScaling.from_quartiles(table.features, {"host-new": quartiles})
+    else:  # the median centre and scale of the training hosts
+        scaling = artifact.scaling.pooled(["host-new"])
+    expected = artifact.detector.score_samples(scaling.transform(["host-new"] * len(x), x))
+    np.testing.assert_allclose(new["raw_score"], expected, rtol=1e-5)
+    if policy == "training_baseline":  # in the training hosts' units, a level 100 higher is itself the anomaly
+        assert new["is_anomaly"].all()
 
 
 def test_score_without_a_model_or_features_says_what_to_run(ctx, tiny_table):

@@ -79,11 +79,20 @@ def test_stride_ends_are_aligned_to_the_epoch(tiny_table):
     assert set(out["outcome"]) == {windowing.WINDOW, windowing.CONTEXT}
 
 
-def test_timestamps_are_snapped_to_the_grid(tiny_table):
-    frame = rows()
-    frame["ts"] = frame["ts"] + pd.Timedelta("40s")
-    out = outcomes(frame, tiny_table)
-    assert set(out["outcome"]) == {windowing.WINDOW}
+def test_timestamps_are_snapped_to_the_nearest_grid_step(tiny_table):
+    on_grid = outcomes(rows(), tiny_table)
+    late, early = rows(), rows()
+    late["ts"] += pd.Timedelta("140s")  # under half a 5-minute step: each row keeps its step
+    early["ts"] -= pd.Timedelta("140s")
+    for moved in (late, early):
+        out = outcomes(moved, tiny_table)
+        assert set(out["outcome"]) == {windowing.WINDOW}
+        np.testing.assert_array_equal(np.stack(out["x"]), np.stack(on_grid["x"]))  # the same values at the same steps
+    jumped = rows()
+    jumped.loc[38, "ts"] += pd.Timedelta("160s")  # over half a step: onto row 39's step, which is then taken twice
+    out = windowing.cut_windows(jumped, tiny_table, TARGET).set_index("ts")
+    assert out.loc[jumped.loc[38, "ts"], "outcome"] == windowing.WINDOW  # the earlier of the two keeps the step
+    assert out.loc[jumped.loc[39, "ts"], "reason"] == "duplicate_key"
 
 
 def test_fill_short_gaps_leaves_open_ends_alone():

@@ -34,6 +34,7 @@ def catalog_conf(lake: Lake) -> dict[str, str]:
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.legacy.parquet.nanosAsLong": "true",  # as the jobs: pandas-written raw tables stay readable
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={root}",
     }
 

@@ -63,7 +63,8 @@ def footer_schema(folder: Path) -> T.StructType | None:
     """The Spark schema of a partition's first file, from its footer (no schema-inference job); None when unsure.
 
     Timestamps without a time zone (INT96 and local timestamps read differently) and all-null columns (typed by
-    Spark's reader) are left to Spark's own inference.
+    Spark's reader) are left to Spark's own inference. Nanosecond timestamps are read as the integers they are
+    (spark.sql.legacy.parquet.nanosAsLong) and converted by `read_raw_files`.
     """
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -71,9 +72,45 @@ def footer_schema(folder: Path) -> T.StructType | None:
         arrow = pq.read_schema(min(folder.glob("*.parquet")))
         if any((pa.types.is_timestamp(f.type) and f.type.tz is None) or pa.types.is_null(f.type) for f in arrow):
             return None
-        return from_arrow_schema(arrow)
+        as_read = [pa.field(f.name, pa.int64(), f.nullable) if _is_nanoseconds(f.type) else f for f in arrow]
+        return from_arrow_schema(pa.schema(as_read))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _is_nanoseconds(kind: pa.DataType) -> bool:
+    return pa.types.is_timestamp(kind) and kind.unit == "ns"
+
+
+def nanosecond_columns(folder: Path) -> set[str]:
+    """Columns that a partition's files hold as nanosecond timestamps (what pandas writes by default)."""
+    names: set[str] = set()
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            names |= {f.name for f in pq.read_schema(path) if _is_nanoseconds(f.type)}
+        except (OSError, ValueError):
+            continue  # parquet_rows names a file that is not Parquet
+    return names
+
+
+def read_raw_files(spark: SparkSession, table: TableConfig, day: date, folder: Path) -> DataFrame:
+    """A raw partition's files as Spark reads them, with nanosecond timestamps cut to microseconds (Spark's unit).
+
+    pandas writes nanosecond timestamps unless told otherwise, and Spark 4 refuses them; they are read as integers
+    and converted here, so the most common way to write Parquet in Python just works. An unreadable partition is
+    one line naming it.
+    """
+    try:
+        schema = footer_schema(folder)
+        df = (spark.read.schema(schema) if schema is not None else spark.read).parquet(str(folder))
+    except AnalysisException as error:
+        raise input_error(
+            table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}"
+        ) from None
+    for column in sorted(nanosecond_columns(folder) & set(df.columns)):
+        if isinstance(df.schema[column].dataType, T.LongType):
+            df = df.withColumn(column, F.expr(f"timestamp_micros(`{column}` div 1000)"))
+    return df
 
 
 def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
@@ -100,13 +137,7 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
     """One raw partition, checked against the table config, as (entity_id, ts, features..., dt)."""
     folder = partition_path(lake.raw(table), dt=day.isoformat())
     parquet_rows(table, day, folder)
-    try:
-        schema = footer_schema(folder)
-        df = (spark.read.schema(schema) if schema is not None else spark.read).parquet(str(folder))
-    except AnalysisException as error:
-        raise input_error(
-            table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}"
-        ) from None
+    df = read_raw_files(spark, table, day, folder)
     check_raw_schema(table, day, df.schema)
     return df.select(
         F.col(table.entity).cast("string").alias("entity_id"),

@@ -23,7 +23,7 @@ from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import partition_path
 from anomalake.pipelines.lake.publishing import check_staged, end_staging
 from anomalake.pipelines.lake.reading import parquet_rows, read_partitions
-from anomalake.pipelines.scoring.udf import ScoreFiles, write_scores_arrow
+from anomalake.pipelines.scoring.udf import REASONS, ScoreFiles, write_scores_arrow
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,14 @@ def _score_to_stage(
         good_days = {r["dt"] for r in tally if r["error"] is None}
         check_staged(table, stage, keys, {r["dt"]: r["n"] for r in tally if r["error"] is None}, "scored rows")
         ctx.commit(ctx.lake.scores(table.name), keys, days, good_days)
+        explain = F.create_map(*[F.lit(x) for pair in REASONS.items() for x in pair])
         bad = outcome.where(F.col("error").isNotNull()).select(
             "entity_id",
             "ts",
             F.lit(ctx.run_id).alias("run_id"),
             "dt",
             F.col("error").alias("reason"),
-            F.lit(f"model {detector} {version}").alias("detail"),
+            F.concat_ws("; ", explain[F.col("error")], F.lit(f"model {detector} {version}")).alias("detail"),
         )
         bad_days = {r["dt"] for r in tally if r["error"] is not None}
         ctx.publish(

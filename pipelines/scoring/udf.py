@@ -26,7 +26,15 @@ from anomalake.pipelines.lake.publishing import TaskFiles
 from anomalake.pipelines.lake.schemas import SCORE_RESULTS, SCORE_TALLY_ARROW, score_file_schema
 from anomalake.pipelines.scoring.explanations import masked, media_explanation_columns, window_explanations
 
+# Why a row could not be scored (the quarantine reason; SCORE_TALLY's error), and what that means.
+REASONS = {
+    "unknown_entity": "the model has no scale for this entity (it was not in the training range)",
+    "bad_shape": "x does not hold one sample of the model's input shape",
+    "bad_input": "x is not a text",
+    "non_finite_score": "the model gave a NaN or infinite score",
+}
 _ARTIFACTS: dict[str, Artifact] = {}
+LOADS: dict[str, int] = {}  # artifact path -> how often this process read it from the lake (1, with the cache)
 
 
 def cached_artifact(path: str) -> Artifact:
@@ -41,6 +49,7 @@ def cached_artifact(path: str) -> Artifact:
             pass  # TensorFlow was already initialised in this process; keep its thread pools.
         started = time.monotonic()
         _ARTIFACTS[path] = load_artifact(Path(path))
+        LOADS[path] = LOADS.get(path, 0) + 1
         # One line per Python worker in the executor's log: the model is loaded once per worker, not per batch.
         print(
             f"anomalake: Python worker {os.getpid()} loaded {path} in {time.monotonic() - started:.2f} s",
@@ -54,10 +63,10 @@ def _valid_rows(artifact: Artifact, kind: str, x: pd.Series, known: np.ndarray) 
     """Which rows can be scored, and the error of the others."""
     if kind == "text":
         ok = known & np.array([isinstance(v, str) for v in x], dtype=bool)
-        return ok, np.where(ok, None, np.where(known, "bad_input: expected a text", "unknown_entity"))
+        return ok, np.where(ok, None, np.where(known, "bad_input", "unknown_entity"))
     expected = int(np.prod(artifact.detector.config.input_shape))
     ok = known & np.array([v is not None and len(v) == expected for v in x], dtype=bool)
-    return ok, np.where(ok, None, np.where(known, f"bad_shape: expected {expected} values", "unknown_entity"))
+    return ok, np.where(ok, None, np.where(known, "bad_shape", "unknown_entity"))
 
 
 def _samples(artifact: Artifact, kind: str, entity: pd.Series, x: pd.Series) -> np.ndarray:
@@ -128,9 +137,7 @@ def _score_windows(artifact: Artifact, batch: pa.RecordBatch) -> list[pa.Array]:
     x = batch.column("x")
     lengths = np.diff(np.asarray(x.offsets))
     ok = known & (lengths == int(np.prod(shape))) & ~np.asarray(x.is_null())
-    errors = np.where(
-        ok, None, np.where(known, f"bad_shape: expected {int(np.prod(shape))} values", "unknown_entity")
-    ).astype(object)
+    errors = np.where(ok, None, np.where(known, "bad_shape", "unknown_entity")).astype(object)
     rows = np.flatnonzero(ok)
     samples = _window_samples(artifact, x, rows, codes[rows], names, shape)
     raw, contributions = (
