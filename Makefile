@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: demo test lint install airflow clean evaluate bench package cluster-start cluster-stop
+.PHONY: demo test check lint install airflow clean evaluate bench package cluster-start cluster-stop
 
 # The venv is rebuilt only when pyproject.toml changes (or the extra does).
 $(STAMP): pyproject.toml infra/constraints.txt
@@ -40,8 +40,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
 
+# Every tier, each as its own pytest process, two at a time (infra/test_tiers.py), each tier's wall time at the end.
 test: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest --durations=10
+	$(PY) infra/test_tiers.py
+
+# The check to run after every change (a few minutes with a built .venv): lint, the layering, the unit tier and
+# one short Spark path (a table windowed, a tiny model trained, a day scored and queried: the `check` marker).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -m "unit or check" --durations=5
 
 # The tree stays clean (ruff: pyflakes, pycodestyle, import order, 120 columns) and the layering holds
 # (import-linter's contracts in pyproject.toml); .ci/run runs both.

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Collection, Iterator
 
 PRESCAN = "pre-scan"  # the start of the pre-scan's refusals
-SAFE_MODE = "Keras safe_mode"  # the start of Keras's own
+SAFE_MODE = "Keras safe_mode"  # the start of Keras's safe_mode refusals
+UNREADABLE = "Keras could not load"  # the start of Keras's other refusals (an archive it cannot rebuild at all)
 
 
 class ArtifactError(ValueError):
@@ -42,8 +43,12 @@ def load_keras_model(path: Path, registered: Collection[str] = (), prescan: bool
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, TypeError) as error:
-        first = str(error).strip().splitlines()[0][:240] if str(error).strip() else type(error).__name__
-        raise ArtifactError(path.parent, f"{SAFE_MODE} refused {path.name}: {first}") from error
+        text = str(error).strip()
+        first = text.splitlines()[0][:240] if text else type(error).__name__
+        # Keras names safe_mode in every refusal of its own (it tells the user how to override it); any other
+        # error is an archive it could not rebuild whatever safe_mode says, and is not labelled a safe_mode refusal.
+        cause = f"{SAFE_MODE} refused" if "safe_mode" in text else UNREADABLE
+        raise ArtifactError(path.parent, f"{cause} {path.name}: {first}") from error
 
 
 def check_keras_archive(path: Path) -> None:

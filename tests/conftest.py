@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from datetime import date
 
 import pytest
@@ -72,6 +73,20 @@ def ctx(spark, tmp_path):
 
     settings = dataclasses.replace(load_settings(), lake=str(tmp_path / "lake"), master="local[2]")
     return JobContext(settings, spark)
+
+
+def template_context(spark, tmp_path_factory, name: str):
+    """A job context on a lake folder of its own: a module builds its expensive lake here once (windows, a trained
+    model) and each test works on its own copy (`copy_lake`), so no test sees another's changes."""
+    from anomalake.pipelines.lake.context import JobContext
+
+    lake = tmp_path_factory.mktemp(name) / "lake"
+    return JobContext(dataclasses.replace(load_settings(), lake=str(lake), master="local[2]"), spark)
+
+
+def copy_lake(template, ctx) -> None:
+    """Copy a template lake (a JobContext's) into this test's own lake folder."""
+    shutil.copytree(template.lake.root, ctx.lake.root, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -178,27 +178,6 @@ def test_training_dag_params_refuse_names_that_could_reach_a_shell_or_a_path(air
     assert eval(out) == [True, False, False, False, True, False, True, False]  # noqa: S307 - our probe's repr of booleans
 
 
-def test_nightly_dag_scores_its_partition_and_reruns_identically(airflow_env):
-    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
-    assert "state=success" in log, log[-3000:]
-    first = scores(airflow_env, "2026-02-05")
-    assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
-    report = (
-        Path(airflow_env["ANOMALAKE_LAKE"])
-        / "scores"
-        / "telemetry"
-        / "detector=dense_autoencoder"
-        / "dt=2026-02-05"
-        / "_report.html"
-    )
-    assert "Run health" in report.read_text()
-    first_run = written_by(airflow_env, "2026-02-05")
-    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
-    assert "state=success" in log, log[-3000:]
-    assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
-    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
-
-
 def test_a_missing_raw_partition_fails_the_run_and_publishes_nothing(airflow_env):
     result, log = dags_test(airflow_env, DAG_ID, "2026-03-01")
     assert "state=failed" in log
@@ -262,12 +241,23 @@ def _wait_for_backfill(env, days: list[str], since: str, timeout: float = 600) -
     raise AssertionError(f"backfill did not finish in {timeout}s: {states}")
 
 
-def test_backfill_gives_the_partitions_of_nightly_runs(airflow_env):
+def test_nightly_runs_rerun_identically_and_a_backfill_gives_their_partitions(airflow_env):
+    """One pipeline run for two promises (each dags test costs a Spark job per task): a nightly run re-run gives
+    the same rows, rewritten by the new run; a backfill of the same days gives the nightly runs' partitions."""
     days = ["2026-02-04", "2026-02-05", "2026-02-06"]
     for day in days:
         result, log = dags_test(airflow_env, DAG_ID, day)
         assert "state=success" in log, log[-3000:]
     nightly = {day: scores(airflow_env, day) for day in days}
+    first = nightly["2026-02-05"]
+    assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
+    assert "Run health" in (_day_folder(airflow_env, "2026-02-05") / "_report.html").read_text()
+    first_run = written_by(airflow_env, "2026-02-05")
+    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
+    assert "state=success" in log, log[-3000:]
+    assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
+    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
+
     nightly_runs = {day: written_by(airflow_env, day) for day in days}
     port = _free_port()
     env = {

@@ -183,9 +183,7 @@ def score_args() -> list[str]:
 def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert len(got) == len(expected) and len(got) > 0
     assert not got.duplicated(["entity_id", "ts"]).any(), "a row was written twice"
-    pd.testing.assert_frame_equal(
-        got.drop(columns=VOLATILE), expected.drop(columns=VOLATILE), check_exact=False, rtol=1e-5
-    )
+    pd.testing.assert_frame_equal(got.drop(columns=VOLATILE), expected.drop(columns=VOLATILE), check_exact=True)
 
 
 def model_loads(cluster: Cluster, app_started: float) -> list[str]:

@@ -16,10 +16,11 @@ from datetime import timedelta
 
 import pytest
 import yaml
-from conftest import START, TINY_DETECTOR, TINY_TABLE
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
 from faults import kill_while_writing
 
 from anomalake.models.artifacts import write_current
+from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
@@ -32,22 +33,31 @@ DAYS = day_range(START, START + timedelta(days=3))
 SCORED = DAYS[2:]  # two days, so a crash can fall between their swaps
 
 
-@pytest.fixture
-def two_models(ctx, tiny_table):
-    """A lake whose SCORED days were scored with model `old`; CURRENT now points at a newer model."""
+@pytest.fixture(scope="module")
+def two_models_lake(spark, tmp_path_factory):
+    """A lake whose SCORED days were scored with model `old`; CURRENT now points at a newer model. Built once for
+    the module (two trainings and a scoring); each test kills a job in its own copy."""
+    ctx = template_context(spark, tmp_path_factory, "two-models")
+    table = parse_table("telemetry", TINY_TABLE)
     write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(DAYS), 2, 7))
-    run_windows(ctx, tiny_table, DAYS)
-    old = run_train(ctx, tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0)
-    run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", SCORED)
-    new = run_train(
-        ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0
-    )
+    run_windows(ctx, table, DAYS)
+    old = run_train(ctx, table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0)
+    run_score_days(ctx.with_new_run(), table, "dense_autoencoder", SCORED)
+    new = run_train(ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0)
     write_current(ctx.lake.models("dense_autoencoder", "telemetry"), new.version)
     expected = {
         r["dt"]: r["n"] for r in read_scores(ctx).groupBy("dt").count().withColumnRenamed("count", "n").collect()
     }
     assert set(expected) == {d.isoformat() for d in SCORED}
-    return old.version, new.version, expected
+    return ctx, old.version, new.version, expected
+
+
+@pytest.fixture
+def two_models(ctx, two_models_lake):
+    """This test's own copy of the two-models lake, as the test's lake: (old version, new version, rows per day)."""
+    template, old, new, expected = two_models_lake
+    copy_lake(template, ctx)
+    return old, new, expected
 
 
 def read_scores(ctx):

@@ -75,8 +75,11 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
         ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0
     )
     assert second.version != first.version and second.threshold == first.threshold
-    run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[2:])
+    after_retraining = ctx.with_new_run()
+    run_score_days(after_retraining, tiny_table, "dense_autoencoder", DAYS[2:])
     again = table_rows(ctx, ctx.lake.scores("telemetry"))
+    assert written_by(ctx.lake.scores("telemetry") / "detector=dense_autoencoder") == {after_retraining.run_id}
+    assert set(again["model_version"]) == {second.version}, "the days were rescored by the new model"
     assert_exactly_equal(again.drop(columns="model_version"), scores.drop(columns="model_version"))
 
     runs = run_sql(

@@ -1,9 +1,10 @@
 """Two layers refuse an unsafe model archive, each on its own, each with its own message.
 
 The pre-scan parses the archive's config.json (not a string match) before Keras sees it; Keras then loads with
-safe_mode=True. Every archive here needs unsafe deserialisation somewhere, and is refused by the pre-scan, and,
-loaded past the pre-scan (the test-only `prescan=False`), by Keras's safe_mode. Turning off either layer fails
-a test in this file.
+safe_mode=True. Every archive here needs unsafe deserialisation somewhere and is refused by the pre-scan. Past
+the pre-scan (the test-only `prescan=False`), the Lambda archives are refused by Keras's safe_mode alone (they
+load with safe_mode=False), and the foreign-object archives by Keras whatever safe_mode says, under their own
+label. Turning off either layer fails a test in this file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import pytest
 from anomalake.models.artifacts import load_artifact, save_artifact
 from anomalake.models.base import MODEL_FILE, Detector, registered_keras_objects
 from anomalake.models.calibration import fit_calibration
-from anomalake.models.keras_archive import PRESCAN, SAFE_MODE, ArtifactError, load_keras_model, unsafe_objects
+from anomalake.models.keras_archive import (
+    PRESCAN,
+    SAFE_MODE,
+    UNREADABLE,
+    ArtifactError,
+    load_keras_model,
+    unsafe_objects,
+)
 from anomalake.models.registry import get_family
 from anomalake.models.scaling import EntityScaling
 
@@ -92,12 +100,15 @@ def foreign_class(path: Path) -> Path:
     return _rewrite_config(_dense(path), change)
 
 
-UNSAFE = {
+SAFE_MODE_REFUSES = {  # archives that Keras loads with safe_mode=False and refuses only because of safe_mode
     "lambda_in_a_sub_model": (lambda_in_a_sub_model, "a Lambda layer at $.config.layers[1].config.layers"),
     "lambda_in_compact_json": (lambda_in_compact_json, "a Lambda layer at $.config.layers[1])"),
+}
+KERAS_CANNOT_BUILD = {  # archives that Keras refuses whatever safe_mode says: only the pre-scan names the danger
     "foreign_function": (foreign_function, "the function os.system, which is not a registered Keras object"),
     "foreign_class": (foreign_class, "the class subprocess.Popen, which is not a registered Keras object"),
 }
+UNSAFE = {**SAFE_MODE_REFUSES, **KERAS_CANNOT_BUILD}
 
 
 @pytest.mark.parametrize("kind", sorted(UNSAFE))
@@ -111,16 +122,29 @@ def test_the_prescan_refuses_what_needs_unsafe_deserialisation(kind, tmp_path):
     assert SAFE_MODE not in message and "\n" not in message
 
 
-@pytest.mark.parametrize("kind", sorted(UNSAFE))
-def test_past_the_prescan_kerass_safe_mode_refuses_the_same_archives(kind, tmp_path):
-    make, _ = UNSAFE[kind]
+@pytest.mark.parametrize("kind", sorted(SAFE_MODE_REFUSES))
+def test_past_the_prescan_kerass_safe_mode_refuses_the_lambda_archives(kind, tmp_path):
+    import keras
+
+    make, _ = SAFE_MODE_REFUSES[kind]
     path = make(tmp_path / MODEL_FILE)
+    assert keras.models.load_model(path, safe_mode=False, compile=False) is not None  # only safe_mode stands in the way
     with pytest.raises(ArtifactError) as refused:
         load_keras_model(path, registered_keras_objects(), prescan=False)
     message = str(refused.value)
     assert (
         message.startswith(f"model artifact {tmp_path}: {SAFE_MODE} refused model.keras: ") and PRESCAN not in message
-    )
+    ), message
+
+
+@pytest.mark.parametrize("kind", sorted(KERAS_CANNOT_BUILD))
+def test_past_the_prescan_keras_refusals_of_other_causes_are_not_called_safe_mode(kind, tmp_path):
+    make, _ = KERAS_CANNOT_BUILD[kind]
+    path = make(tmp_path / MODEL_FILE)
+    with pytest.raises(ArtifactError) as refused:
+        load_keras_model(path, registered_keras_objects(), prescan=False)
+    message = str(refused.value)
+    assert message.startswith(f"model artifact {tmp_path}: {UNREADABLE} model.keras: ") and SAFE_MODE not in message
 
 
 def test_both_layers_let_every_familys_models_through():

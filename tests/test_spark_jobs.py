@@ -10,10 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import START, TINY_DETECTOR
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.scaling import EntityScaling
+from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
@@ -70,9 +71,13 @@ def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):
     other_files = sorted(
         p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()
     )
-    run_windows(ctx.with_new_run(), tiny_table, [DAYS[1]])
+    rerun = ctx.with_new_run()
+    run_windows(rerun, tiny_table, [DAYS[1]])
     after = features(ctx)
     assert len(after) == len(before) and not after.duplicated(["entity_id", "ts"]).any()
+    root = ctx.lake.features("telemetry")
+    runs = {d: (partition_path(root, dt=d.isoformat()) / "_RUN").read_text().strip() for d in DAYS}
+    assert runs[DAYS[1]] == rerun.run_id and runs[DAYS[0]] == runs[DAYS[2]] == ctx.run_id != rerun.run_id
     assert (
         sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
         == other_files
@@ -130,14 +135,24 @@ def test_a_date_without_raw_data_is_an_error(ctx, tiny_table):
         run_windows(ctx, tiny_table, [missing])
 
 
-@pytest.fixture
-def trained(ctx, tiny_table):
-    """A tiny lake with windows for three days and a model trained on the first two."""
-    generate(ctx, days=3, entities=3)
-    run_windows(ctx, tiny_table, DAYS)
+@pytest.fixture(scope="module")
+def trained_lake(spark, tmp_path_factory):
+    """A tiny lake with windows for three days and a model trained on the first two, built once for the module."""
+    template = template_context(spark, tmp_path_factory, "trained")
+    table = parse_table("telemetry", TINY_TABLE)
+    generate(template, days=3, entities=3)
+    run_windows(template, table, DAYS)
     result = run_train(
-        ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR
+        template.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR
     )
+    return template, result
+
+
+@pytest.fixture
+def trained(ctx, tiny_table, trained_lake):
+    """This test's own copy of the trained lake."""
+    template, result = trained_lake
+    copy_lake(template, ctx)
     return ctx, tiny_table, result
 
 
@@ -178,9 +193,11 @@ def test_score_rerun_replaces_the_partition(trained):
     run_score(ctx, table, "dense_autoencoder", DAYS[1])
     run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
     first = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
-    run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
+    rerun = ctx.with_new_run()
+    run_score(rerun, table, "dense_autoencoder", DAYS[2])
     second = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
     assert len(first) == len(second) and not second.duplicated(["entity_id", "ts"]).any()
+    assert set(second.loc[second["dt"] == DAYS[2].isoformat(), "run_id"]) == {rerun.run_id}, "the day was rewritten"
     other_day = second[second["dt"] == DAYS[1].isoformat()]
     assert (
         other_day["run_id"].nunique() == 1
@@ -270,6 +287,7 @@ def test_score_without_a_model_or_features_says_what_to_run(ctx, tiny_table):
         run_score(ctx, tiny_table, "dense_autoencoder", DAYS[0])
 
 
+@pytest.mark.check
 def test_sql_sees_every_table_under_its_stable_name(trained):
     ctx, table, _ = trained
     run_score(ctx, table, "dense_autoencoder", DAYS[2])
