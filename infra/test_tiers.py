@@ -2,8 +2,9 @@
 
 `make test` calls this. Each tier runs alone (`pytest -m <tier>`), as the README promises it can, with its own
 temporary folder; the airflow and cluster tiers pick free ports, so two tiers never share a folder or a port.
-Two run at once because most of the suite waits on one thread (a JVM starting, a scheduler polling, a
-subprocess job), which leaves the second core idle. The longest tiers start first (longest-first scheduling).
+Two run at once so that one tier's waits (a scheduler polling, a cluster starting) overlap another's work; the
+suite is mostly CPU-bound, so this gains little by itself (measured: the README's Tests section). The longest
+tiers start first (longest-first scheduling).
 Each tier's output is printed whole when it ends; the summary (tier, result, seconds) is printed last and
 written to .pytest-tiers/summary.txt, which .ci/run prints again at its end.
 """
