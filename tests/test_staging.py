@@ -34,3 +34,25 @@ def test_the_staging_of_a_run_whose_process_died_is_recovered(tmp_path):
     assert (dead / OWNER).exists() and not (dead / JOURNAL).exists()
     assert recover(tmp_path, KEYS) == ["dead"]
     assert not dead.exists()
+
+
+def test_runs_of_one_table_starting_and_ending_at_once_never_take_each_others_staging(tmp_path):
+    # A backfill starts and ends jobs of one table on different days at the same moments. Each of three processes
+    # stages and deletes many runs in a row; a run whose own file vanished before it ended, or a recovery that
+    # met a folder being deleted by its owner, fails its process.
+    code = (
+        "import sys; from pathlib import Path; "
+        "from anomalake.pipelines.lake.publishing import begin_staging, end_staging\n"
+        "for n in range(400):\n"
+        f"    stage = begin_staging(Path({str(tmp_path)!r}), {KEYS!r}, f'{{sys.argv[1]}}-{{n}}')\n"
+        "    (stage / 'dt=2026-02-03').mkdir()\n"
+        "    (stage / 'dt=2026-02-03' / 'part-00000.parquet').write_bytes(b'rows')\n"
+        "    if not (stage / 'dt=2026-02-03' / 'part-00000.parquet').exists(): sys.exit(f'run {n} lost its rows')\n"
+        "    end_staging(stage)\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, f"p{i}"], stderr=subprocess.PIPE, text=True) for i in range(3)
+    ]
+    failures = [w.communicate(timeout=300)[1] for w in workers if w.wait(timeout=300) != 0]
+    assert not failures, failures[0][-2000:]
+    assert not any(p.is_dir() for p in staging_root(tmp_path, KEYS).iterdir())

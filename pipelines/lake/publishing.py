@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Iterable
@@ -43,6 +44,7 @@ from anomalake.pipelines.lake.reading import parquet_rows
 STAGING = "_staging"
 JOURNAL = "_COMMIT.json"
 OWNER = "_OWNER"  # in a run's staging folder: the file whose lock says that the run is alive
+MUTEX = "_STAGING.lock"  # beside a table's _staging folder: held while a run creates, recovers or deletes stagings
 RUN_MARKER = "_RUN"
 CRASH_POINTS = ("staged", "journaled", "swapping", "swapped")
 ROW_GROUP_ROWS = 65_536  # rows a task buffers per day before it writes a row group
@@ -87,21 +89,37 @@ def publish_partitions(
 def begin_staging(root: Path, keys: dict[str, str], run_id: str) -> Path:
     """Recover what crashed runs of root/<keys> left; create this run's staging folder (days go in dt=D/) and hold
     its lock, so that a run of the same table started meanwhile (a backfill's next day) leaves it alone."""
-    recover(root, keys)
-    stage = staging_root(root, keys) / run_id
-    stage.mkdir(parents=True, exist_ok=True)
-    lock = os.open(stage / OWNER, os.O_CREAT | os.O_RDWR, 0o644)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # released by end_staging, or by the kernel when this process dies
+    with _staging_mutex(root):
+        _recover(root, keys)
+        stage = staging_root(root, keys) / run_id
+        stage.mkdir(parents=True, exist_ok=True)
+        lock = os.open(stage / OWNER, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by end_staging, or by the kernel when this process dies
     _HELD[str(stage)] = lock
     return stage
 
 
 def end_staging(stage: Path) -> None:
     """Delete what is left of this run's staging folder and let go of its lock (after a commit or a failure)."""
-    shutil.rmtree(stage, ignore_errors=True)
-    lock = _HELD.pop(str(stage), None)
-    if lock is not None:
-        os.close(lock)
+    with _staging_mutex(next(p.parent for p in stage.parents if p.name == STAGING)):
+        shutil.rmtree(stage, ignore_errors=True)
+        lock = _HELD.pop(str(stage), None)
+        if lock is not None:
+            os.close(lock)
+
+
+@contextmanager
+def _staging_mutex(root: Path):
+    """Hold the table's staging mutex. Runs of one table on different days start and end at the same moments in a
+    backfill; without it one run's recovery could take another's staging for debris in the instant between its
+    folder appearing and its lock being taken, or delete a folder that its owner is deleting itself."""
+    root.mkdir(parents=True, exist_ok=True)
+    handle = os.open(root / MUTEX, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def _owner_alive(stage: Path) -> bool:
@@ -200,6 +218,11 @@ class TaskFiles:
 
 def recover(root: Path, keys: dict[str, str]) -> list[str]:
     """Finish committed runs left by a crash (roll forward) and delete uncommitted ones; return their run ids."""
+    with _staging_mutex(root):
+        return _recover(root, keys)
+
+
+def _recover(root: Path, keys: dict[str, str]) -> list[str]:
     parent = staging_root(root, keys)
     if not parent.is_dir():
         return []
