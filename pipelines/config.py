@@ -67,6 +67,41 @@ class WindowSpec:
     stride: int = 1
 
 
+EVENT_METHODS = ("dynamic", "fixed")
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """How a table's window scores become events (the table config's `events:` block)."""
+
+    history_days: int = 4  # trailing days of scores the threshold of day D sees, besides D itself
+    min_history_days: int = 3  # fewer days with scores: the held-out calibration's threshold decides (fallback)
+    smoothing: int = 6  # trailing mean over this many windows before thresholding (1: none)
+    method: str = "dynamic"  # dynamic: telemanom's z search; fixed: mean + z_max * std
+    z_min: float = 2.0
+    z_max: float = 10.0
+    rounds: int = 3  # the threshold found again without the sequences above it, so one big event hides no other
+    above_calibration: bool = True  # an event's strongest window must also be unusual against the training days
+    padding: int = 12  # windows added before and after each run above the threshold
+    min_percent: float = 0.1  # a sequence whose peak is not this much above the next lower one is pruned
+    merge_gap: int = 12  # sequences fewer windows apart are one event
+    max_chain_days: int = 7  # how far back an event open at midnight is followed to find its start
+
+    def __post_init__(self) -> None:
+        if self.method not in EVENT_METHODS:
+            raise ConfigError(f"events method '{self.method}' is not one of {', '.join(EVENT_METHODS)}")
+        if (
+            self.history_days < 1
+            or self.min_history_days < 0
+            or self.smoothing < 1
+            or self.padding < 0
+            or self.rounds < 0
+        ):
+            raise ConfigError(f"events settings out of range: {self}")
+        if not 0 < self.z_min <= self.z_max:
+            raise ConfigError(f"events z range [{self.z_min}, {self.z_max}] must be positive and ordered")
+
+
 @dataclass(frozen=True)
 class TableConfig:
     """One lake table anomalake reads: where it is, its key columns, its features, how to window it.
@@ -94,9 +129,9 @@ class TableConfig:
     max_chars: int = 2000  # texts are cut to this many characters after normalising
     max_record_chars: int = 1_000_000  # a raw text longer than this is quarantined (oversize_record), not cut
     bounds: tuple[tuple[str, float, float], ...] = ()  # (feature, low, high): values outside are quarantined
-    unseen_entities: str = (
-        "quarantine"  # entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline")
-    )
+    # Entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline").
+    unseen_entities: str = "quarantine"
+    events: EventSettings = field(default_factory=EventSettings)  # how window scores become anomaly events
 
     @property
     def lookback_steps(self) -> int:
@@ -154,6 +189,7 @@ TABLE_KEYS = (
     "max_quarantine_share",
     "bounds",
     "unseen_entities",
+    "events",
     "image",
     "text",
 )
@@ -161,6 +197,7 @@ SECTION_KEYS = {
     "window": ("length", "stride"),
     "image": ("column", "path_column", "height", "width", "channels", "resize", "convert_channels"),
     "text": ("column", "max_chars", "max_record_chars"),
+    "events": tuple(f.name for f in dataclasses.fields(EventSettings)),
 }
 DETECTOR_KEYS = ("family", "params", "calibration")
 CALIBRATION_KEYS = ("holdout_fraction", *CALIBRATION_SETTINGS)
@@ -233,6 +270,7 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         max_chars=int(media.get("max_chars", 2000)),
         max_record_chars=int(media.get("max_record_chars", 1_000_000)),
         bounds=_bounds(entry, features, where),
+        events=_events(entry, where),
         unseen_entities=_unseen_entities(entry, where),
     )
     _check_names(table, where)
@@ -261,6 +299,14 @@ def _bounds(entry: Mapping[str, Any], features: tuple[str, ...], where: str) -> 
             raise ConfigError(f"{where}: bounds of {feature} must be [low, high] with low < high, got {pair}")
         bounds.append((feature, low, high))
     return tuple(bounds)
+
+
+def _events(entry: Mapping[str, Any], where: str) -> EventSettings:
+    """The table's `events:` block (every key optional), validated."""
+    try:
+        return EventSettings(**dict(entry.get("events") or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: events: {error}") from None
 
 
 UNSEEN_ENTITIES = ("quarantine", "own_baseline", "training_baseline")

@@ -1,3 +1,4 @@
-"""Anomaly events: flagged windows of one entity grouped into the events a person acts on.
+"""Anomaly events: each entity's window scores thresholded against its own trailing days (`detection`), and flagged
+windows grouped into the events a person acts on (`grouping`, the demo's printout).
 
-May import pipelines.lake and below; numpy and pandas."""
+May import pipelines.config, pipelines.lake and below; numpy and pandas."""
