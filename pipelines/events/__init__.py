@@ -1,4 +1,4 @@
-"""Anomaly events: each entity's window scores thresholded against its own trailing days (`detection`), and flagged
-windows grouped into the events a person acts on (`grouping`, the demo's printout).
+"""Anomaly events: each entity's window scores thresholded against its own trailing days (`detection`), written by
+the events job to events/<table> with the day's is_anomaly set from them (`job`); `grouping` is the demo's printout.
 
-May import pipelines.config, pipelines.lake and below; numpy and pandas."""
+May import pipelines.scoring (to score history days whose scores are missing), features, lake and below."""

@@ -45,6 +45,7 @@ EXAMPLES = {
     "promote": "anomalake promote --detector dense_autoencoder --table telemetry --version v20260303T010000000000Z",
     "check": "anomalake check --table telemetry --date 2026-03-03",
     "score": "anomalake score --detector dense_autoencoder --table telemetry --date 2026-03-03",
+    "events": "anomalake events --detector dense_autoencoder --table telemetry --date 2026-03-03",
     "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly '
     'ORDER BY score DESC LIMIT 10"',
     "catalog": "anomalake catalog --table telemetry",
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--table", required=True, type=_name("table"))
     _add_dates(score)
     score.add_argument("--model-version", help="a version folder instead of CURRENT")
+
+    events = _command(sub, "events", "scores of day D and its history -> events/<table>/detector=<name>/dt=D")
+    events.add_argument("--detector", required=True, type=_name("detector"))
+    events.add_argument("--table", required=True, type=_name("table"))
+    _add_dates(events)
+    events.add_argument("--model-version", help="the scores of a version other than CURRENT")
 
     sql = _command(sub, "sql", "run Spark SQL over the lake's tables")
     sql.add_argument("query")
@@ -287,16 +294,33 @@ def _promote(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{where}: promoted to CURRENT {decision.metrics}")
 
 
+def _days_label(days: list) -> str:
+    """dt=D, or dt=D1..D2 (N days, one job) for a range."""
+    return f"dt={days[0]}" + (f"..{days[-1]} ({len(days)} days, one job)" if len(days) > 1 else "")
+
+
 def _score(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.scoring.job import run_score_days
 
     table = load_table(settings.tables_file, args.table)
     days = _days(args)
     r = run_score_days(_session(settings, args).with_new_run(), table, args.detector, days, args.model_version)
-    where = f"dt={days[0]}" + (f"..{days[-1]} ({len(days)} days, one job)" if len(days) > 1 else "")
+    where = _days_label(days)
     print(
         f"scores/{table.name}/detector={args.detector}/{where}: {r.rows_in:,} windows in, {r.scored:,} scored, "
         f"{r.anomalies:,} anomalies, quarantined {r.quarantined or 0}"
+    )
+
+
+def _events(settings: Settings, args: argparse.Namespace) -> None:
+    from anomalake.pipelines.events.job import run_events_days
+
+    table = load_table(settings.tables_file, args.table)
+    days = _days(args)
+    r = run_events_days(_session(settings, args).with_new_run(), table, args.detector, days, args.model_version)
+    print(
+        f"events/{table.name}/detector={args.detector}/{_days_label(days)}: {r.events:,} events ({r.new_events:,} "
+        f"new), {r.rows_out:,} of {r.rows_in:,} windows in events"
     )
 
 
@@ -447,6 +471,7 @@ COMMANDS = {
     "train": _train,
     "promote": _promote,
     "score": _score,
+    "events": _events,
     "sql": _sql,
     "catalog": _catalog,
     "check": _check,

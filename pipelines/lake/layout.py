@@ -24,6 +24,9 @@ class Lake:
     def scores(self, table: str) -> Path:
         return self.root / "scores" / table
 
+    def events(self, table: str) -> Path:
+        return self.root / "events" / table
+
     def quarantine(self, table: str) -> Path:
         return self.root / "quarantine" / table
 
@@ -60,6 +63,7 @@ def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
         f"raw_{table.name}": lake.raw(table),
         f"features_{table.name}": lake.features(table.name),
         f"scores_{table.name}": lake.scores(table.name),
+        f"events_{table.name}": lake.events(table.name),
         f"quarantine_{table.name}": lake.quarantine(table.name),
         f"labels_{table.name}": lake.labels(table.name),
     }

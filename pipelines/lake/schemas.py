@@ -111,6 +111,10 @@ RUNS = T.StructType(
         ("started_at", T.StringType()),
         ("finished_at", T.StringType()),
         ("seconds", T.DoubleType()),
+        ("events", T.LongType()),  # events: the day's events and the new ones among them, over how many entities
+        ("new_events", T.LongType()),
+        ("entities", T.LongType()),
+        ("fallback_entities", T.ArrayType(T.StringType())),  # entities whose threshold came from the calibration
     )
 )
 
@@ -198,3 +202,35 @@ SCORE_TALLY_ARROW = to_arrow_schema(SCORE_TALLY)
 def scored_batch_schema(kind: str, key_fields: list[T.StructField]) -> T.StructType:
     """What the score function yields per batch: the key columns it passes through, then SCORE_RESULTS[kind]."""
     return T.StructType(key_fields + list(SCORE_RESULTS[kind].fields))
+
+
+# --- Anomaly events ----------------------------------------------------------------------------------------
+EVENT_FIELDS = _fields(
+    ("entity_id", T.StringType()),
+    ("event_id", T.StringType()),  # stable: entity, detector and start, whichever day reports the event
+    ("start", T.TimestampType()),  # the first window of the event (an earlier day's, for an event that goes on)
+    ("end", T.TimestampType()),  # its last window on this day
+    ("peak_ts", T.TimestampType()),
+    ("peak_score", T.DoubleType()),  # the strongest window's raw score (the detector's own scale)
+    ("severity", T.DoubleType()),  # its calibrated score: -log10 of the tail probability under normal data
+    ("windows", T.LongType()),  # windows of this day inside the event
+    ("open", T.BooleanType()),  # the event runs to the day's last window and may go on tomorrow
+    ("new", T.BooleanType()),  # the event starts on this day (what an alert announces)
+    ("threshold", T.DoubleType()),  # the day's threshold on the smoothed raw scores (null: calibration decided)
+    ("threshold_source", T.StringType()),  # history (the entity's trailing days) or calibration (too little history)
+)
+# What the events function yields per event and day, before the explanation of its strongest window is joined.
+EVENT_ROWS = T.StructType(
+    EVENT_FIELDS
+    + _fields(
+        ("strongest_ts", T.TimestampType()), ("window_ends", T.ArrayType(T.TimestampType())), ("dt", T.StringType())
+    )
+)
+EVENT_PROVENANCE = _fields(("model_version", T.StringType()), ("run_id", T.StringType()))
+
+
+def events_schema(kind: str) -> T.StructType:
+    """The events table of a table kind: the event, the explanation of its strongest window that day, provenance,
+    partitions (detector, dt)."""
+    explanation = [T.StructField(f.name, f.dataType, True) for f in EXPLANATIONS[kind]]
+    return T.StructType(EVENT_FIELDS + explanation + EVENT_PROVENANCE + SCORE_PARTITIONS)

@@ -1,0 +1,102 @@
+"""The events job end to end on a real lake (spark tier): nightly day by day = a backfill in one job = a backfill in
+another order = a re-run; is_anomaly marks exactly the windows inside events; every day is on record."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
+
+from anomalake.pipelines.config import parse_table
+from anomalake.pipelines.events.job import run_events, run_events_days
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.layout import day_range, partition_path
+from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.lake.runs import latest_run_record
+from anomalake.pipelines.scoring.job import run_score, run_score_days
+from anomalake.pipelines.training.job import run_train
+
+pytestmark = pytest.mark.spark
+DAYS = day_range(START, START + timedelta(days=8))
+TRAIN, SCORED = DAYS[:4], DAYS[4:]
+DETECTOR = "dense_autoencoder"
+
+
+@pytest.fixture(scope="module")
+def trained_lake(spark, tmp_path_factory):
+    """Nine days of two hosts, windows of all of them, a tiny model trained on the first four (built once)."""
+    template = template_context(spark, tmp_path_factory, "events")
+    table = parse_table("telemetry", TINY_TABLE)
+    write_generated(template.lake.root, GenerateSpec("telemetry", START, len(DAYS), 2, 7))
+    run_windows(template, table, DAYS)
+    run_train(template.with_new_run(), table, DETECTOR, TRAIN[0], TRAIN[-1], spec=TINY_DETECTOR, verbose=0)
+    return template
+
+
+def events(ctx) -> pd.DataFrame:
+    frame = pd.read_parquet(ctx.lake.events("telemetry") / f"detector={DETECTOR}")
+    frame = frame.drop(columns=["run_id"])
+    for column in ("feature_contributions", "top_steps"):
+        frame[column] = frame[column].map(lambda v: repr(list(v)) if v is not None else None)
+    frame["dt"] = frame["dt"].astype(str)
+    return frame.sort_values(["dt", "entity_id", "start"], ignore_index=True)
+
+
+def scores(ctx) -> pd.DataFrame:
+    frame = pd.read_parquet(ctx.lake.scores("telemetry") / f"detector={DETECTOR}")
+    frame = frame[["entity_id", "ts", "raw_score", "score", "is_anomaly", "dt"]].assign(
+        dt=lambda f: f["dt"].astype(str)
+    )
+    return frame.sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def context_at(ctx, lake):
+    """A job context on the same session with another lake."""
+    return JobContext(dataclasses.replace(ctx.settings, lake=str(lake)), ctx.spark)
+
+
+def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trained_lake, tmp_path):
+    nightly = ctx
+    copy_lake(trained_lake, nightly)
+    for day in SCORED:
+        run_score(nightly.with_new_run(), tiny_table, DETECTOR, day)
+        run_events(nightly.with_new_run(), tiny_table, DETECTOR, day)
+    expected_events, expected_scores = events(nightly), scores(nightly)
+    assert expected_events["new"].any(), "the generated anomalies give events"
+    assert expected_events["threshold_source"].eq("history").any(), "the trailing scores set thresholds"
+
+    # The windows inside events, and only those, are anomalies; every day balances and says where history came from.
+    for day in SCORED:
+        record = latest_run_record(nightly.lake.root, "telemetry", f"events_{DETECTOR}", day)
+        of_day = expected_scores["dt"] == day.isoformat()
+        assert record["rows_in"] == record["rows_out"] + record["context"] == int(of_day.sum()) > 0
+        assert record["rows_out"] == int(expected_scores.loc[of_day, "is_anomaly"].sum())
+        assert record["rows_out"] == int(expected_events.loc[expected_events["dt"] == day.isoformat(), "windows"].sum())
+    first = latest_run_record(nightly.lake.root, "telemetry", f"events_{DETECTOR}", SCORED[0])
+    assert any(": rescored" in h for h in first["history"]), "training days had no scores: they are scored on the fly"
+    queried = run_sql(nightly, [tiny_table], "SELECT count(*) AS n, sum(CAST(new AS INT)) AS new FROM events_telemetry")
+    assert queried.to_dict("records") == [{"n": len(expected_events), "new": int(expected_events["new"].sum())}]
+
+    for order in ("range", "reversed"):
+        other = context_at(ctx, tmp_path / order / "lake")
+        copy_lake(trained_lake, other)
+        run_score_days(other.with_new_run(), tiny_table, DETECTOR, SCORED)
+        if order == "range":
+            run_events_days(other.with_new_run(), tiny_table, DETECTOR, SCORED)
+        else:
+            for day in reversed(SCORED):
+                run_events(other.with_new_run(), tiny_table, DETECTOR, day)
+        pd.testing.assert_frame_equal(events(other), expected_events, check_exact=True)
+        pd.testing.assert_frame_equal(scores(other), expected_scores, check_exact=True)
+
+    busy = date.fromisoformat(expected_events["dt"].iloc[0])
+    rerun = nightly.with_new_run()
+    run_events(rerun, tiny_table, DETECTOR, busy)
+    again = pd.read_parquet(partition_path(nightly.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat()))
+    assert set(again["run_id"]) == {rerun.run_id}, "the re-run replaced the day"
+    pd.testing.assert_frame_equal(events(nightly), expected_events, check_exact=True)
