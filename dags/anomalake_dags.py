@@ -70,8 +70,8 @@ def scores_asset(table: str) -> Asset:
 
 
 def nightly_dag(table: str, entry: dict) -> DAG:
-    """wait for raw/<table>/dt={{ ds }} -> windows -> score with each detector -> check (publish) -> catalog +
-    reports."""
+    """wait for raw/<table>/dt={{ ds }} -> windows -> score, then events, with each detector -> check (publish) ->
+    catalog + reports."""
     raw_path = LAKE / entry.get("path", f"raw/{table}")
     detectors = detectors_of(entry)
     asset = scores_asset(table)
@@ -105,11 +105,15 @@ def nightly_dag(table: str, entry: dict) -> DAG:
 
         windows = job("windows", f"windows --table {table} --date {{{{ ds }}}}")
         scores = [job(f"score_{d}", f"score --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
+        events = [job(f"events_{d}", f"events --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
         check = job("check", f"check --table {table} --date {{{{ ds }}}}", outlets=[asset], post_execute=publish)
         catalog = job("catalog", f"catalog --table {table}")
         # One HTML page per detector next to its scored partition (scores/.../dt=D/_report.html).
         reports = [job(f"report_{d}", f"report --table {table} --detector {d} --date {{{{ ds }}}}") for d in detectors]
-        wait_for_raw() >> windows >> scores >> check >> [catalog, *reports]
+        wait_for_raw() >> windows >> scores
+        for score, event in zip(scores, events):
+            score >> event >> check
+        check >> [catalog, *reports]
     return dag
 
 

@@ -76,13 +76,15 @@ class EventSettings:
 
     history_days: int = 4  # trailing days of scores the threshold of day D sees, besides D itself
     min_history_days: int = 3  # fewer days with scores: the held-out calibration's threshold decides (fallback)
-    smoothing: int = 6  # trailing mean over this many windows before thresholding (1: none)
+    # Trailing mean over this many windows before thresholding (1: none). Overlapping windows (stride 1) already
+    # average `length` steps, so a further mean mostly delays; per-step scores (forecasters) may want a few.
+    smoothing: int = 1
     method: str = "dynamic"  # dynamic: telemanom's z search; fixed: mean + z_max * std
     z_min: float = 2.0
     z_max: float = 10.0
     rounds: int = 3  # the threshold found again without the sequences above it, so one big event hides no other
     above_calibration: bool = True  # an event's strongest window must also be unusual against the training days
-    padding: int = 12  # windows added before and after each run above the threshold
+    padding: int = 4  # windows added before and after each run above the threshold
     min_percent: float = 0.1  # a sequence whose peak is not this much above the next lower one is pruned
     merge_gap: int = 12  # sequences fewer windows apart are one event
     max_chain_days: int = 7  # how far back an event open at midnight is followed to find its start

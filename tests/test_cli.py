@@ -115,6 +115,9 @@ def test_demo_finds_the_injected_anomalies(tmp_path):
         assert stage in out
     f1 = float(re.search(r"^F1: (\d\.\d{3})$", out, re.M).group(1))
     assert re.search(r"^precision: \d\.\d{3}$", out, re.M) and re.search(r"^recall: \d\.\d{3}$", out, re.M)
+    per_host_day = float(re.search(r"^alerts per host-day: (\d+\.\d\d) ", out, re.M).group(1))
+    flagged = float(re.search(r"^windows flagged: (\d+\.\d)% ", out, re.M).group(1))
+    assert per_host_day <= 1.0 and flagged <= 10.0, out[-2500:]  # the alert-volume bounds
     assert f1 >= 0.8, out[-2500:]
 
 

@@ -1,10 +1,11 @@
 """The events job end to end on a real lake (spark tier): nightly day by day = a backfill in one job = a backfill in
-another order = a re-run; is_anomaly marks exactly the windows inside events; every day is on record."""
+another order = a re-run; is_anomaly marks exactly the windows inside events; every day is on record; a level
+shift that stays is one event, and hosts without one stay quiet."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -22,20 +23,41 @@ from anomalake.pipelines.scoring.job import run_score, run_score_days
 from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.spark
-DAYS = day_range(START, START + timedelta(days=8))
+DAYS = day_range(START, START + timedelta(days=9))
 TRAIN, SCORED = DAYS[:4], DAYS[4:]
 DETECTOR = "dense_autoencoder"
+SHIFTED = "host-002"
+SHIFT_AT = datetime.combine(DAYS[5], datetime.min.time(), timezone.utc) + timedelta(hours=12)
 
 
 @pytest.fixture(scope="module")
 def trained_lake(spark, tmp_path_factory):
-    """Nine days of two hosts, windows of all of them, a tiny model trained on the first four (built once)."""
+    """Ten days of three hosts without injected anomalies, except that host-002's memory steps up by 10 points at
+    noon of the sixth day and stays there; windows of every day; a tiny model trained on the first four."""
     template = template_context(spark, tmp_path_factory, "events")
     table = parse_table("telemetry", TINY_TABLE)
-    write_generated(template.lake.root, GenerateSpec("telemetry", START, len(DAYS), 2, 7))
+    write_generated(template.lake.root, GenerateSpec("telemetry", START, len(DAYS), 3, 7, anomalies_per_entity_day=0))
+    for day in DAYS[5:]:
+        path = next(partition_path(template.lake.root / "raw" / "telemetry", dt=day.isoformat()).glob("*.parquet"))
+        raw = pd.read_parquet(path)
+        after = (raw["entity_id"] == SHIFTED) & (pd.to_datetime(raw["ts"], utc=True) >= pd.Timestamp(SHIFT_AT))
+        raw.loc[after, "memory"] += 10.0
+        raw.to_parquet(path, index=False, coerce_timestamps="us")
     run_windows(template, table, DAYS)
     run_train(template.with_new_run(), table, DETECTOR, TRAIN[0], TRAIN[-1], spec=TINY_DETECTOR, verbose=0)
     return template
+
+
+@pytest.fixture(scope="module")
+def nightly(spark, tmp_path_factory, trained_lake):
+    """The trained lake after the nightly way: score, then events, one day at a time."""
+    ctx = template_context(spark, tmp_path_factory, "nightly")
+    copy_lake(trained_lake, ctx)
+    table = parse_table("telemetry", TINY_TABLE)
+    for day in SCORED:
+        run_score(ctx.with_new_run(), table, DETECTOR, day)
+        run_events(ctx.with_new_run(), table, DETECTOR, day)
+    return ctx
 
 
 def events(ctx) -> pd.DataFrame:
@@ -60,15 +82,10 @@ def context_at(ctx, lake):
     return JobContext(dataclasses.replace(ctx.settings, lake=str(lake)), ctx.spark)
 
 
-def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trained_lake, tmp_path):
-    nightly = ctx
-    copy_lake(trained_lake, nightly)
-    for day in SCORED:
-        run_score(nightly.with_new_run(), tiny_table, DETECTOR, day)
-        run_events(nightly.with_new_run(), tiny_table, DETECTOR, day)
+def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trained_lake, nightly, tmp_path):
     expected_events, expected_scores = events(nightly), scores(nightly)
-    assert expected_events["new"].any(), "the generated anomalies give events"
-    assert expected_events["threshold_source"].eq("history").any(), "the trailing scores set thresholds"
+    assert expected_events["new"].any(), "the level shift gives an event"
+    assert expected_events["threshold_source"].eq("history").all(), "the trailing scores set every threshold"
 
     # The windows inside events, and only those, are anomalies; every day balances and says where history came from.
     for day in SCORED:
@@ -94,9 +111,25 @@ def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trai
         pd.testing.assert_frame_equal(events(other), expected_events, check_exact=True)
         pd.testing.assert_frame_equal(scores(other), expected_scores, check_exact=True)
 
+    copy_lake(nightly, ctx)
     busy = date.fromisoformat(expected_events["dt"].iloc[0])
-    rerun = nightly.with_new_run()
+    rerun = ctx.with_new_run()
     run_events(rerun, tiny_table, DETECTOR, busy)
-    again = pd.read_parquet(partition_path(nightly.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat()))
+    again = pd.read_parquet(partition_path(ctx.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat()))
     assert set(again["run_id"]) == {rerun.run_id}, "the re-run replaced the day"
-    pd.testing.assert_frame_equal(events(nightly), expected_events, check_exact=True)
+    pd.testing.assert_frame_equal(events(ctx), expected_events, check_exact=True)
+
+
+def test_a_level_shift_that_stays_is_one_event_and_quiet_hosts_stay_quiet(nightly):
+    found, scored = events(nightly), scores(nightly)
+    shifted = found[found["entity_id"] == SHIFTED]
+    assert shifted["new"].sum() == 1 and shifted["event_id"].nunique() == 1, shifted
+    start = pd.to_datetime(shifted.loc[shifted["new"], "start"], utc=True).iloc[0]
+    assert abs(start - pd.Timestamp(SHIFT_AT)) <= pd.Timedelta(hours=1), start
+    settled = scored[(scored["entity_id"] == SHIFTED) & (scored["dt"] == SCORED[-1].isoformat())]
+    assert settled["is_anomaly"].mean() < 0.10, "once the history holds the new level, it is the entity's normal"
+    # The alert volume of the hosts without a shift: new events per entity and day, and the share of windows flagged.
+    quiet = scored[scored["entity_id"] != SHIFTED]
+    new_events = int((found["entity_id"] != SHIFTED).mul(found["new"]).sum())
+    per_entity_day = new_events / (quiet["entity_id"].nunique() * len(SCORED))
+    assert per_entity_day <= 1.0 and quiet["is_anomaly"].mean() <= 0.10, (per_entity_day, quiet["is_anomaly"].mean())

@@ -13,6 +13,7 @@ from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_conte
 
 from anomalake.models.artifacts import read_current, write_checksums
 from anomalake.pipelines.config import parse_table
+from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.checks import run_check
@@ -102,6 +103,7 @@ def test_check_passes_a_healthy_night_and_flags_broken_accounting(lake_with_mode
     ctx, table, _ = lake_with_model
     day = DAYS[2]
     run_score(ctx, table, "dense_autoencoder", day)
+    run_events(ctx.with_new_run(), table, "dense_autoencoder", day)
     healthy = run_check(ctx.lake, table, ["dense_autoencoder"], day)
     assert healthy.problems == () and set(healthy.anomaly_rates) == {"dense_autoencoder"}
     record_path = next((ctx.lake.root / "_runs" / "telemetry" / "score_dense_autoencoder" / f"dt={day}").glob("*.json"))

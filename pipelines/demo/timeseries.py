@@ -10,6 +10,7 @@ import pandas as pd
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.evaluation import event_matching
+from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
@@ -42,24 +43,20 @@ class Progress:
         print(f"\n[{self.done}/{self.total}] {what}  (t+{time.monotonic() - self.started:.0f}s)", flush=True)
 
 
-# One row per anomaly event (a run of consecutive flagged windows of an entity), at its strongest window.
-TOP_ANOMALIES = """
-WITH flagged AS (
-  SELECT *, ts - make_dt_interval(0, 0, 0, {step} * row_number() OVER (PARTITION BY entity_id ORDER BY ts)) AS run
-  FROM scores_{table} WHERE is_anomaly AND detector = '{detector}'
-), events AS (
-  SELECT *, min(ts) OVER (PARTITION BY entity_id, run) AS first_window,
-         max(ts) OVER (PARTITION BY entity_id, run) AS last_window,
-         row_number() OVER (PARTITION BY entity_id, run ORDER BY score DESC) AS rank
-  FROM flagged
-)
-SELECT entity_id, first_window, last_window, round(score, 2) AS peak_score, top_feature,
-       round(feature_contributions[top_feature], 2) AS share, top_steps[0] AS top_step
-FROM events WHERE rank = 1 ORDER BY peak_score DESC LIMIT 10
+# The strongest events of the scored days, one row each (an event that goes on past midnight has a row per day).
+TOP_EVENTS = """
+SELECT entity_id, first_start AS start, last_end AS `end`, round(peak, 2) AS severity,
+       strongest.top_feature AS top_feature,
+       round(strongest.feature_contributions[strongest.top_feature], 2) AS share,
+       strongest.top_steps[0] AS top_step
+FROM (SELECT entity_id, event_id, min(start) AS first_start, max(`end`) AS last_end, max(severity) AS peak,
+             max_by(struct(top_feature, feature_contributions, top_steps), severity) AS strongest
+      FROM events_{table} WHERE detector = '{detector}' GROUP BY entity_id, event_id)
+ORDER BY severity DESC LIMIT 10
 """
 
 EXAMPLES = [
-    'anomalake sql "SELECT dt, count(*) AS windows, sum(int(is_anomaly)) AS anomalies FROM scores_{t} GROUP BY dt '
+    'anomalake sql "SELECT dt, count(DISTINCT event_id) AS events, sum(int(new)) AS new FROM events_{t} GROUP BY dt '
     'ORDER BY dt"',
     'anomalake sql "SELECT entity_id, ts, score, top_feature FROM scores_{t} WHERE is_anomaly ORDER BY score DESC '
     'LIMIT 20"',
@@ -94,12 +91,13 @@ def run_demo(
         f"threshold score > {trained.threshold:.2f} (-log10 of the tail probability)"
     )
 
-    progress.step(f"score {score_days[0]} .. {score_days[-1]}, day by day")
+    progress.step(f"score and events {score_days[0]} .. {score_days[-1]}, day by day (the nightly way)")
     for day in score_days:
         scored = run_score(ctx.with_new_run(), table, spec.detector, day)
+        found = run_events(ctx.with_new_run(), table, spec.detector, day)
         print(
-            f"  {day}: {scored.rows_in:,} windows in, {scored.scored:,} scored, {scored.anomalies:,} flagged, "
-            f"quarantined {scored.quarantined or 0}"
+            f"  {day}: {scored.rows_in:,} windows scored, quarantined {scored.quarantined or 0}; {found.events} events "
+            f"({found.new_events} new), {found.rows_out:,} windows in events"
         )
 
     progress.step("report")
@@ -108,14 +106,16 @@ def run_demo(
 
 def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: list[str]) -> event_matching.EventScore:
     register_tables(ctx.spark, ctx.lake, [table])
-    query = TOP_ANOMALIES.format(
-        table=table.name, detector=spec.detector, step=table.window.stride * table.step_seconds
-    )
-    top = ctx.spark.sql(query).toPandas()
+    top = ctx.spark.sql(TOP_EVENTS.format(table=table.name, detector=spec.detector)).toPandas()
     with pd.option_context("display.width", 200):
-        print("\nThe 10 strongest anomalies, one per event (top_feature: the metric with the largest share of the")
-        print("error; share: its share; top_step: the time step with the largest error):")
+        print("\nThe 10 strongest anomaly events (severity: -log10 of the tail probability of the strongest window;")
+        print("top_feature: the metric with the largest share of its error; share: that share; top_step: the time step")
+        print("with the largest error):")
         print(top.to_string(index=False))
+    events = ctx.spark.sql(
+        f"SELECT entity_id, event_id, start, `end`, new FROM events_{table.name} WHERE detector = '{spec.detector}' "
+        f"AND dt IN ({', '.join(repr(d) for d in score_days)})"
+    ).toPandas()
     scores = ctx.spark.sql(
         f"SELECT entity_id, ts, is_anomaly FROM scores_{table.name} WHERE detector = '{spec.detector}' "
         f"AND dt IN ({', '.join(repr(d) for d in score_days)})"
@@ -123,13 +123,15 @@ def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: lis
     labels = ctx.spark.sql(f"SELECT * FROM labels_{table.name}").toPandas()
     window_seconds = (table.window.length - 1) * table.step_seconds
     in_scope = event_matching.labels_in_scope(labels, scores, window_seconds)
-    found = event_matching.detections(scores, window_seconds, table.window.stride * table.step_seconds)
-    result = event_matching.event_score(found, in_scope)
+    result = event_matching.event_score(event_matching.event_spans(events, window_seconds), in_scope)
+    per_host_day = int(events["new"].sum()) / (scores["entity_id"].nunique() * len(score_days))
     print(
         f"\nEvent level, injected anomalies in the scored days: {result.anomalies}; found {result.found}; "
-        f"detections {result.detections}, of which true {result.true_detections}"
+        f"events {result.detections}, of which true {result.true_detections}"
     )
     print(f"F1: {result.f1:.3f}\nprecision: {result.precision:.3f}\nrecall: {result.recall:.3f}")
+    print(f"alerts per host-day: {per_host_day:.2f} (new events per host and scored day)")
+    print(f"windows flagged: {scores['is_anomaly'].mean():.1%} (the windows inside events)")
     print("\nTry next:")
     for example in EXAMPLES:
         print("  " + example.format(t=table.name))

@@ -53,6 +53,16 @@ def detections(scores: pd.DataFrame, window_seconds: int, stride_seconds: int) -
     return runs[["entity_id", "start", "end"]].reset_index(drop=True)
 
 
+def event_spans(events: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
+    """Rows of the events table (one per event and day) -> one detection per event (entity_id, start, end), from
+    the first step its first window saw to its last window."""
+    if events.empty:
+        return pd.DataFrame(columns=["entity_id", "start", "end"])
+    spans = events.groupby(["entity_id", "event_id"], as_index=False).agg(start=("start", "min"), end=("end", "max"))
+    spans["start"] = spans["start"] - pd.Timedelta(seconds=window_seconds)
+    return spans[["entity_id", "start", "end"]]
+
+
 def event_score(found_by: pd.DataFrame, labels: pd.DataFrame) -> EventScore:
     """Match detections (entity_id, start, end) with labelled spans (entity_id, start, end)."""
     found = np.zeros(len(labels), dtype=bool)

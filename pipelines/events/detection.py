@@ -257,9 +257,15 @@ def day_events(
     if not runs:
         return []
     first_of_day, last_of_day = int(np.flatnonzero(on_day)[0]), int(np.flatnonzero(on_day)[-1])
-    carried = None
-    if runs[0][0] == first_of_day:  # it may go on from yesterday: find yesterday's event open at midnight
-        carried = _open_event(entity, scores, day - timedelta(days=1), settings, calibrated_threshold)
+    # The first run may go on from yesterday: it does when it starts the day, or when every window before it
+    # stays above the threshold that opened yesterday's open event (a shifted level that today's threshold
+    # splits at its own boundary is still the incident that began yesterday, not a new alert).
+    carried = _open_event(entity, scores, day - timedelta(days=1), settings, calibrated_threshold)
+    if carried is not None and runs[0][0] != first_of_day:
+        if _stays_above(history, first_of_day, runs[0][0], carried, settings, calibrated_threshold):
+            runs[0] = (first_of_day, runs[0][1])
+        else:
+            carried = None
     events = []
     for first, last in runs:
         strongest = first + int(np.argmax(history.score[first : last + 1]))
@@ -287,6 +293,15 @@ def day_events(
             )
         )
     return events
+
+
+def _stays_above(
+    history: DayScores, first: int, stop: int, event: Event, settings: EventSettings, calibrated_threshold: float
+) -> bool:
+    """Whether the windows [first, stop) all stay above the threshold that decided `event` (no sign that it ended)."""
+    if event.fallback:
+        return bool((history.score[first:stop] > calibrated_threshold).all())
+    return bool((trailing_mean(history.raw, settings.smoothing)[first:stop] > event.threshold).all())
 
 
 def _open_event(entity: str, scores: DayScores, day: date, settings: EventSettings, calibrated_threshold: float):

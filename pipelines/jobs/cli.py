@@ -354,7 +354,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
     result = run_check(Lake(settings.lake_path), table, args.detector or list(table.detectors), args.date)
     if result.problems:
         raise JobError(f"table {table.name}, partition dt={args.date}: " + "; ".join(result.problems))
-    print(f"table {table.name}, partition dt={args.date}: healthy; anomaly rates {result.anomaly_rates}")
+    rates = ", ".join(f"{d} {r:.2f}" for d, r in result.anomaly_rates.items())
+    print(f"table {table.name}, partition dt={args.date}: healthy; new events per entity: {rates}")
 
 
 DEMO_TABLES = {"timeseries": "telemetry", "image": "digits", "text": "messages"}
