@@ -14,6 +14,7 @@ from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.pipelines.config import DetectorSpec, load_tables
 from anomalake.pipelines.demo.media import SCORE_DAY, TRAIN_DAY, scored_with_labels
 from anomalake.pipelines.evaluation.datasets import load_images, load_texts, raw_frames
+from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.decoding import encode_png
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.files import import_images, import_text, write_raw_partition
@@ -89,6 +90,20 @@ def test_public_data_scored_through_the_jobs_equals_one_process(ctx, table_name,
     page = build_report(ctx.lake, table, detector, SCORE_DAY)  # the HTML report of this kind's partition
     assert "Top anomalies (5 strongest events)" in page and page.count("<img") >= 2
     assert ("error map" in page) if table.kind == "image" else (page.count("<mark>") >= 5)
+    check_events(ctx, table, detector, scored)
+
+
+def check_events(ctx, table, detector: str, scored: pd.DataFrame) -> None:
+    """Images and texts through the events job: with one earlier day of scores (too little history) each sample
+    over the held-out threshold is an event of its own, explained like its score row, and is_anomaly agrees."""
+    result = run_events(ctx.with_new_run(), table, detector, SCORE_DAY)
+    events = pd.read_parquet(ctx.lake.events(table.name) / f"detector={detector}")
+    assert sorted(events["entity_id"]) == sorted(scored.loc[scored["is_anomaly"], "entity_id"]) != []
+    assert (events["windows"] == 1).all() and set(events["threshold_source"]) == {"calibration"}
+    explanation = "top_regions" if table.kind == "image" else "top_tokens"
+    assert events[explanation].map(len).gt(0).all() and result.new_events == len(events)
+    after = scored_with_labels(ctx, table, detector)
+    assert sorted(after.loc[after["is_anomaly"], "entity_id"]) == sorted(events["entity_id"])
 
 
 def day_samples(ctx, table, day) -> tuple[pd.Series, np.ndarray]:

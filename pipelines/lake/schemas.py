@@ -114,7 +114,7 @@ RUNS = T.StructType(
         ("events", T.LongType()),  # events: the day's events and the new ones among them, over how many entities
         ("new_events", T.LongType()),
         ("entities", T.LongType()),
-        ("fallback_entities", T.ArrayType(T.StringType())),  # entities whose threshold came from the calibration
+        ("fallback_entities", T.ArrayType(T.StringType())),  # entities whose events the calibration decided
     )
 )
 
