@@ -66,7 +66,7 @@ def run_events_days(
     events = _events(scores, table, detector, days, settings, calibration.threshold).persist()
     try:
         rows = events.collect()
-        flagged = _flagged_windows(ctx, events)
+        flagged = _flagged_windows(events)
         day_scores = _day_scores(ctx, table, detector, days)
         _publish(ctx, table, detector, version, days, events, day_scores, flagged, rows)
         total = _record_days(ctx, table, detector, version, days, day_scores, rows, sources)
@@ -142,7 +142,7 @@ def _table_events(frame: pd.DataFrame, days, settings, threshold, detector) -> p
     )
 
 
-def _flagged_windows(ctx: JobContext, events: DataFrame) -> DataFrame:
+def _flagged_windows(events: DataFrame) -> DataFrame:
     """(entity_id, ts, dt) of every window inside an event."""
     return events.select("entity_id", "dt", F.explode("window_ends").alias("ts")).distinct()
 
