@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml infra/constraints.txt
 	$(PY) -m pip install -q -c infra/constraints.txt -e ".[$(EXTRA),test,airflow]"
 	# The Spark provider's pyspark-client overwrites some of pyspark's files: put pyspark's back.
 	$(PY) -m pip install -q --no-deps --force-reinstall pyspark==4.0.5
+	# TSB-AD's published VUS code, the reference tests/test_vus.py holds ours to: its metrics need only numpy,
+	# scipy, scikit-learn and statsmodels; its detectors' deep-learning dependencies are left out.
+	$(PY) -m pip install -q --no-deps TSB-AD==1.5
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -67,7 +67,12 @@ def test_records_sum_segment_and_point_counts_over_a_category():
     b = series(40, [], list(range(20, 25)))
     windows = {"cat/a.csv": ((ts[10], ts[14]),), "cat/b.csv": ((ts[20], ts[24]),)}
     records = results.timeseries_records(
-        "nab", "det", {"cat/a.csv": a, "cat/b.csv": b}, {"cat/a.csv": "cat", "cat/b.csv": "cat"}, windows
+        "nab",
+        "det",
+        {"cat/a.csv": a, "cat/b.csv": b},
+        {"cat/a.csv": "cat", "cat/b.csv": "cat"},
+        windows,
+        {"cat/a.csv": 4, "cat/b.csv": 4},
     )
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("cat", "overlap_segment_precision")] == 0.5
@@ -85,7 +90,7 @@ def test_records_sum_segment_and_point_counts_over_a_category():
 
 def test_unscored_rows_count_as_not_flagged_and_stay_out_of_the_aucs():
     frame = series(20, [5], [5, 6], unscored=3)
-    records = results.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {})
+    records = results.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {}, {"e": 4})
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("e", "pointwise_recall")] == 0.5
     # scored rows 3..19: positives score 1 (row 5) and 0 (row 6), 15 negatives score 0 -> (1 + 0.5) / 2

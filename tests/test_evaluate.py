@@ -24,6 +24,8 @@ METRIC_NAMES = {
     "pointwise_recall",
     "roc_auc",
     "pr_auc",
+    "vus_roc",
+    "vus_pr",
     "nab_standard",
     "nab_low_fp",
     "nab_low_fn",
@@ -74,6 +76,13 @@ def test_nab_format_folder_is_evaluated_per_series_category_and_overall(ctx, tmp
             assert 0.0 <= value <= 1.0, (detector, group, metric, value)
     # a 15-sigma spike on a clean cycle: the rolling z-score must catch it, whatever the detector does
     assert got[("baseline_rolling_z", "synthetic/spiky.csv", "overlap_segment_recall")] == 1.0
+    # VUS (tests/test_vus.py holds it to TSB-AD) is defined for every detector on both labelled series
+    assert all(
+        got[(d, g, m)] is not None
+        for d in detectors
+        for g in ("synthetic/spiky.csv", "synthetic/shifty.csv")
+        for m in ("vus_roc", "vus_pr")
+    )
     plots = sorted((tmp_path / "out" / "plots").rglob("*.png"))
     assert len(plots) == 4 * 2 and all(p.stat().st_size > 5000 for p in plots)
     assert "| dense_autoencoder |" in (tmp_path / "out" / "results.md").read_text()

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from anomalake.pipelines.evaluation import metrics
+from anomalake.pipelines.evaluation import metrics, vus
 from anomalake.pipelines.events.grouping import event_starts, merge_close_runs
 
 TIMESERIES_METRICS = (
@@ -28,6 +28,8 @@ TIMESERIES_METRICS = (
     "pointwise_recall",
     "roc_auc",
     "pr_auc",
+    "vus_roc",
+    "vus_pr",
 )
 NAB_METRICS = ("nab_standard", "nab_low_fp", "nab_low_fn")
 NAB_PROFILE_OF = {"nab_standard": "standard", "nab_low_fp": "reward_low_FP_rate", "nab_low_fn": "reward_low_FN_rate"}
@@ -83,6 +85,12 @@ def _aucs(frame: pd.DataFrame) -> tuple[float, float]:
     return metrics.roc_auc(label, scored["raw_score"].to_numpy()), metrics.pr_auc(label, scored["raw_score"].to_numpy())
 
 
+def _volumes(frame: pd.DataFrame, length: int) -> vus.Volumes:
+    """VUS on the scored rows: a step's score is that of the window ending on it."""
+    scored = frame[frame["score"].notna()]
+    return vus.volumes(scored["label"].to_numpy().astype(int), scored["raw_score"].to_numpy(), length)
+
+
 def _nab(frames: list[pd.DataFrame], windows: list[tuple], metric: str) -> float:
     series = [(f["ts"], event_starts(f["event"].to_numpy()), list(w)) for f, w in zip(frames, windows)]
     return metrics.nab_score(series, NAB_PROFILE_OF[metric])
@@ -94,10 +102,13 @@ def timeseries_records(
     frames: dict[str, pd.DataFrame],
     categories: dict[str, str],
     windows: dict[str, tuple],
+    sliding_lengths: dict[str, int],
 ) -> list[dict]:
     """Records per series, per category and overall: segment counts and point counts are summed before
-    F1 (as OrionBench sums tp, fp and fn); ROC-AUC and PR-AUC of a category are the mean over its series."""
+    F1 (as OrionBench sums tp, fp and fn); ROC-AUC, PR-AUC, VUS-ROC and VUS-PR of a category are the mean over
+    its series (as TSB-AD averages VUS). sliding_lengths: each series' VUS buffer (vus.sliding_length)."""
     out: list[dict] = []
+    volumes = {g: _volumes(frames[g], sliding_lengths[g]) for g in frames}
     by_category: dict[str, list[str]] = {}
     for group in frames:
         by_category.setdefault(categories[group], []).append(group)
@@ -109,6 +120,7 @@ def timeseries_records(
         segment = metrics.segment_scores(seg)
         point = _from_counts(*np.sum([_point_counts(frames[g]) for g in members], axis=0))
         aucs = np.array([_aucs(frames[g]) for g in members])
+        vus_values = np.array([volumes[g] for g in members])
         values = {
             "overlap_segment_f1": segment.f1,
             "overlap_segment_precision": segment.precision,
@@ -118,6 +130,8 @@ def timeseries_records(
             "pointwise_recall": point.recall,
             "roc_auc": _nanmean(aucs[:, 0]),
             "pr_auc": _nanmean(aucs[:, 1]),
+            "vus_roc": _nanmean(vus_values[:, 0]),
+            "vus_pr": _nanmean(vus_values[:, 1]),
         }
         if benchmark == "nab":
             for metric in NAB_METRICS:

@@ -24,7 +24,7 @@ from anomalake.models.scaling import EntityScaling
 from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation import reference_detectors as reference
-from anomalake.pipelines.evaluation import results
+from anomalake.pipelines.evaluation import results, vus
 from anomalake.pipelines.evaluation.cases import TIME_SERIES, Case, load_cases
 from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scaling
 from anomalake.pipelines.features.job import run_windows
@@ -73,7 +73,7 @@ def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None =
     done = [c for c in cases if c.name not in run.failed]
     categories = {g: c for case in done for g, c in case.category.items()}
     windows = {g: w for case in done for g, w in case.windows.items()}
-    records = _records(spec.benchmark, run.frames, categories, windows)
+    records = _records(spec.benchmark, run, categories, windows)
     summary = SUMMARY_GROUPS[spec.benchmark] or sorted(set(categories.values())) + ["overall"]
     notes = [f"FAILED, not in these figures: {name}: {why}" for name, why in run.failed.items()]
     json_path, md_path = results.write_results(spec.out, records, summary, notes)
@@ -98,6 +98,7 @@ class _Run:
 
     frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     values: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sliding_lengths: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -123,14 +124,18 @@ def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: 
             raw = pd.concat(case.raw.values(), ignore_index=True)
             for group in case.groups:
                 run.values[group] = raw[raw["entity_id"] == group].drop(columns="entity_id")
+                # TSB-AD sets the VUS buffer from the whole series' first metric, training steps included.
+                run.sliding_lengths[group] = vus.sliding_length(run.values[group][case.table.features[0]].to_numpy())
     return run
 
 
-def _records(benchmark: str, frames: dict, categories: dict, windows: dict) -> list[dict]:
+def _records(benchmark: str, run: _Run, categories: dict, windows: dict) -> list[dict]:
     records: list[dict] = []
-    for detector, per_group in frames.items():
+    for detector, per_group in run.frames.items():
         if benchmark in TIME_SERIES:
-            records += results.timeseries_records(benchmark, detector, per_group, categories, windows)
+            records += results.timeseries_records(
+                benchmark, detector, per_group, categories, windows, run.sliding_lengths
+            )
         else:
             records += results.media_records(benchmark, detector, per_group)
     return records
