@@ -10,7 +10,7 @@ import pytest
 
 from anomalake.pipelines.evaluation import results
 from anomalake.pipelines.evaluation.cases import load_cases, nab_cases, table_name
-from anomalake.pipelines.evaluation.datasets import DatasetError, load_nab, load_skab
+from anomalake.pipelines.evaluation.datasets import DatasetError, asd_entities, load_nab, load_skab
 from anomalake.pipelines.events.grouping import anomaly_events, event_starts, merge_close_runs
 
 T0 = pd.Timestamp("2024-01-01")
@@ -56,7 +56,7 @@ def series(n: int, flagged: list[int], labelled: list[int], unscored: int = 0) -
     scored = pd.DataFrame(
         {"entity_id": "e", "ts": ts, "raw_score": score, "score": score, "threshold": 0.5, "is_anomaly": score > 0.5}
     )
-    return results.series_frame(truth, scored.iloc[unscored:], event_gap=1)
+    return results.series_frame(truth, scored.iloc[unscored:])
 
 
 def test_records_sum_segment_and_point_counts_over_a_category():
@@ -73,6 +73,7 @@ def test_records_sum_segment_and_point_counts_over_a_category():
         {"cat/a.csv": "cat", "cat/b.csv": "cat"},
         windows,
         {"cat/a.csv": 4, "cat/b.csv": 4},
+        {"cat/a.csv": 2.0, "cat/b.csv": 4.0},
     )
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("cat", "overlap_segment_precision")] == 0.5
@@ -84,13 +85,20 @@ def test_records_sum_segment_and_point_counts_over_a_category():
     assert got[("cat", "pointwise_f1")] == pytest.approx(4 / 13, abs=1e-6)
     assert got[("cat/a.csv", "overlap_segment_f1")] == pytest.approx(2 / 3, abs=1e-6)
     assert got[("cat/b.csv", "overlap_segment_precision")] is None  # 0/0 stays undefined, as Orion reports it
-    assert {m for g, m in got if g == "overall"} == set(results.TIMESERIES_METRICS) | set(results.NAB_METRICS)
+    # alert volume: a's two events (12-13 and 30) and b's none over two entity-days; 3 of 80 windows flagged
+    assert got[("cat", "events_per_series")] == got[("cat", "events_per_entity_day")] == 1.0
+    assert got[("cat/a.csv", "events_per_entity_day")] == 2.0
+    assert got[("cat", "flagged_share")] == pytest.approx(3 / 80, abs=1e-6)
+    assert got[("cat", "seconds_per_series")] == 3.0
+    assert {m for g, m in got if g == "overall"} == set(results.TIMESERIES_METRICS) | set(results.NAB_METRICS) | set(
+        results.VOLUME_METRICS
+    )
     assert all(set(r) == {"benchmark", "detector", "group", "metric", "value"} for r in records)
 
 
 def test_unscored_rows_count_as_not_flagged_and_stay_out_of_the_aucs():
     frame = series(20, [5], [5, 6], unscored=3)
-    records = results.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {}, {"e": 4})
+    records = results.timeseries_records("asd", "det", {"e": frame}, {"e": "asd"}, {}, {"e": 4}, {"e": 1.0})
     got = {(r["group"], r["metric"]): r["value"] for r in records}
     assert got[("e", "pointwise_recall")] == 0.5
     # scored rows 3..19: positives score 1 (row 5) and 0 (row 6), 15 negatives score 0 -> (1 + 0.5) / 2
@@ -204,3 +212,24 @@ def test_pooled_baseline_gives_new_entities_the_median_of_the_known_ones():
     assert merged.centers["new"] == (2.0, 20.0) and merged.scales["new"] == (2.0, 3.0)
     assert merged.centers["h1"] == (0.0, 10.0) and merged.knows(["new", "h2", "other"]).tolist() == [True, True, False]
     assert EntityScaling.from_json(merged.to_json()) == merged
+
+
+def test_asd_layout_takes_any_number_of_metrics_and_names_a_file_that_does_not_fit(tmp_path):
+    """The Server Machine Dataset (38 metrics, machine-G-N names) in ASD's layout is read like ASD (19)."""
+    folder = tmp_path / "smd" / "npy"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("machine-2-1", "machine-1-10", "machine-1-2"):
+        np.save(folder / f"{name}_train.npy", rng.normal(size=(600, 38)))
+        np.save(folder / f"{name}_test.npy", rng.normal(size=(500, 38)))
+        np.save(folder / f"{name}_test_label.npy", (np.arange(500) > 450).astype(int))
+    assert asd_entities(tmp_path / "smd") == ["machine-1-2", "machine-1-10", "machine-2-1"]
+    cases = load_cases("asd", tmp_path / "smd", ["machine-1-2"])
+    assert [c.table.features for c in cases] == [tuple(f"m{i}" for i in range(38))]
+    assert cases[0].truth["label"].sum() == 49
+    np.save(folder / "machine-1-2_test.npy", rng.normal(size=(500, 37)))
+    with pytest.raises(DatasetError, match=r"machine-1-2_test.npy: expected shape \(steps, 38\)"):
+        load_cases("asd", tmp_path / "smd", ["machine-1-2"])
+    np.save(folder / "machine-2-1_test_label.npy", np.zeros(400, dtype=int))
+    with pytest.raises(DatasetError, match=r"machine-2-1_test_label.npy: expected shape \(500,\)"):
+        load_cases("asd", tmp_path / "smd", ["machine-2-1"])

@@ -29,6 +29,10 @@ METRIC_NAMES = {
     "nab_standard",
     "nab_low_fp",
     "nab_low_fn",
+    "events_per_series",
+    "events_per_entity_day",
+    "flagged_share",
+    "seconds_per_series",
 }
 
 
@@ -72,7 +76,7 @@ def test_nab_format_folder_is_evaluated_per_series_category_and_overall(ctx, tmp
     assert {r["group"] for r in records} == {"synthetic/spiky.csv", "synthetic/shifty.csv", "synthetic", "overall"}
     assert {r["metric"] for r in records} == METRIC_NAMES
     for (detector, group, metric), value in got.items():
-        if value is not None and not metric.startswith("nab_"):
+        if value is not None and not metric.startswith(("nab_", "events_", "seconds_")):
             assert 0.0 <= value <= 1.0, (detector, group, metric, value)
     # a 15-sigma spike on a clean cycle: the rolling z-score must catch it, whatever the detector does
     assert got[("baseline_rolling_z", "synthetic/spiky.csv", "overlap_segment_recall")] == 1.0
@@ -83,6 +87,9 @@ def test_nab_format_folder_is_evaluated_per_series_category_and_overall(ctx, tmp
         for g in ("synthetic/spiky.csv", "synthetic/shifty.csv")
         for m in ("vus_roc", "vus_pr")
     )
+    # the detector's events are the events stage's, written to the lake as the nightly path writes them
+    written = pd.read_parquet(ctx.lake.events("nab_synthetic_spiky") / "detector=dense_autoencoder")
+    assert got[("dense_autoencoder", "synthetic/spiky.csv", "events_per_series")] == written["event_id"].nunique()
     plots = sorted((tmp_path / "out" / "plots").rglob("*.png"))
     assert len(plots) == 4 * 2 and all(p.stat().st_size > 5000 for p in plots)
     assert "| dense_autoencoder |" in (tmp_path / "out" / "results.md").read_text()

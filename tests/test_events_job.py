@@ -5,13 +5,16 @@ shift that stays is one event, and hosts without one stay quiet."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
 from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
 
+from anomalake.models.artifacts import CALIBRATION_FILE, read_current
 from anomalake.pipelines.config import parse_table
+from anomalake.pipelines.events.detection import flag_windows
 from anomalake.pipelines.events.job import run_events, run_events_days
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
@@ -133,3 +136,20 @@ def test_a_level_shift_that_stays_is_one_event_and_quiet_hosts_stay_quiet(nightl
     new_events = int((found["entity_id"] != SHIFTED).mul(found["new"]).sum())
     per_entity_day = new_events / (quiet["entity_id"].nunique() * len(SCORED))
     assert per_entity_day <= 1.0 and quiet["is_anomaly"].mean() <= 0.10, (per_entity_day, quiet["is_anomaly"].mean())
+
+
+def test_the_in_process_events_stage_flags_the_windows_the_job_flags(ctx, tiny_table, nightly):
+    """`evaluate` runs its baselines through flag_windows: on the same scores it must flag exactly the windows the
+    nightly events job flagged (the training days' scores, which the job rescored as history, written here)."""
+    copy_lake(nightly, ctx)
+    run_score_days(ctx.with_new_run(), tiny_table, DETECTOR, TRAIN)
+    every_day = scores(ctx).drop(columns=["is_anomaly"])
+    root = ctx.lake.models(DETECTOR, "telemetry")
+    threshold = json.loads((root / read_current(root) / CALIBRATION_FILE).read_text())["threshold"]
+    flagged = flag_windows(every_day, "timeseries", tiny_table.events, threshold, SCORED, DETECTOR)
+    expected = scores(nightly)
+    assert expected["is_anomaly"].sum() > 0
+    utc = {"ts": lambda f: pd.to_datetime(f["ts"], utc=True)}
+    got = expected[["entity_id", "ts"]].assign(**utc).merge(flagged.assign(**utc), on=["entity_id", "ts"], how="left")
+    assert len(flagged) == len(expected)
+    assert got["is_anomaly"].tolist() == expected["is_anomaly"].tolist()

@@ -16,8 +16,6 @@ import pandas as pd
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.features.decoding import encode_png
 
-ASD_FEATURES = 19
-
 
 class DatasetError(ValueError):
     """A dataset folder is missing or not in the expected format."""
@@ -48,25 +46,33 @@ def sliding_windows(values: np.ndarray, length: int) -> np.ndarray:
 
 
 def asd_entities(root: Path) -> list[str]:
-    """The ASD entity names (omi-1 ... omi-12) in numeric order."""
-    folder = _require(Path(root) / "npy", "ASD's npy/omi-N_{train,test,test_label}.npy files")
+    """The entity names of a folder in ASD's layout (omi-1 ... omi-12; SMD's machine-1-1 ...) in numeric order."""
+    folder = _require(Path(root) / "npy", "ASD's npy/<entity>_{train,test,test_label}.npy files")
     names = [p.name.removesuffix("_train.npy") for p in folder.glob("*_train.npy")]
     if not names:
         raise DatasetError(f"{folder}: no *_train.npy file")
-    return sorted(names, key=lambda n: int(n.rsplit("-", 1)[-1]) if n.rsplit("-", 1)[-1].isdigit() else 0)
+    return sorted(names, key=_numeric_order)
+
+
+def _numeric_order(name: str) -> list[tuple]:
+    """machine-1-2 before machine-1-10: the dash-separated parts, numbers compared as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("-")]
 
 
 def load_asd_series(root: Path, entity: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One ASD entity's `_train` steps, `_test` steps (both (steps, 19)) and test labels (steps,) of 0/1."""
+    """One entity's `_train` steps, `_test` steps (both (steps, metrics), any number of metrics, the same in
+    both: ASD has 19, the Server Machine Dataset 38) and test labels (steps,) of 0/1."""
     folder = Path(root) / "npy"
-    train = np.load(_require(folder / f"{entity}_train.npy", "an array (steps, 19)"), allow_pickle=False)
-    test = np.load(_require(folder / f"{entity}_test.npy", "an array (steps, 19)"), allow_pickle=False)
+    train = np.load(_require(folder / f"{entity}_train.npy", "an array (steps, metrics)"), allow_pickle=False)
+    test = np.load(_require(folder / f"{entity}_test.npy", "an array (steps, metrics)"), allow_pickle=False)
     labels = np.load(_require(folder / f"{entity}_test_label.npy", "an array (steps,) of 0/1"), allow_pickle=False)
-    for name, arr in (("train", train), ("test", test)):
-        if arr.ndim != 2 or arr.shape[1] != ASD_FEATURES:
-            raise DatasetError(
-                f"{folder}/{entity}_{name}.npy: expected shape (steps, {ASD_FEATURES}), found {arr.shape}"
-            )
+    if train.ndim != 2 or train.shape[1] < 1 or len(train) == 0:
+        raise DatasetError(f"{folder}/{entity}_train.npy: expected shape (steps, metrics), found {train.shape}")
+    if test.ndim != 2 or test.shape[1] != train.shape[1]:
+        raise DatasetError(
+            f"{folder}/{entity}_test.npy: expected shape (steps, {train.shape[1]}) like {entity}_train.npy, "
+            f"found {test.shape}"
+        )
     if labels.shape != (len(test),):
         raise DatasetError(f"{folder}/{entity}_test_label.npy: expected shape ({len(test)},), found {labels.shape}")
     return train, test, labels.astype(int)

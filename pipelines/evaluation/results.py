@@ -1,10 +1,10 @@
 """Benchmark results: scored rows joined to the truth -> metric records, a Markdown table and plots.
 
 A record is {"benchmark", "detector", "group", "metric", "value"}; `group` is a series or class, a category
-(for NAB the category folder's name) or "overall". Time-series detections are anomaly events: runs of
-flagged steps, where runs fewer than `event_gap` unflagged steps apart are one event (an alert that stays
-open while it keeps firing; OrionBench's pipelines pad and merge their anomalies the same way; see
-pipelines/events/grouping.py).
+(for NAB the category folder's name) or "overall". Time-series detections are the anomaly events of the
+events stage (pipelines/events), run on the scored days as the nightly path runs it, for the detectors and the
+baselines alike: a run of flagged steps is one event. Beside the quality metrics each detector's alert volume
+(new events per entity and day, the share of scored windows flagged) and its seconds per series.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from anomalake.pipelines.evaluation import metrics, vus
-from anomalake.pipelines.events.grouping import event_starts, merge_close_runs
+from anomalake.pipelines.events.grouping import event_starts
 
 TIMESERIES_METRICS = (
     "overlap_segment_f1",
@@ -31,6 +31,7 @@ TIMESERIES_METRICS = (
     "vus_roc",
     "vus_pr",
 )
+VOLUME_METRICS = ("events_per_series", "events_per_entity_day", "flagged_share", "seconds_per_series")
 NAB_METRICS = ("nab_standard", "nab_low_fp", "nab_low_fn")
 NAB_PROFILE_OF = {"nab_standard": "standard", "nab_low_fp": "reward_low_FP_rate", "nab_low_fn": "reward_low_FN_rate"}
 MEDIA_METRICS = ("roc_auc", "pr_auc")
@@ -48,12 +49,19 @@ def record(benchmark: str, detector: str, group: str, metric: str, value: float)
     }
 
 
-def series_frame(truth: pd.DataFrame, scored: pd.DataFrame, event_gap: int) -> pd.DataFrame:
-    """Every labelled row of one series with its score (NaN where no window ended), flag and event flag."""
+def series_frame(truth: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """Every labelled row of one series with its score (NaN where no window ended) and flag (inside an event)."""
     frame = truth.merge(scored, on=["entity_id", "ts"], how="left").sort_values("ts").reset_index(drop=True)
     frame["flag"] = frame["is_anomaly"].eq(True).to_numpy()
-    frame["event"] = merge_close_runs(frame["flag"].to_numpy(), event_gap)
+    frame["event"] = frame["flag"]
     return frame
+
+
+def _volume_counts(frame: pd.DataFrame) -> tuple[int, int, int, int]:
+    """(events, entity-days scored, windows flagged, windows scored) of one series."""
+    scored = frame[frame["score"].notna()]
+    days = scored["ts"].dt.date.nunique()
+    return int(event_starts(frame["event"].to_numpy()).sum()), days, int(scored["flag"].sum()), len(scored)
 
 
 def _expected(frame: pd.DataFrame, windows: tuple) -> list:
@@ -103,10 +111,12 @@ def timeseries_records(
     categories: dict[str, str],
     windows: dict[str, tuple],
     sliding_lengths: dict[str, int],
+    seconds: dict[str, float],
 ) -> list[dict]:
     """Records per series, per category and overall: segment counts and point counts are summed before
     F1 (as OrionBench sums tp, fp and fn); ROC-AUC, PR-AUC, VUS-ROC and VUS-PR of a category are the mean over
-    its series (as TSB-AD averages VUS). sliding_lengths: each series' VUS buffer (vus.sliding_length)."""
+    its series (as TSB-AD averages VUS); events per entity-day and the flagged share are summed counts, seconds per
+    series a mean. sliding_lengths: each series' VUS buffer (vus.sliding_length); seconds: each series' time."""
     out: list[dict] = []
     volumes = {g: _volumes(frames[g], sliding_lengths[g]) for g in frames}
     by_category: dict[str, list[str]] = {}
@@ -121,6 +131,7 @@ def timeseries_records(
         point = _from_counts(*np.sum([_point_counts(frames[g]) for g in members], axis=0))
         aucs = np.array([_aucs(frames[g]) for g in members])
         vus_values = np.array([volumes[g] for g in members])
+        events, days, flagged, windows_scored = np.sum([_volume_counts(frames[g]) for g in members], axis=0)
         values = {
             "overlap_segment_f1": segment.f1,
             "overlap_segment_precision": segment.precision,
@@ -132,6 +143,10 @@ def timeseries_records(
             "pr_auc": _nanmean(aucs[:, 1]),
             "vus_roc": _nanmean(vus_values[:, 0]),
             "vus_pr": _nanmean(vus_values[:, 1]),
+            "events_per_series": events / len(members),
+            "events_per_entity_day": events / days if days else float("nan"),
+            "flagged_share": flagged / windows_scored if windows_scored else float("nan"),
+            "seconds_per_series": _nanmean([seconds.get(g, np.nan) for g in members]),
         }
         if benchmark == "nab":
             for metric in NAB_METRICS:
@@ -175,7 +190,8 @@ def markdown_table(records: Iterable[dict], groups: Iterable[str] | None = None)
         if part.empty:
             continue
         table = part.pivot_table(index="detector", columns="metric", values="value", aggfunc="first", dropna=False)
-        columns = [m for m in (*TIMESERIES_METRICS, *NAB_METRICS) if m in table.columns] or list(table.columns)
+        known = (*TIMESERIES_METRICS, *NAB_METRICS, *VOLUME_METRICS)
+        columns = [m for m in known if m in table.columns] or list(table.columns)
         order = sorted(table.index, key=lambda d: (d.startswith("baseline_"), d))
         lines += [
             f"\n### {part['benchmark'].iloc[0]}: {group}\n",

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation import reference_detectors as reference
 from anomalake.pipelines.evaluation import results, vus
 from anomalake.pipelines.evaluation.cases import TIME_SERIES, Case, load_cases
+from anomalake.pipelines.events.detection import flag_windows
+from anomalake.pipelines.events.job import run_events_days
 from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scaling
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.files import write_raw_partition
@@ -99,6 +102,7 @@ class _Run:
     frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     values: dict[str, pd.DataFrame] = field(default_factory=dict)
     sliding_lengths: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # per detector and group: its case's share
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -112,7 +116,7 @@ def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: 
             flush=True,
         )
         try:
-            outputs = _run_case(ctx, case, spec)
+            outputs, seconds = _run_case(ctx, case, spec)
         except JobError as error:  # one awkward series must not cost the others' results; the run still fails
             run.failed[case.name] = str(error)
             print(f"  FAILED: {error}", flush=True)
@@ -120,6 +124,7 @@ def _run_cases(ctx: JobContext, cases: list[Case], spec: EvaluateSpec, started: 
         for detector, scored in outputs.items():
             for group, frame in _split_groups(case, scored).items():
                 run.frames.setdefault(detector, {})[group] = frame
+                run.seconds.setdefault(detector, {})[group] = seconds[detector] / len(case.groups)
         if case.table.kind == "timeseries":
             raw = pd.concat(case.raw.values(), ignore_index=True)
             for group in case.groups:
@@ -134,15 +139,16 @@ def _records(benchmark: str, run: _Run, categories: dict, windows: dict) -> list
     for detector, per_group in run.frames.items():
         if benchmark in TIME_SERIES:
             records += results.timeseries_records(
-                benchmark, detector, per_group, categories, windows, run.sliding_lengths
+                benchmark, detector, per_group, categories, windows, run.sliding_lengths, run.seconds[detector]
             )
         else:
             records += results.media_records(benchmark, detector, per_group)
     return records
 
 
-def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.DataFrame]:
-    """Scored rows (entity_id, [ts,] raw_score, score, threshold, is_anomaly) per detector and baseline."""
+def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Scored rows (entity_id, [ts,] raw_score, score, threshold, is_anomaly) per detector and baseline, with
+    is_anomaly set by the events stage as in the nightly path; and the seconds each took for the whole case."""
     for day, frame in case.raw.items():
         write_raw_partition(ctx.lake, case.table, day, frame)
     all_days = sorted(case.raw)
@@ -155,7 +161,7 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.D
     score_days = [
         d for d in case.score_days if has_data(partition_path(ctx.lake.features(case.table.name), dt=d.isoformat()))
     ]
-    out = {}
+    out, seconds = {}, {}
     for name in spec.detectors:
         began = time.monotonic()
         trained = run_train(
@@ -169,16 +175,20 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> dict[str, pd.D
             entities=case.train_entities,
         )
         scored = run_score_days(ctx.with_new_run(), case.table, name, score_days)
+        found = run_events_days(ctx.with_new_run(), case.table, name, score_days)
+        seconds[name] = time.monotonic() - began
         out[name] = _read_scores(ctx, case, name, score_days)
         print(
             f"  {name}: {trained.rows_train:,} training windows, threshold {trained.threshold:.2f}; {scored.scored:,} "
-            "scored, "
-            f"{scored.anomalies:,} flagged, quarantined {scored.quarantined or 0}  ({time.monotonic() - began:.0f}s)",
+            f"scored, quarantined {scored.quarantined or 0}; {found.new_events:,} new events, {found.rows_out:,} "
+            f"windows in events  ({seconds[name]:.0f}s)",
             flush=True,
         )
     if spec.baselines:
-        out.update(_baselines(ctx, case, score_days, spec.detectors[0]))
-    return out
+        baselines, times = _baselines(ctx, case, score_days, spec.detectors[0])
+        out.update(baselines)
+        seconds.update(times)
+    return out, seconds
 
 
 def _read_scores(ctx: JobContext, case: Case, detector: str, days: list) -> pd.DataFrame:
@@ -195,7 +205,7 @@ def _split_groups(case: Case, scored: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for group in case.groups:
         truth = case.truth[case.truth["group"] == group]
         if case.table.kind == "timeseries":
-            out[group] = results.series_frame(truth, scored, case.table.window.length)
+            out[group] = results.series_frame(truth, scored)
         else:
             frame = truth.merge(scored, on="entity_id", how="left")
             frame["flag"] = frame["is_anomaly"].eq(True).to_numpy()
@@ -217,13 +227,18 @@ def _pandas(df) -> pd.DataFrame:
     return df.toPandas().sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
 
 
-def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> dict[str, pd.DataFrame]:
-    """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split."""
+def _baselines(
+    ctx: JobContext, case: Case, score_days: list, detector: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split and
+    flagged by the events stage on the score days (with the history days before them, as the nightly path sees
+    them); and the seconds each took (the shared reading of the windows counted in each)."""
+    began = time.monotonic()
     spec = load_detector(detector)
     fit_df, held_df, _ = split_holdout(
         _features(ctx, case, list(case.train_days), case.train_entities), case.table, spec.holdout_fraction
     )
-    test_df = _features(ctx, case, score_days)
+    test_df = _features(ctx, case, _history_days(case, score_days) + list(score_days))
     scaling = _reference_scaling(case, fit_df, test_df)
     fit_part, held_part, test = (_known_rows(_pandas(df), scaling) for df in (fit_df, held_df, test_df))
     x_fit, x_held, x_test = (_samples(part, case, scaling) for part in (fit_part, held_part, test))
@@ -231,16 +246,32 @@ def _baselines(ctx: JobContext, case: Case, score_days: list, detector: str) -> 
         scorers = {"isolation_forest": reference.text_isolation_forest_scores, "pca": reference.text_pca_scores}
     else:
         scorers = {"isolation_forest": reference.isolation_forest_scores, "pca": reference.pca_scores}
-    out = {}
-    for name, scorer in scorers.items():
-        held, scores = scorer(x_fit, x_held), scorer(x_fit, x_test)
-        out[f"baseline_{name}"] = _calibrated(test, held, scores, spec.calibration_options, case)
-    if case.table.kind == "timeseries":
+
+    def fitted(scorer):  # a model fitted on the training windows: its held-out and test scores
+        return lambda: (scorer(x_fit, x_held), scorer(x_fit, x_test))
+
+    def rolling_z():  # no model: the raw values' rolling z-score at each window's end
         z = _rolling_z(case)
-        out["baseline_rolling_z"] = _calibrated(
-            test, _at_window_ends(z, held_part), _at_window_ends(z, test), spec.calibration_options, case
-        )
-    return out
+        return _at_window_ends(z, held_part), _at_window_ends(z, test)
+
+    runs = {name: fitted(scorer) for name, scorer in scorers.items()}
+    if case.table.kind == "timeseries":
+        runs["rolling_z"] = rolling_z
+    shared = time.monotonic() - began
+    out, seconds = {}, {}
+    for name, scored in runs.items():
+        began = time.monotonic()
+        held, scores = scored()
+        out[f"baseline_{name}"] = _calibrated(test, held, scores, spec.calibration_options, case, score_days)
+        seconds[f"baseline_{name}"] = shared + time.monotonic() - began
+    return out, seconds
+
+
+def _history_days(case: Case, score_days: list) -> list:
+    """The days before the first score day that the events stage reads as history (as the nightly path would)."""
+    reach = case.table.events.history_days + case.table.events.max_chain_days
+    first = score_days[0]
+    return [d for d in sorted(case.raw) if first - timedelta(days=reach) <= d < first]
 
 
 def _reference_scaling(case: Case, fit_df, test_df) -> EntityScaling:
@@ -292,14 +323,14 @@ def _at_window_ends(z: pd.DataFrame, windows: pd.DataFrame) -> np.ndarray:
 
 
 def _calibrated(
-    test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case
+    test: pd.DataFrame, held: np.ndarray, scores: np.ndarray, calibration: dict, case: Case, score_days: list
 ) -> pd.DataFrame:
+    """The score days' rows with calibrated scores and is_anomaly from the events stage (pipelines/events)."""
     cal = fit_calibration(held, **calibration)
+    scored = test[["entity_id", "ts"]].assign(raw_score=scores, score=cal.transform(scores), threshold=cal.threshold)
+    flagged = flag_windows(scored, case.table.kind, case.table.events, cal.threshold, score_days)
     columns = ["entity_id", "ts"] if case.table.kind == "timeseries" else ["entity_id"]
-    calibrated = cal.transform(scores)
-    return test[columns].assign(
-        raw_score=scores, score=calibrated, threshold=cal.threshold, is_anomaly=calibrated > cal.threshold
-    )
+    return flagged[[*columns, "raw_score", "score", "threshold", "is_anomaly"]]
 
 
 def _plots(spec: EvaluateSpec, frames: dict, values: dict, windows: dict) -> None:
