@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from anomalake.pipelines.evaluation import results
-from anomalake.pipelines.evaluation.cases import load_cases, nab_cases, table_name
+from anomalake.pipelines.evaluation.cases import TIME_SERIES, load_cases, nab_cases, table_name
 from anomalake.pipelines.evaluation.datasets import DatasetError, asd_entities, load_nab, load_skab
+from anomalake.pipelines.evaluation.quick import QUICK_GROUPS, quick_summary, quick_table
 from anomalake.pipelines.events.grouping import anomaly_events, event_starts, merge_close_runs
 
 T0 = pd.Timestamp("2024-01-01")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def stamps(n: int) -> pd.Series:
@@ -233,3 +236,67 @@ def test_asd_layout_takes_any_number_of_metrics_and_names_a_file_that_does_not_f
     np.save(folder / "machine-2-1_test_label.npy", np.zeros(400, dtype=int))
     with pytest.raises(DatasetError, match=r"machine-2-1_test_label.npy: expected shape \(500,\)"):
         load_cases("asd", tmp_path / "smd", ["machine-2-1"])
+
+
+def test_quick_subset_spans_every_time_series_benchmark_in_shared():
+    assert set(QUICK_GROUPS) == set(TIME_SERIES) - {"skab_runs"}  # skab_runs reads the same runs as skab
+    for benchmark, groups in QUICK_GROUPS.items():
+        cases = load_cases(benchmark, SHARED / {"nab": "nab", "asd": "asd", "skab": "skab"}[benchmark], list(groups))
+        assert sorted(g for c in cases for g in c.groups) == sorted(groups), benchmark
+
+
+def test_quick_summary_averages_vus_pr_over_the_benchmarks():
+    def rec(benchmark, detector, group, metric, value):
+        return results.record(benchmark, detector, group, metric, value)
+
+    records = [
+        rec("nab", "det", "overall", "vus_pr", 0.2),
+        rec("nab", "det", "realTweets", "vus_pr", 0.9),  # a category: not the benchmark's summary group
+        rec("asd", "det", "asd", "vus_pr", 0.4),
+        rec("skab", "det", "overall", "vus_pr", 0.6),
+        rec("skab", "det", "overall", "events_per_entity_day", 3.0),
+        rec("nab", "baseline_x", "overall", "vus_pr", 0.5),
+        rec("asd", "baseline_x", "asd", "vus_pr", float("nan")),
+        rec("skab", "baseline_x", "overall", "vus_pr", 0.5),
+    ]
+    summary = quick_summary(records)
+    assert summary["aggregate"]["det"] == pytest.approx(0.4, abs=1e-9)
+    assert summary["aggregate"]["baseline_x"] is None  # a benchmark without the figure: no aggregate to compare
+    assert summary["figures"]["skab"]["det"]["events_per_entity_day"] == 3.0
+    table = quick_table(summary)
+    assert table.splitlines()[2].startswith("| det | 0.400 | 0.200 |")
+    assert table.splitlines()[3].startswith("| baseline_x | – | 0.500 |")
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_skab_runs_train_on_each_runs_first_400_rows_and_score_all_of_it():
+    _, runs = load_skab(SHARED / "skab")
+    cases = load_cases("skab_runs", SHARED / "skab")
+    assert [c.groups for c in cases] == [(r.group,) for r in runs] and len(cases) == 34
+    for case, run in zip(cases, runs):
+        first, second = sorted(case.raw)
+        assert case.train_days == (first,) and case.score_days == (first, second)
+        assert len(case.raw[first]) == 400 and len(case.raw[second]) == len(run.frame) - 400
+        moved = pd.concat([case.raw[first], case.raw[second]], ignore_index=True)["ts"]
+        assert (moved.diff() == run.frame["timestamp"].diff()).iloc[1:].all(), "steps unchanged"
+        assert case.truth["label"].tolist() == run.labels.tolist()
+
+
+def test_skab_leaderboard_f1_counts_every_row_of_every_run():
+    # a: labelled rows 10-14, flagged 12-13 and 30; rows 0-11 have no score (not flagged) -> tp 2, fp 1, fn 3
+    a = series(40, [12, 13, 30], list(range(10, 15)))
+    a.loc[:11, ["score", "raw_score"]] = np.nan
+    b = series(40, [], [])  # nothing labelled, nothing flagged: 40 true negatives
+    records = results.timeseries_records(
+        "skab_runs",
+        "det",
+        {"v/a.csv": a, "v/b.csv": b},
+        {"v/a.csv": "v", "v/b.csv": "v"},
+        {},
+        {"v/a.csv": 4, "v/b.csv": 4},
+        {},
+    )
+    got = {(r["group"], r["metric"]): r["value"] for r in records}
+    assert got[("v", "skab_f1")] == pytest.approx(2 / (2 + (3 + 1) / 2), abs=1e-6)
+    assert got[("v", "skab_far")] == pytest.approx(100 / 75, abs=1e-6)  # 1 of 35 + 40 normal rows
+    assert got[("v", "skab_mar")] == pytest.approx(60.0, abs=1e-6)

@@ -114,7 +114,7 @@ def test_skab_format_runs_are_scored_by_the_anomaly_free_model(ctx, tmp_path):
     (data / "anomaly-free").mkdir(parents=True)
     (data / "valve1").mkdir()
     run(900, "2020-02-08 10:00:00", 1.0).to_csv(data / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
-    run(400, "2020-03-09 10:00:00", 1.0, anomaly=slice(250, 320)).to_csv(
+    run(700, "2020-03-09 10:00:00", 1.0, anomaly=slice(450, 520)).to_csv(
         data / "valve1" / "0.csv", sep=";", index=False
     )
     records = run_evaluate(ctx, spec("skab", tmp_path / "skab", tmp_path / "out", plots=False))
@@ -136,6 +136,13 @@ def test_skab_format_runs_are_scored_by_the_anomaly_free_model(ctx, tmp_path):
     assert auc["dense_autoencoder"] > auc["baseline_isolation_forest"], auc
     assert got[("baseline_pca", "valve1/0.csv", "roc_auc")] > 0.8
     assert got[("baseline_pca", "valve1/0.csv", "overlap_segment_recall")] == 1.0
+
+    # The SKAB leaderboard's protocol on the same folder: the run's first 400 rows train its own model.
+    runs = by_key(run_evaluate(ctx, spec("skab_runs", tmp_path / "skab", tmp_path / "runs", plots=False)))
+    root = ctx.lake.models("dense_autoencoder", "skab_valve1_0")
+    assert load_artifact(root / read_current(root)).scaling.centers.keys() == {"valve1/0.csv"}
+    assert runs[("baseline_pca", "valve1/0.csv", "skab_f1")] > 0.5
+    assert {m for d, g, m in runs if g == "overall"} >= {"skab_f1", "skab_far", "skab_mar", "vus_pr"}
 
 
 def test_mnist_format_gives_per_class_aucs_beside_baselines(ctx, tmp_path):

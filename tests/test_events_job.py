@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
@@ -14,6 +15,7 @@ from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_conte
 
 from anomalake.models.artifacts import CALIBRATION_FILE, read_current
 from anomalake.pipelines.config import parse_table
+from anomalake.pipelines.evaluation.labelled import write_detection_metrics
 from anomalake.pipelines.events.detection import flag_windows
 from anomalake.pipelines.events.job import run_events, run_events_days
 from anomalake.pipelines.features.job import run_windows
@@ -153,3 +155,33 @@ def test_the_in_process_events_stage_flags_the_windows_the_job_flags(ctx, tiny_t
     got = expected[["entity_id", "ts"]].assign(**utc).merge(flagged.assign(**utc), on=["entity_id", "ts"], how="left")
     assert len(flagged) == len(expected)
     assert got["is_anomaly"].tolist() == expected["is_anomaly"].tolist()
+
+
+def test_a_labelled_table_gets_detection_metrics_per_day_that_sql_reads(ctx, tiny_table, nightly):
+    """Labels from the user (the shift, from its start to the end of the data) against the events of each day."""
+    copy_lake(nightly, ctx)
+    generated = write_detection_metrics(ctx.lake, tiny_table, [DETECTOR], SCORED[1])[DETECTOR]
+    assert generated["labelled"] == 0 and generated["false_alarms"] == generated["detected"], "generated: no anomalies"
+    shutil.rmtree(ctx.lake.labels("telemetry"))
+    assert write_detection_metrics(ctx.lake, tiny_table, [DETECTOR], SCORED[1]) == {}, "no labels, no figures"
+    last = datetime.combine(DAYS[-1], datetime.max.time(), timezone.utc)
+    labels = pd.DataFrame({"entity_id": [SHIFTED], "start": [SHIFT_AT], "end": [last], "kind": ["level_shift"]})
+    ctx.lake.labels("telemetry").mkdir(parents=True)
+    labels.to_parquet(ctx.lake.labels("telemetry") / "labels.parquet", coerce_timestamps="us")
+    found = events(ctx).assign(start=lambda f: pd.to_datetime(f["start"], utc=True))
+    for day in SCORED:
+        figures = write_detection_metrics(ctx.lake, tiny_table, [DETECTOR], day)[DETECTOR]
+        of_day = found[found["dt"] == day.isoformat()]
+        hits = of_day[(of_day["entity_id"] == SHIFTED) & (pd.to_datetime(of_day["end"], utc=True) >= SHIFT_AT)]
+        labelled = int(day >= SHIFT_AT.date())
+        assert figures["labelled"] == labelled and figures["detected"] == len(of_day), day
+        assert figures["found"] == min(len(hits), labelled), day
+        assert figures["false_alarms"] == len(of_day) - len(hits), day
+    queried = run_sql(
+        ctx, [tiny_table], "SELECT dt, value, model_version FROM detection_metrics WHERE metric = 'recall' ORDER BY dt"
+    )
+    assert [str(d) for d in queried["dt"]] == [d.isoformat() for d in SCORED]
+    on_shift_day = queried[queried["dt"].astype(str) == SHIFT_AT.date().isoformat()]
+    assert on_shift_day["value"].tolist() == [1.0], "the shift's event overlaps its label"
+    assert queried["value"].isna().sum() == sum(d < SHIFT_AT.date() for d in SCORED), "nothing labelled: no recall"
+    assert set(queried["model_version"]) == set(pd.read_parquet(ctx.lake.events("telemetry"))["model_version"])

@@ -7,6 +7,8 @@ or thresholds). Protocols:
 - nab: one table per series; the model trains on the series itself (no labels), then scores all of it.
 - asd: one table per entity; train on `_train`, score `_test` (placed after it on a 5-minute grid).
 - skab: one table; the model trains on the anomaly-free run and scores every labelled run (each run an entity).
+- skab_runs: the SKAB leaderboard's protocol: one table per run, whose first 400 rows (anomaly-free) train
+  that run's model, which then scores the whole run.
 - mnist: one table per digit: half of that digit trains, the rest of the set is scored (other digits anomalous).
 - sms: ham normal: half of the ham trains, the other half and all spam are scored.
 """
@@ -24,13 +26,15 @@ import pandas as pd
 from anomalake.pipelines.config import TableConfig, parse_table
 from anomalake.pipelines.evaluation import datasets
 
-TIME_SERIES = ("nab", "asd", "skab")
+TIME_SERIES = ("nab", "asd", "skab", "skab_runs")
 BENCHMARKS = TIME_SERIES + ("mnist", "sms")
 # Window lengths in steps: long enough for a daily pattern's shape at NAB's 5-minute and hourly steps,
 # the length ASD and SKAB detectors are usually run with.
-WINDOWS = {"nab": 64, "asd": 16, "skab": 32}
+WINDOWS = {"nab": 64, "asd": 16, "skab": 32, "skab_runs": 32}
 ASD_START = pd.Timestamp("2021-01-04")
 ASD_STEP = pd.Timedelta("5min")
+SKAB_TRAIN_ROWS = 400  # the leaderboard's notebooks fit each run's model on df[:400]
+SKAB_RUN_DAY = pd.Timestamp("2026-04-02")  # each run is moved so that its row 400 falls on this midnight
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,28 @@ def skab_cases(root: Path, groups: list[str] | None) -> list[Case]:
     ]
 
 
+def skab_run_cases(root: Path, groups: list[str] | None) -> list[Case]:
+    """One case per SKAB run, as the SKAB leaderboard runs it: the first 400 rows train the run's own model,
+    which scores the whole run. The run is moved in time (its steps unchanged) so that those 400 rows are the
+    day before SKAB_RUN_DAY and the rest that day: the train job takes the first day, the score job both."""
+    _, runs = datasets.load_skab(root)
+    runs = [r for r in runs if not groups or r.group in groups or r.category in groups]
+    names = {f: re.sub(r"[^A-Za-z0-9]+", "_", f).strip("_") for f in datasets.SKAB_FEATURES}
+    cases = []
+    for r in runs:
+        if len(r.frame) <= SKAB_TRAIN_ROWS:
+            raise datasets.DatasetError(
+                f"SKAB run {r.group}: {len(r.frame)} rows, expected more than {SKAB_TRAIN_ROWS}"
+            )
+        ts = r.frame["timestamp"] + (SKAB_RUN_DAY - r.frame["timestamp"].iloc[SKAB_TRAIN_ROWS])
+        raw = r.frame.rename(columns=names).assign(entity_id=r.group, ts=ts)[["entity_id", "ts", *names.values()]]
+        table = _timeseries_table(table_name("skab", r.group), list(names.values()), "1s", WINDOWS["skab_runs"])
+        truth = pd.DataFrame({"entity_id": r.group, "ts": ts, "label": r.labels, "group": r.group})
+        days = tuple(sorted(_by_day(raw)))
+        cases.append(Case(table.name, (r.group,), {r.group: r.category}, table, _by_day(raw), days[:1], days, truth))
+    return cases
+
+
 MEDIA_TRAIN_DAY, MEDIA_SCORE_DAY = date(2026, 3, 1), date(2026, 3, 2)
 
 
@@ -209,7 +235,14 @@ def sms_cases(root: Path, groups: list[str] | None) -> list[Case]:
 
 def load_cases(benchmark: str, root: Path, groups: list[str] | None = None) -> list[Case]:
     """The cases of `benchmark` read from `root` (a folder in that benchmark's format)."""
-    readers = {"nab": nab_cases, "asd": asd_cases, "skab": skab_cases, "mnist": mnist_cases, "sms": sms_cases}
+    readers = {
+        "nab": nab_cases,
+        "asd": asd_cases,
+        "skab": skab_cases,
+        "skab_runs": skab_run_cases,
+        "mnist": mnist_cases,
+        "sms": sms_cases,
+    }
     if benchmark not in readers:
         raise datasets.DatasetError(f"unknown benchmark '{benchmark}' (one of {', '.join(BENCHMARKS)})")
     return readers[benchmark](Path(root), groups)

@@ -173,12 +173,12 @@ def load_nab(root: Path, categories: list[str] | None = None) -> list[LabelledSe
     if not isinstance(all_windows, dict):
         raise DatasetError(f"{label_path}: expected an object mapping '<category>/<file>.csv' to lists of [start, end]")
     files = sorted(_require(root / "data", expected).glob("*/*.csv"))
-    if categories:
-        files = [f for f in files if f.parent.name in categories]
+    if categories:  # categories or <category>/<series>.csv names
+        files = [f for f in files if f.parent.name in categories or f"{f.parent.name}/{f.name}" in categories]
     if not files:
         raise DatasetError(
             f"{root / 'data'}: no <category>/<series>.csv file"
-            + (f" in categories {categories}" if categories else "")
+            + (f" in categories or series {categories}" if categories else "")
             + f"; expected {expected}"
         )
     series = []

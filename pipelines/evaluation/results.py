@@ -33,6 +33,7 @@ TIMESERIES_METRICS = (
 )
 VOLUME_METRICS = ("events_per_series", "events_per_entity_day", "flagged_share", "seconds_per_series")
 NAB_METRICS = ("nab_standard", "nab_low_fp", "nab_low_fn")
+SKAB_METRICS = ("skab_f1", "skab_far", "skab_mar")
 NAB_PROFILE_OF = {"nab_standard": "standard", "nab_low_fp": "reward_low_FP_rate", "nab_low_fn": "reward_low_FN_rate"}
 MEDIA_METRICS = ("roc_auc", "pr_auc")
 
@@ -78,6 +79,21 @@ def _point_counts(frame: pd.DataFrame) -> tuple[int, int, int]:
     scored = frame[frame["score"].notna()]
     label, flag = scored["label"].to_numpy() == 1, scored["flag"].to_numpy()
     return int((label & flag).sum()), int((~label & flag).sum()), int((label & ~flag).sum())
+
+
+def _skab(frames: list[pd.DataFrame]) -> dict[str, float]:
+    """Outlier F1, false-alarm and missed-alarm rates (%) as the SKAB leaderboard computes them: every row of
+    every run counts (a row no window ends on is not flagged); TP, FP, FN, TN summed over the runs."""
+    tp = fp = fn = tn = 0
+    for frame in frames:
+        label, flag = frame["label"].to_numpy() == 1, frame["flag"].to_numpy()
+        tp, fp = tp + int((label & flag).sum()), fp + int((~label & flag).sum())
+        fn, tn = fn + int((label & ~flag).sum()), tn + int((~label & ~flag).sum())
+    return {
+        "skab_f1": tp / (tp + (fn + fp) / 2) if tp + fn + fp else float("nan"),
+        "skab_far": 100 * fp / (fp + tn) if fp + tn else float("nan"),
+        "skab_mar": 100 * fn / (fn + tp) if fn + tp else float("nan"),
+    }
 
 
 def _from_counts(tp: int, fp: int, fn: int) -> metrics.Scores:
@@ -148,6 +164,8 @@ def timeseries_records(
             "flagged_share": flagged / windows_scored if windows_scored else float("nan"),
             "seconds_per_series": _nanmean([seconds.get(g, np.nan) for g in members]),
         }
+        if benchmark == "skab_runs":
+            values.update(_skab([frames[g] for g in members]))
         if benchmark == "nab":
             for metric in NAB_METRICS:
                 values[metric] = _nab([frames[g] for g in members], [windows.get(g, ()) for g in members], metric)
@@ -190,7 +208,7 @@ def markdown_table(records: Iterable[dict], groups: Iterable[str] | None = None)
         if part.empty:
             continue
         table = part.pivot_table(index="detector", columns="metric", values="value", aggfunc="first", dropna=False)
-        known = (*TIMESERIES_METRICS, *NAB_METRICS, *VOLUME_METRICS)
+        known = (*TIMESERIES_METRICS, *NAB_METRICS, *SKAB_METRICS, *VOLUME_METRICS)
         columns = [m for m in known if m in table.columns] or list(table.columns)
         order = sorted(table.index, key=lambda d: (d.startswith("baseline_"), d))
         lines += [

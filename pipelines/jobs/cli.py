@@ -184,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         "run a public benchmark through windows/train/score and measure it against its labels, beside baselines",
     )
-    ev.add_argument("--benchmark", required=True, choices=("nab", "asd", "skab", "mnist", "sms"))
+    ev.add_argument(
+        "--benchmark",
+        choices=("nab", "asd", "skab", "skab_runs", "mnist", "sms"),
+        help="required unless --quick; skab_runs: SKAB under its leaderboard's protocol (each run's first 400 rows "
+        "train its model)",
+    )
+    ev.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fixed subset of NAB, ASD and SKAB from ANOMALAKE_DATASETS (a few minutes) and one aggregate figure",
+    )
     ev.add_argument("--data", help="a folder in the benchmark's format (default: <ANOMALAKE_DATASETS>/<its folder>)")
     ev.add_argument("--detector", required=True, help="NAME[,NAME...] from `anomalake detectors`, or default")
     ev.add_argument("--out", help="where results.json, results.md and plots/ go (default: evaluation/<benchmark>)")
@@ -347,11 +357,20 @@ def _catalog(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> None:
+    from anomalake.pipelines.evaluation.labelled import write_detection_metrics
     from anomalake.pipelines.lake.checks import run_check
     from anomalake.pipelines.lake.layout import Lake
 
     table = load_table(settings.tables_file, args.table)
-    result = run_check(Lake(settings.lake_path), table, args.detector or list(table.detectors), args.date)
+    detectors = args.detector or list(table.detectors)
+    result = run_check(Lake(settings.lake_path), table, detectors, args.date)
+    for detector, figures in write_detection_metrics(Lake(settings.lake_path), table, detectors, args.date).items():
+        print(
+            f"table {table.name}, partition dt={args.date}, {detector} against labels/{table.name}: events "
+            f"precision {figures['precision']:.2f}, recall {figures['recall']:.2f}, F1 {figures['f1']:.2f} "
+            f"({figures['found']:.0f} of {figures['labelled']:.0f} labelled found, {figures['false_alarms']:.0f} false "
+            "alarms) -> detection_metrics"
+        )
     if result.problems:
         raise JobError(f"table {table.name}, partition dt={args.date}: " + "; ".join(result.problems))
     rates = ", ".join(f"{d} {r:.2f}" for d, r in result.anomaly_rates.items())
@@ -412,7 +431,14 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
-BENCHMARK_FOLDERS = {"nab": "nab", "asd": "asd", "skab": "skab", "mnist": "mnist_mlxtend5k", "sms": "sms_spam"}
+BENCHMARK_FOLDERS = {
+    "nab": "nab",
+    "asd": "asd",
+    "skab": "skab",
+    "skab_runs": "skab",
+    "mnist": "mnist_mlxtend5k",
+    "sms": "sms_spam",
+}
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
@@ -423,6 +449,10 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.evaluation.cases import load_cases
     from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
 
+    if args.quick:
+        return _evaluate_quick(settings, args)
+    if not args.benchmark:
+        raise JobError("evaluate: give --benchmark (nab, asd, skab, skab_runs, mnist or sms) or --quick")
     detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
     for name in detectors:
         load_detector(name)  # an unknown name fails here, before Spark starts
@@ -448,6 +478,32 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     print(f"anomalake evaluate: {args.benchmark} from {data}; detectors {', '.join(detectors)}; temporary lake {lake}")
     try:
         run_evaluate(_session(dataclasses.replace(settings, lake=str(lake)), args), spec, cases)
+    finally:
+        cleanup()
+
+
+def _evaluate_quick(settings: Settings, args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from anomalake.pipelines.config import load_detector
+    from anomalake.pipelines.evaluation.quick import QUICK_GROUPS, run_quick
+    from anomalake.pipelines.evaluation.run import resolve_detectors, temporary_lake
+
+    if args.benchmark or args.data or args.groups:
+        raise JobError("evaluate --quick runs its own subset: leave out --benchmark, --data and --groups")
+    names = [n.strip() for n in args.detector.split(",") if n.strip()]
+    for name in {d for b in QUICK_GROUPS for d in resolve_detectors(names, b)}:
+        load_detector(name)  # an unknown name fails here, before Spark starts
+    data = {b: Path(settings.datasets) / BENCHMARK_FOLDERS[b] for b in QUICK_GROUPS}
+    for benchmark, folder in data.items():
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: not a folder (evaluate --quick reads {benchmark} from ANOMALAKE_DATASETS)")
+    lake, cleanup = temporary_lake(args.keep_lake)
+    print(f"anomalake evaluate --quick: {', '.join(names)}; temporary lake {lake}")
+    try:
+        ctx = _session(dataclasses.replace(settings, lake=str(lake)), args)
+        run_quick(ctx, data, names, Path(args.out or "evaluation/quick"), args.epochs)
     finally:
         cleanup()
 

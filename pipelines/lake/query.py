@@ -1,4 +1,5 @@
-"""Spark SQL over the lake's tables: session views under stable names (raw_/features_/scores_/... and `runs`)."""
+"""Spark SQL over the lake's tables: session views under stable names (raw_/features_/scores_/..., `runs` and
+`detection_metrics`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int =
     runs = read_runs(ctx.spark, ctx.lake.root)
     if runs is not None:
         runs.createOrReplaceTempView("runs")
+    detection = ctx.lake.root / "detection_metrics"  # written by the nightly check of labelled tables
+    if detection.is_dir() and any(detection.rglob("*.parquet")):
+        ctx.spark.read.parquet(str(detection)).createOrReplaceTempView("detection_metrics")
     return ctx.spark.sql(query).limit(limit).toPandas()
 
 
