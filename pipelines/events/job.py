@@ -78,44 +78,52 @@ def run_events_days(
 def _scores_with_history(
     ctx: JobContext, table: TableConfig, detector: str, version: str, days: list[date], settings: EventSettings
 ) -> tuple[DataFrame, tuple[str, ...]]:
-    """(entity_id, ts, raw_score, score, dt) of `days` and the history days before them; where each came from."""
+    """(entity_id, ts, raw_score, score, dt) of `days` and the history days before them; where each came from.
+
+    The days whose scores are of this version are read in one go, and the days to score on the fly too: a
+    backfill of many days plans one scan of each kind, not one per day."""
     reach = settings.history_days + settings.max_chain_days
     wanted = [days[0] - timedelta(days=n) for n in range(reach, 0, -1)] + days
-    parts, sources = [], []
+    by_source: dict[str, list[date]] = {"scores": [], "rescored": [], "missing": []}
     for day in wanted:
-        part, source = _day_source(ctx, table, detector, version, day, required=day in days)
-        sources.append(f"{day.isoformat()}: {source}")
-        if part is not None:
-            parts.append(part)
-    return reduce(DataFrame.unionByName, parts), tuple(
-        s for s in sources if not s.startswith(tuple(d.isoformat() for d in days))
-    )
+        by_source[_day_source(ctx, table, detector, version, day, required=day in days)].append(day)
+    parts = []
+    if by_source["scores"]:
+        root = partition_path(ctx.lake.scores(table.name), detector=detector)
+        parts.append(_read_days(ctx, root, by_source["scores"]).select(*SCORE_COLUMNS))
+    if by_source["rescored"]:
+        parts.append(_rescored(ctx, table, detector, version, by_source["rescored"]))
+    sources = sorted(f"{d.isoformat()}: {source}" for source, of in by_source.items() for d in of if d not in days)
+    return reduce(DataFrame.unionByName, parts), tuple(sources)
 
 
-def _day_source(ctx: JobContext, table: TableConfig, detector: str, version: str, day: date, required: bool):
-    """One day's scores of this model version: from the scores table, else scored from its features, else None."""
+def _read_days(ctx: JobContext, root: Path, days: list[date]) -> DataFrame:
+    """The dt partitions `days` of root in one read (dt a string column, as the partition names it)."""
+    paths = [str(partition_path(root, dt=d.isoformat())) for d in days]
+    return ctx.spark.read.option("basePath", str(root)).parquet(*paths)
+
+
+def _day_source(ctx: JobContext, table: TableConfig, detector: str, version: str, day: date, required: bool) -> str:
+    """Where one day's scores of this model version come from: "scores" (the scores table), "rescored" (its
+    features, scored on the fly) or "missing"."""
     folder = partition_path(ctx.lake.scores(table.name), detector=detector, dt=day.isoformat())
     record = latest_run_record(ctx.lake.root, table.name, f"score_{detector}", day)
     if has_data(folder) and record is not None and record.get("model_version") == version:
-        return ctx.spark.read.parquet(str(folder)).withColumn("dt", F.lit(day.isoformat())).select(
-            *SCORE_COLUMNS
-        ), "scores"
+        return "scores"
     if required:
         raise JobError(
             f"table {table.name}, partition dt={day.isoformat()}: no scores of detector {detector} version {version}; "
             "run `anomalake score` first"
         )
     features = partition_path(ctx.lake.features(table.name), dt=day.isoformat())
-    if not has_data(features):
-        return None, "missing"
-    return _rescored(ctx, table, detector, version, features, day), "rescored"
+    return "rescored" if has_data(features) else "missing"
 
 
-def _rescored(ctx: JobContext, table: TableConfig, detector: str, version: str, folder: Path, day: date) -> DataFrame:
-    """A history day's windows scored with this version in the tasks (not written anywhere): keys and scores."""
+def _rescored(ctx: JobContext, table: TableConfig, detector: str, version: str, days: list[date]) -> DataFrame:
+    """History days' windows scored with this version in the tasks (not written anywhere): keys and scores."""
     path = str(ctx.lake.models(detector, table.name) / version)
     keys = [*schemas.SCORE_KEYS, T.StructField("dt", T.StringType(), False)]
-    features = ctx.spark.read.parquet(str(folder)).withColumn("dt", F.lit(day.isoformat()))
+    features = _read_days(ctx, ctx.lake.features(table.name), days)
     scored = features.select("entity_id", "ts", "x", "dt").mapInArrow(
         partial(score_arrow_batches, path=path, kind=table.kind), schemas.scored_batch_schema(table.kind, keys)
     )
