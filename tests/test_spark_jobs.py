@@ -20,6 +20,7 @@ from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range, partition_path
 from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.lake.reading import read_raw_day, read_raw_days
 from anomalake.pipelines.lake.runs import latest_run_record
 from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.scoring.job import run_score, run_score_days
@@ -62,6 +63,26 @@ def test_day_by_day_windows_equal_one_run_over_the_range(ctx, tiny_table):
     assert len(whole) == len(daily) > 0
     pd.testing.assert_frame_equal(whole.drop(columns="x"), daily.drop(columns="x"))
     np.testing.assert_array_equal(np.stack(whole["x"]), np.stack(daily["x"]))
+
+
+def test_raw_days_of_one_layout_read_in_one_scan_as_each_day_reads_alone(ctx, tiny_table):
+    """Consecutive days of one file layout are one scan; a drifted day (an extra column, pandas' nanosecond
+    timestamps) is read under its own schema; rows and dt equal the day-by-day reads exactly."""
+    generate(ctx, days=5)
+    days = day_range(START, START + timedelta(days=4))
+    write_raw_partition(ctx, tiny_table, days[3], raw_partition(ctx, tiny_table, days[3]).assign(note="drift"))
+    nanos = raw_partition(ctx, tiny_table, days[4])
+    folder = partition_path(ctx.lake.raw(tiny_table), dt=days[4].isoformat())
+    (folder / "part-00000.parquet").unlink()
+    nanos.assign(ts=nanos["ts"].astype("datetime64[ns, UTC]")).to_parquet(folder / "part-00000.parquet", index=False)
+    combined = read_raw_days(ctx.spark, ctx.lake, tiny_table, days)
+    plan = combined._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("FileScan parquet") == 3  # days 0-2 together, day 3, day 4
+    by_day = [read_raw_day(ctx.spark, ctx.lake, tiny_table, d) for d in days]
+    expected = pd.concat([d.toPandas() for d in by_day]).sort_values(["entity_id", "ts"], ignore_index=True)
+    got = combined.toPandas().sort_values(["entity_id", "ts"], ignore_index=True)
+    assert sorted(got["dt"].unique()) == [d.isoformat() for d in days]
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):

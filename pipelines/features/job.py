@@ -20,7 +20,7 @@ from anomalake.pipelines.lake.accounting import RowAccount, add_counts
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import has_data, partition_path
 from anomalake.pipelines.lake.publishing import check_staged, end_staging
-from anomalake.pipelines.lake.reading import footer_counts, parquet_rows, read_raw_day, require_raw_days
+from anomalake.pipelines.lake.reading import footer_counts, parquet_rows, read_raw_days, require_raw_days
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _read_inputs(ctx: JobContext, table: TableConfig, days: list[date]) -> DataF
     present = [d for d, folder in folders.items() if has_data(folder)]
     rows = sum(parquet_rows(table, d, folders[d]) for d in present)
     tasks = max(ctx.settings.shuffle_partitions, math.ceil(rows / ROWS_PER_TASK))
-    raw = reduce(DataFrame.unionByName, [read_raw_day(ctx.spark, ctx.lake, table, d) for d in present])
+    raw = read_raw_days(ctx.spark, ctx.lake, table, present)
     return raw.repartition(tasks, "entity_id").sortWithinPartitions("entity_id")  # each entity's rows together
 
 

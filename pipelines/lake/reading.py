@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from functools import reduce
 from pathlib import Path
 from typing import Iterable
 
@@ -144,6 +145,61 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
         F.col(table.time).cast("timestamp").alias("ts"),
         *[F.col(f).cast("double").alias(f) for f in table.features],
         F.lit(day.isoformat()).alias("dt"),
+    )
+
+
+def read_raw_days(spark: SparkSession, lake: Lake, table: TableConfig, days: list[date]) -> DataFrame:
+    """Raw partitions of `days`, each checked as `read_raw_day` checks it, as (entity_id, ts, features..., dt).
+
+    Consecutive days whose files share one layout (the usual case) are read in one scan: a read per day cost
+    0.18 s of planning each, 10 s for a 55-day series before any window was cut. A day with another layout
+    (schema drift) starts a read of its own, so each is read under its own schema as before.
+    """
+    runs: list[tuple[object, list[date]]] = []
+    for day in days:
+        folder = partition_path(lake.raw(table), dt=day.isoformat())
+        parquet_rows(table, day, folder)
+        layout = _file_layout(folder)
+        if layout is not None and runs and runs[-1][0] == layout:
+            runs[-1][1].append(day)
+        else:
+            runs.append((layout, [day]))
+    return reduce(DataFrame.unionByName, [_read_raw_run(spark, lake, table, run) for _, run in runs])
+
+
+def _file_layout(folder: Path) -> tuple | None:
+    """What decides how a partition's files read: every file's Arrow schema; None when a footer is unreadable or
+    a file has its own `dt` column (the partition folder's would shadow it)."""
+    try:
+        schemas = {pq.read_schema(path).remove_metadata() for path in sorted(folder.glob("*.parquet"))}
+    except (OSError, ValueError):
+        return None
+    if len(schemas) != 1 or "dt" in {name.lower() for name in next(iter(schemas)).names}:
+        return None
+    return tuple(schemas)
+
+
+def _read_raw_run(spark: SparkSession, lake: Lake, table: TableConfig, run: list[date]) -> DataFrame:
+    """Days of one layout in one scan, dt from the partition folders; a single day as `read_raw_day` reads it."""
+    if len(run) == 1:
+        return read_raw_day(spark, lake, table, run[0])
+    root = lake.raw(table)
+    folders = [partition_path(root, dt=d.isoformat()) for d in run]
+    try:
+        schema = footer_schema(folders[0])
+        reader = spark.read.schema(schema) if schema is not None else spark.read
+        df = reader.option("basePath", str(root)).parquet(*map(str, folders))
+    except AnalysisException:  # one day at a time names the partition that cannot be read
+        return reduce(DataFrame.unionByName, [read_raw_day(spark, lake, table, d) for d in run])
+    check_raw_schema(table, run[0], df.schema)
+    for column in sorted(nanosecond_columns(folders[0]) & set(df.columns)):
+        if isinstance(df.schema[column].dataType, T.LongType):
+            df = df.withColumn(column, F.expr(f"timestamp_micros(`{column}` div 1000)"))
+    return df.select(
+        F.col(table.entity).cast("string").alias("entity_id"),
+        F.col(table.time).cast("timestamp").alias("ts"),
+        *[F.col(f).cast("double").alias(f) for f in table.features],
+        F.col("dt").cast("string").alias("dt"),  # the folder's value: partition type inference is off
     )
 
 
