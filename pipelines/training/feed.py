@@ -37,15 +37,24 @@ def open_feed(
     shuffle=True orders the rows by a seeded random key before they are cached and reads them with one
     worker and a seeded row-group order, so the same data and seed give the same batches (and the same model).
     """
+    with cached_column(df, column, shuffle, seed) as converter:
+        with converter_feed(converter, column, batch_size, repeat, shuffle, seed) as feed:
+            yield feed
+
+
+@contextmanager
+def converter_feed(
+    converter: Any, column: str = "x", batch_size: int = 256, repeat: bool = True, shuffle: bool = True, seed: int = 0
+) -> Iterator[Feed]:
+    """A Feed over an already materialised column (`cached_column`): one copy read by several feeds in turn."""
     import tensorflow as tf
 
-    with cached_column(df, column, shuffle, seed) as converter:
-        steps = math.ceil(len(converter) / batch_size)
-        with converter_dataset(converter, column, batch_size, repeat, shuffle, seed) as batches:
-            if repeat:
-                # Keras needs the pass length up front; a generator-backed dataset cannot report it.
-                batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-            yield Feed(batches, len(converter), steps)
+    steps = math.ceil(len(converter) / batch_size)
+    with converter_dataset(converter, column, batch_size, repeat, shuffle, seed) as batches:
+        if repeat:
+            # Keras needs the pass length up front; a generator-backed dataset cannot report it.
+            batches = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
+        yield Feed(batches, len(converter), steps)
 
 
 @contextmanager

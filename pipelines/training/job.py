@@ -27,7 +27,7 @@ from anomalake.pipelines.lake.layout import day_range, has_data, partition_path
 from anomalake.pipelines.lake.reading import read_partitions
 from anomalake.pipelines.training.detectors import build_detector
 from anomalake.pipelines.training.distributed import train_distributed
-from anomalake.pipelines.training.feed import open_feed
+from anomalake.pipelines.training.feed import cached_column, converter_feed, open_feed
 from anomalake.pipelines.training.holdout import split_holdout
 
 TENSORBOARD_DIR = "_tensorboard"
@@ -71,24 +71,24 @@ def training_workers(master: str, detector: Detector, name: str, wanted: int) ->
     return 1
 
 
-def _fit_here(detector: Detector, train_df: DataFrame, holdout_df: DataFrame, logs) -> int:
-    """Fit in this process on the Petastorm feeds of both sides; the training rows."""
+def _fit_here(detector: Detector, train_df: DataFrame, holdout: Any, logs) -> int:
+    """Fit in this process on the Petastorm feeds of the training rows and of the held-out copy; the training rows."""
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
     with (
         open_feed(train_df, batch_size=batch, seed=seed) as train_feed,
-        open_feed(holdout_df, batch_size=batch, seed=seed) as val_feed,
+        converter_feed(holdout, batch_size=batch, shuffle=False) as val_feed,  # a loss over all of it: order is moot
     ):
         with training_logs(logs):
             detector.fit(train_feed.dataset, validation=val_feed.dataset)
         return train_feed.rows
 
 
-def _holdout_loss(detector: Detector, holdout_df: DataFrame) -> float | None:
+def _holdout_loss(detector: Detector, holdout: Any) -> float | None:
     """The loss a residual family was trained on, over the held-out windows (compares two fits); else None."""
     if not isinstance(detector, ResidualDetector):
         return None
-    with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
-        return detector.residual_mse(holdout.dataset)
+    with converter_feed(holdout, batch_size=4096, repeat=False, shuffle=False) as feed:
+        return detector.residual_mse(feed.dataset)
 
 
 def _training_features(ctx: JobContext, table: TableConfig, start: date, end: date) -> DataFrame:
@@ -135,13 +135,17 @@ def run_train(
     logs = root / TENSORBOARD_DIR / version  # beside the artifacts: tensorboard --logdir <root>/_tensorboard
     wanted = ctx.settings.train_workers if workers is None else workers
     workers = training_workers(ctx.spark.sparkContext.master, detector, detector_name, wanted)
-    if workers > 1:
-        detector, rows_train = train_distributed(
-            ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs
-        )
-    else:
-        rows_train = _fit_here(detector, train_df, holdout_df, logs)
-    raw, calibration = _calibrate(detector, holdout_df, spec, logs, f"table {table.name}: detector {detector_name}")
+    # The held-out windows are materialised once, for the validation loss, the calibration and the holdout loss.
+    with cached_column(holdout_df, shuffle=False) as holdout:
+        if workers > 1:
+            detector, rows_train = train_distributed(
+                ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs
+            )
+        else:
+            rows_train = _fit_here(detector, train_df, holdout, logs)
+        where = f"table {table.name}: detector {detector_name}"
+        raw, calibration = _calibrate(detector, holdout, spec, logs, where)
+        holdout_loss = _holdout_loss(detector, holdout)
     meta = {
         **_meta(table, spec, detector_name, (start, end), cutoff),
         "rows_train": rows_train,
@@ -149,7 +153,7 @@ def run_train(
         "entities": len(scaling.centers),
         "holdout_raw_score_quantiles": {q: float(np.quantile(raw, float(q))) for q in ("0.5", "0.99", "0.999")},
         "history": getattr(detector, "history_", {}),
-        "holdout_loss": _holdout_loss(detector, holdout_df),
+        "holdout_loss": holdout_loss,
         "training": {"workers": workers, "mode": "data-parallel barrier stage" if workers > 1 else "one process"},
         "run_id": ctx.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(),
@@ -179,13 +183,13 @@ def run_train(
 
 
 def _calibrate(
-    detector: Detector, holdout_df: DataFrame, spec: DetectorSpec, logs: Path, where: str
+    detector: Detector, holdout: Any, spec: DetectorSpec, logs: Path, where: str
 ) -> tuple[np.ndarray, Calibration]:
     """The held-out raw scores and the calibration fitted to them; every held-out window must get a finite score."""
-    with open_feed(holdout_df, batch_size=4096, repeat=False, shuffle=False) as holdout:
-        raw = detector.score_samples(holdout.dataset)
-    if len(raw) != holdout.rows:  # calibrating on part of the held-out rows would go unnoticed
-        raise JobError(f"{where} scored {len(raw)} of {holdout.rows} held-out windows; not promoted")
+    with converter_feed(holdout, batch_size=4096, repeat=False, shuffle=False) as feed:
+        raw = detector.score_samples(feed.dataset)
+    if len(raw) != feed.rows:  # calibrating on part of the held-out rows would go unnoticed
+        raise JobError(f"{where} scored {len(raw)} of {feed.rows} held-out windows; not promoted")
     if not np.all(np.isfinite(raw)):
         raise JobError(f"{where} gave non-finite held-out scores; not promoted")
     calibration = fit_calibration(raw, **spec.calibration_options)
