@@ -108,10 +108,25 @@ def read_raw_files(spark: SparkSession, table: TableConfig, day: date, folder: P
         raise input_error(
             table.name, f"dt={day.isoformat()}", None, f"unreadable: {error.getMessage().splitlines()[0]}"
         ) from None
-    for column in sorted(nanosecond_columns(folder) & set(df.columns)):
+    return _nanoseconds_to_micros(df, nanosecond_columns(folder))
+
+
+def _nanoseconds_to_micros(df: DataFrame, columns: set[str]) -> DataFrame:
+    """Nanosecond timestamp columns (read as integers) as Spark timestamps in microseconds."""
+    for column in sorted(columns & set(df.columns)):
         if isinstance(df.schema[column].dataType, T.LongType):
             df = df.withColumn(column, F.expr(f"timestamp_micros(`{column}` div 1000)"))
     return df
+
+
+def _as_raw_rows(df: DataFrame, table: TableConfig, dt) -> DataFrame:
+    """The configured columns under the names the jobs use: (entity_id, ts, features..., dt)."""
+    return df.select(
+        F.col(table.entity).cast("string").alias("entity_id"),
+        F.col(table.time).cast("timestamp").alias("ts"),
+        *[F.col(f).cast("double").alias(f) for f in table.features],
+        dt.alias("dt"),
+    )
 
 
 def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> None:
@@ -140,12 +155,7 @@ def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date)
     parquet_rows(table, day, folder)
     df = read_raw_files(spark, table, day, folder)
     check_raw_schema(table, day, df.schema)
-    return df.select(
-        F.col(table.entity).cast("string").alias("entity_id"),
-        F.col(table.time).cast("timestamp").alias("ts"),
-        *[F.col(f).cast("double").alias(f) for f in table.features],
-        F.lit(day.isoformat()).alias("dt"),
-    )
+    return _as_raw_rows(df, table, F.lit(day.isoformat()))
 
 
 def read_raw_days(spark: SparkSession, lake: Lake, table: TableConfig, days: list[date]) -> DataFrame:
@@ -156,10 +166,8 @@ def read_raw_days(spark: SparkSession, lake: Lake, table: TableConfig, days: lis
     (schema drift) starts a read of its own, so each is read under its own schema as before.
     """
     runs: list[tuple[object, list[date]]] = []
-    for day in days:
-        folder = partition_path(lake.raw(table), dt=day.isoformat())
-        parquet_rows(table, day, folder)
-        layout = _file_layout(folder)
+    for day in days:  # a file that is not Parquet has no layout: read_raw_day names it
+        layout = _file_layout(partition_path(lake.raw(table), dt=day.isoformat()))
         if layout is not None and runs and runs[-1][0] == layout:
             runs[-1][1].append(day)
         else:
@@ -192,15 +200,8 @@ def _read_raw_run(spark: SparkSession, lake: Lake, table: TableConfig, run: list
     except AnalysisException:  # one day at a time names the partition that cannot be read
         return reduce(DataFrame.unionByName, [read_raw_day(spark, lake, table, d) for d in run])
     check_raw_schema(table, run[0], df.schema)
-    for column in sorted(nanosecond_columns(folders[0]) & set(df.columns)):
-        if isinstance(df.schema[column].dataType, T.LongType):
-            df = df.withColumn(column, F.expr(f"timestamp_micros(`{column}` div 1000)"))
-    return df.select(
-        F.col(table.entity).cast("string").alias("entity_id"),
-        F.col(table.time).cast("timestamp").alias("ts"),
-        *[F.col(f).cast("double").alias(f) for f in table.features],
-        F.col("dt").cast("string").alias("dt"),  # the folder's value: partition type inference is off
-    )
+    # dt is the folder's value, a string: partition type inference is off (pipelines/spark.py).
+    return _as_raw_rows(_nanoseconds_to_micros(df, nanosecond_columns(folders[0])), table, F.col("dt"))
 
 
 def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> None:
