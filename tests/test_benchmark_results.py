@@ -239,7 +239,7 @@ def test_asd_layout_takes_any_number_of_metrics_and_names_a_file_that_does_not_f
 
 
 def test_quick_subset_spans_every_time_series_benchmark_in_shared():
-    assert set(QUICK_GROUPS) == set(TIME_SERIES) - {"skab_runs"}  # skab_runs reads the same runs as skab
+    assert set(QUICK_GROUPS) == set(TIME_SERIES) - {"skab_runs", "nab_nightly"}  # the same series as skab, nab
     for benchmark, groups in QUICK_GROUPS.items():
         cases = load_cases(benchmark, SHARED / {"nab": "nab", "asd": "asd", "skab": "skab"}[benchmark], list(groups))
         assert sorted(g for c in cases for g in c.groups) == sorted(groups), benchmark
@@ -300,3 +300,28 @@ def test_skab_leaderboard_f1_counts_every_row_of_every_run():
     assert got[("v", "skab_f1")] == pytest.approx(2 / (2 + (3 + 1) / 2), abs=1e-6)
     assert got[("v", "skab_far")] == pytest.approx(100 / 75, abs=1e-6)  # 1 of 35 + 40 normal rows
     assert got[("v", "skab_mar")] == pytest.approx(60.0, abs=1e-6)
+
+
+def test_nab_nightly_trains_on_the_first_days_and_scores_the_rest_with_windows_cut_to_them(tmp_path):
+    cases = load_cases("nab_nightly", SHARED / "nab", ["realKnownCause", "realAdExchange"])
+    assert len(cases) == 13
+    for case in cases:
+        days = sorted(case.raw)
+        assert case.train_days + case.score_days == tuple(days), case.name
+        rows = [len(case.raw[d]) for d in days]
+        wanted = max(0.15 * sum(rows), 10 * case.table.window.length)
+        trained = sum(rows[: len(case.train_days)])
+        assert trained >= wanted > trained - rows[len(case.train_days) - 1], case.name  # the fewest whole days
+        scored = pd.concat([case.raw[d] for d in case.score_days], ignore_index=True)
+        assert case.truth["ts"].tolist() == scored["ts"].tolist(), case.name  # labels only of scored rows
+        first = scored["ts"].iloc[0]
+        (group,) = case.groups
+        assert all(start >= first and end >= start for start, end in case.windows[group]), case.name
+    # machine_temperature's first anomaly window ends before training does: it is not asked of the scored days
+    (machine,) = [c for c in cases if c.groups == ("realKnownCause/machine_temperature_system_failure.csv",)]
+    (whole,) = load_cases("nab", SHARED / "nab", [machine.groups[0]])
+    assert len(machine.windows[machine.groups[0]]) < len(whole.windows[machine.groups[0]])
+    short = pd.DataFrame({"timestamp": stamps(700).dt.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(700.0)})
+    write_nab(tmp_path, {"cat/short.csv": short}, {"cat/short.csv": []})
+    with pytest.raises(DatasetError, match=r"NAB series cat/short.csv: 700 rows over 3 days leave no day to score"):
+        load_cases("nab_nightly", tmp_path)

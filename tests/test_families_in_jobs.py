@@ -17,6 +17,7 @@ from samples import KINDS
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.registry import discover
 from anomalake.pipelines.config import DetectorSpec, parse_table
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
@@ -85,3 +86,15 @@ def test_family_trains_from_the_feature_table(lake, name, kind):
         normal = KINDS[kind].normal(50, 9)
         odd = KINDS[kind].anomalous(normal[:10])
         assert np.median(artifact.detector.score_samples(odd)) > np.median(artifact.detector.score_samples(normal))
+
+
+def test_a_holdout_with_no_windows_fails_in_one_line_naming_the_table_and_the_setting(lake):
+    spec = dataclasses.replace(tiny_spec("dense_autoencoder"), calibration={"method": "pot", "holdout_fraction": 0.001})
+    with pytest.raises(
+        JobError,
+        match=r"^table telemetry: detector dense_autoencoder: no held-out windows in .*"
+        r"raise calibration.holdout_fraction$",
+    ):
+        run_train(
+            lake.with_new_run(), TABLES["timeseries"], "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=spec
+        )

@@ -5,6 +5,9 @@ A case is what one `evaluate` step runs through the user's jobs: a table config,
 days its model trains on and the days it scores, and the truth (used for metrics only, never for training
 or thresholds). Protocols:
 - nab: one table per series; the model trains on the series itself (no labels), then scores all of it.
+- nab_nightly: NAB run the nightly way: the model trains on the series' first days (its probationary 15 % of
+  rows, rounded up to whole days), then scores the days after them, day by day; the labelled windows are cut
+  to the scored days.
 - asd: one table per entity; train on `_train`, score `_test` (placed after it on a 5-minute grid).
 - skab: one table; the model trains on the anomaly-free run and scores every labelled run (each run an entity).
 - skab_runs: the SKAB leaderboard's protocol: one table per run, whose first 400 rows (anomaly-free) train
@@ -26,13 +29,14 @@ import pandas as pd
 from anomalake.pipelines.config import TableConfig, parse_table
 from anomalake.pipelines.evaluation import datasets
 
-TIME_SERIES = ("nab", "asd", "skab", "skab_runs")
+TIME_SERIES = ("nab", "nab_nightly", "asd", "skab", "skab_runs")
 BENCHMARKS = TIME_SERIES + ("mnist", "sms")
 # Window lengths in steps: long enough for a daily pattern's shape at NAB's 5-minute and hourly steps,
 # the length ASD and SKAB detectors are usually run with.
-WINDOWS = {"nab": 64, "asd": 16, "skab": 32, "skab_runs": 32}
+WINDOWS = {"nab": 64, "nab_nightly": 64, "asd": 16, "skab": 32, "skab_runs": 32}
 ASD_START = pd.Timestamp("2021-01-04")
 ASD_STEP = pd.Timedelta("5min")
+NAB_PROBATION = 0.15  # NAB leaves its detectors the first 15 % of each series to learn from
 SKAB_TRAIN_ROWS = 400  # the leaderboard's notebooks fit each run's model on df[:400]
 SKAB_RUN_DAY = pd.Timestamp("2026-04-02")  # each run is moved so that its row 400 falls on this midnight
 
@@ -93,8 +97,9 @@ def _by_day(frame: pd.DataFrame) -> dict[date, pd.DataFrame]:
     return {d: part.reset_index(drop=True) for d, part in frame.groupby(days)}
 
 
-def nab_cases(root: Path, categories: list[str] | None) -> list[Case]:
-    """One case per NAB series: trained and scored on the series itself."""
+def nab_cases(root: Path, categories: list[str] | None, nightly: bool = False) -> list[Case]:
+    """One case per NAB series: trained and scored on the series itself, or (nightly) trained on its first days
+    and scored on the rest."""
     cases = []
     for s in datasets.load_nab(root, categories):
         name = table_name("nab", s.group)
@@ -103,13 +108,47 @@ def nab_cases(root: Path, categories: list[str] | None) -> list[Case]:
         # up to an hour are interpolated, as OrionBench imputes its resampled series, longer ones quarantined.
         step = _step(raw["ts"])
         fill = max(3, 3600 // int(pd.Timedelta(step).total_seconds()))
-        table = _timeseries_table(name, ["value"], step, WINDOWS["nab"], fill_limit=fill)
-        days = tuple(sorted(_by_day(raw)))
-        truth = pd.DataFrame({"entity_id": s.group, "ts": raw["ts"], "label": s.labels, "group": s.group})
+        window = WINDOWS["nab_nightly" if nightly else "nab"]
+        table = _timeseries_table(name, ["value"], step, window, fill_limit=fill)
+        by_day = _by_day(raw)
+        days = tuple(sorted(by_day))
+        train_days, score_days, windows = days, days, s.windows
+        if nightly:
+            train_days = _probation(s.group, by_day, window)
+            score_days = days[len(train_days) :]
+            first = pd.Timestamp(score_days[0])
+            windows = tuple((max(start, first), end) for start, end in s.windows if end >= first)
+        scored = raw["ts"].dt.date.isin(score_days).to_numpy()
+        truth = pd.DataFrame({"entity_id": s.group, "ts": raw["ts"], "label": s.labels, "group": s.group})[scored]
         cases.append(
-            Case(name, (s.group,), {s.group: s.category}, table, _by_day(raw), days, days, truth, {s.group: s.windows})
+            Case(
+                name,
+                (s.group,),
+                {s.group: s.category},
+                table,
+                by_day,
+                train_days,
+                score_days,
+                truth.reset_index(drop=True),
+                {s.group: windows},
+            )
         )
     return cases
+
+
+def _probation(series: str, by_day: dict[date, pd.DataFrame], window: int) -> tuple[date, ...]:
+    """The first whole days holding NAB's probationary share of the rows (at least ten windows' worth), leaving
+    at least one day to score."""
+    days = sorted(by_day)
+    rows = np.cumsum([len(by_day[d]) for d in days])
+    wanted = max(NAB_PROBATION * rows[-1], 10 * window)
+    count = int(np.searchsorted(rows, wanted)) + 1
+    if count >= len(days):
+        raise datasets.DatasetError(
+            f"NAB series {series}: {rows[-1]} rows over {len(days)} days leave no day to score after training on "
+            f"{int(wanted)} rows"
+        )
+    return tuple(days[:count])
 
 
 def asd_cases(root: Path, groups: list[str] | None) -> list[Case]:
@@ -237,6 +276,7 @@ def load_cases(benchmark: str, root: Path, groups: list[str] | None = None) -> l
     """The cases of `benchmark` read from `root` (a folder in that benchmark's format)."""
     readers = {
         "nab": nab_cases,
+        "nab_nightly": lambda folder, groups: nab_cases(folder, groups, nightly=True),
         "asd": asd_cases,
         "skab": skab_cases,
         "skab_runs": skab_run_cases,

@@ -166,7 +166,7 @@ def timeseries_records(
         }
         if benchmark == "skab_runs":
             values.update(_skab([frames[g] for g in members]))
-        if benchmark == "nab":
+        if benchmark in ("nab", "nab_nightly"):
             for metric in NAB_METRICS:
                 values[metric] = _nab([frames[g] for g in members], [windows.get(g, ()) for g in members], metric)
         out += [record(benchmark, detector, name, metric, value) for metric, value in values.items()]

@@ -39,7 +39,15 @@ from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.holdout import split_holdout
 from anomalake.pipelines.training.job import run_train
 
-SUMMARY_GROUPS = {"nab": None, "asd": ["asd"], "skab": None, "skab_runs": None, "mnist": ["overall"], "sms": ["ham"]}
+SUMMARY_GROUPS = {
+    "nab": None,
+    "nab_nightly": None,
+    "asd": ["asd"],
+    "skab": None,
+    "skab_runs": None,
+    "mnist": ["overall"],
+    "sms": ["ham"],
+}
 
 
 @dataclass(frozen=True)

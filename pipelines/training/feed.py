@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from anomalake.pipelines.errors import JobError
+
 _AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow here
 
 
@@ -59,12 +61,13 @@ def converter_feed(
 
 @contextmanager
 def cached_column(
-    df: DataFrame, column: str = "x", shuffle: bool = True, seed: int = 0, files: int = 0
+    df: DataFrame, column: str = "x", shuffle: bool = True, seed: int = 0, files: int = 0, empty: str = ""
 ) -> Iterator[Any]:
     """Petastorm's Parquet copy of `df[column]` (a picklable converter that Spark tasks can read); deleted after.
 
     shuffle=True orders the rows by a seeded random key first. files > 0 writes that many files (one row group
-    each at these sizes), so that as many workers can each read a shard of their own.
+    each at these sizes), so that as many workers can each read a shard of their own. No rows: a JobError with
+    the `empty` line when given (what the user can do about it), else a ValueError.
     """
     # Petastorm 0.13.1 uses pyarrow's legacy API (pinned on purpose, see DESIGN.md): its warnings are noise.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")
@@ -79,6 +82,8 @@ def cached_column(
     converter = make_spark_converter(rows_in, dtype="float32")
     try:
         if len(converter) == 0:
+            if empty:
+                raise JobError(empty)
             raise ValueError("the feed has no rows")
         yield converter
     finally:

@@ -136,7 +136,12 @@ def run_train(
     wanted = ctx.settings.train_workers if workers is None else workers
     workers = training_workers(ctx.spark.sparkContext.master, detector, detector_name, wanted)
     # The held-out windows are materialised once, for the validation loss, the calibration and the holdout loss.
-    with cached_column(holdout_df, shuffle=False) as holdout:
+    empty = (
+        f"table {table.name}: detector {detector_name}: no held-out windows in {start}..{end} (the last "
+        f"{spec.holdout_fraction:.0%} of the range, from {cutoff}, after {table.window.length - 1} steps that "
+        "overlap the cut); train on more days or raise calibration.holdout_fraction"
+    )
+    with cached_column(holdout_df, shuffle=False, empty=empty) as holdout:
         if workers > 1:
             detector, rows_train = train_distributed(
                 ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs
