@@ -62,7 +62,7 @@ lint: $(STAMP)
 
 # The evaluation goals: every public benchmark with the default detector beside its baselines (about 40 minutes
 # on 2 cores). Tables and results.json under benchmarks/results/evaluate/<benchmark>/ (only results.md is kept in git).
-BENCHMARKS ?= nab asd skab skab_runs mnist sms
+BENCHMARKS ?= nab nab_nightly asd skab skab_runs mnist sms
 evaluate: $(STAMP)
 	for b in $(BENCHMARKS); do \
 	  $(VENV)/bin/anomalake evaluate --benchmark $$b --detector default --out benchmarks/results/evaluate/$$b || exit 1; \
