@@ -161,6 +161,19 @@ class DetectorSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     calibration: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the yml it was read from (named in errors)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fraction = self.training.get("validation_fraction", 0.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            where = self.source or f"detector {self.name}"
+            raise ConfigError(f"{where}: training: validation_fraction: expected a share in [0, 1), got {fraction!r}")
+
+    @property
+    def validation_fraction(self) -> float:
+        """The share of the training part (before the calibration hold-out) that early stopping watches; 0: the
+        hold-out itself, as before this setting existed."""
+        return float(self.training.get("validation_fraction", 0.0))
 
     @property
     def holdout_fraction(self) -> float:
@@ -175,6 +188,20 @@ class DetectorSpec:
     def with_params(self, **params: Any) -> "DetectorSpec":
         """The same detector with some parameters replaced (quick checks cut `epochs`)."""
         return dataclasses.replace(self, params={**self.params, **params})
+
+    def with_setting(self, key: str, value: Any) -> "DetectorSpec":
+        """The same detector with one setting replaced: `NAME` or `params.NAME` (a family parameter, checked when
+        the family is built), `training.NAME` or `calibration.NAME` (checked here); sweeps set them by name."""
+        section, _, name = key.rpartition(".")
+        if section in ("", "params"):
+            return self.with_params(**{name: value})
+        allowed = {"training": TRAINING_KEYS, "calibration": CALIBRATION_KEYS}.get(section)
+        if allowed is None or name not in allowed:
+            raise ConfigError(
+                f"detector {self.name}: setting {key!r}: expected NAME, params.NAME, training.NAME "
+                f"({', '.join(TRAINING_KEYS)}) or calibration.NAME ({', '.join(CALIBRATION_KEYS)})"
+            )
+        return dataclasses.replace(self, **{section: {**getattr(self, section), name: value}})
 
 
 # The keys a table entry may hold, per level; anything else is a ConfigError naming the file and the key.
@@ -201,8 +228,9 @@ SECTION_KEYS = {
     "text": ("column", "max_chars", "max_record_chars"),
     "events": tuple(f.name for f in dataclasses.fields(EventSettings)),
 }
-DETECTOR_KEYS = ("family", "params", "calibration")
+DETECTOR_KEYS = ("family", "params", "calibration", "training")
 CALIBRATION_KEYS = ("holdout_fraction", *CALIBRATION_SETTINGS)
+TRAINING_KEYS = ("validation_fraction",)
 
 
 def check_keys(where: str, entry: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
@@ -365,8 +393,14 @@ def load_detector(name: str, conf_dir: Path = CONF_DIR) -> DetectorSpec:
     if not isinstance(params, Mapping):
         raise ConfigError(f"{path}: params: expected a mapping of settings, got {type(params).__name__}")
     calibration = check_keys(f"{path}: calibration", raw.get("calibration") or {}, CALIBRATION_KEYS)
+    training = check_keys(f"{path}: training", raw.get("training") or {}, TRAINING_KEYS)
     return DetectorSpec(
-        name=name, family=raw.get("family", name), params=dict(params), calibration=dict(calibration), source=str(path)
+        name=name,
+        family=raw.get("family", name),
+        params=dict(params),
+        calibration=dict(calibration),
+        source=str(path),
+        training=dict(training),
     )
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import yaml
-from conftest import TINY_TABLE
+from conftest import TINY_DETECTOR, TINY_TABLE
 
 from anomalake.models.base import Detector, DetectorConfig
 from anomalake.models.keras_archive import ArtifactError
@@ -54,6 +54,28 @@ def test_an_unknown_key_in_a_detector_file_or_its_calibration_block_names_both(t
         ConfigError, match=rf"^{path}: calibration: unknown key 'threshold_zz' \(known: holdout_fraction, method"
     ):
         load_detector("mine", tmp_path)
+
+
+def test_the_training_block_takes_a_validation_share_and_nothing_else(tmp_path):
+    path = _detector_file(tmp_path, {"family": "dense_autoencoder", "training": {"validation_fraction": 0.1}})
+    assert load_detector("mine", tmp_path).validation_fraction == 0.1
+    path = _detector_file(tmp_path, {"family": "dense_autoencoder", "training": {"patience": 5}})
+    with pytest.raises(ConfigError, match=rf"^{path}: training: unknown key 'patience' \(known: validation_fraction"):
+        load_detector("mine", tmp_path)
+    path = _detector_file(tmp_path, {"family": "dense_autoencoder", "training": {"validation_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=rf"^{path}: training: validation_fraction: expected a share in \[0, 1\)"):
+        load_detector("mine", tmp_path)
+
+
+def test_a_sweep_replaces_settings_by_name_and_refuses_a_key_no_section_has():
+    spec = TINY_DETECTOR.with_setting("epochs", 9).with_setting("training.validation_fraction", 0.1)
+    spec = spec.with_setting("calibration.threshold_z", 4.0)
+    assert spec.params["epochs"] == 9 and spec.validation_fraction == 0.1 and spec.calibration["threshold_z"] == 4.0
+    assert spec.params["hidden"] == TINY_DETECTOR.params["hidden"] and spec.calibration["method"] == "robust_z"
+    with pytest.raises(ConfigError, match=r"setting 'training.patience': expected NAME, params.NAME, training.NAME"):
+        TINY_DETECTOR.with_setting("training.patience", 5)
+    with pytest.raises(ConfigError, match=r"training: validation_fraction: expected a share in \[0, 1\), got 1$"):
+        TINY_DETECTOR.with_setting("training.validation_fraction", 1)
 
 
 def test_every_calibration_key_is_one_fit_calibration_takes_or_the_holdout_fraction():

@@ -98,3 +98,31 @@ def test_a_holdout_with_no_windows_fails_in_one_line_naming_the_table_and_the_se
         run_train(
             lake.with_new_run(), TABLES["timeseries"], "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=spec
         )
+
+
+def test_early_stopping_watches_the_latest_training_days_and_never_the_calibration_holdout(lake):
+    table = TABLES["timeseries"]
+    spec = dataclasses.replace(tiny_spec("dense_autoencoder"), training={"validation_fraction": 0.25})
+    ctx = lake.with_new_run()
+    result = run_train(ctx, table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=spec)
+    meta = load_artifact(ctx.lake.models("dense_autoencoder", table.name) / result.version).meta
+    ts = ctx.spark.read.parquet(str(ctx.lake.features(table.name))).where("dt <= '%s'" % DAYS[1]).select("ts")
+    ts = ts.toPandas()["ts"]
+    holdout_from = datetime.fromisoformat(meta["holdout_from"])
+    validation_from = datetime.fromisoformat(meta["validation"]["from"])
+    embargo = timedelta(seconds=(table.window.length - 1) * table.step_seconds)
+    # the windows between the validation cut and the hold-out cut, each side's overlapping windows left out
+    expected = int(((ts >= validation_from + embargo) & (ts < holdout_from)).sum())
+    assert validation_from < holdout_from and meta["validation"]["rows"] == expected > 0
+    assert result.rows_train == int((ts < validation_from).sum())
+    assert len(meta["history"]["val_loss"]) > 0
+
+
+def test_images_get_a_validation_share_of_their_own_beside_the_holdout(lake):
+    table = TABLES["image"]
+    spec = dataclasses.replace(tiny_spec("dense_autoencoder"), training={"validation_fraction": 0.25})
+    ctx = lake.with_new_run()
+    result = run_train(ctx, table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=spec)
+    rows = load_artifact(ctx.lake.models("dense_autoencoder", table.name) / result.version).meta["validation"]["rows"]
+    # 400 images: 30 % held out by one hash, a quarter of the rest by another (about 70 of them)
+    assert 40 < rows < 100 and result.rows_train + rows + result.rows_holdout == 400

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,9 +46,18 @@ SUMMARY_METRICS = (
 AGGREGATE = "vus_pr"
 
 
-def run_quick(ctx: JobContext, data: dict[str, Path], detectors: list[str], out: Path, epochs: int | None) -> dict:
+def run_quick(
+    ctx: JobContext,
+    data: dict[str, Path],
+    detectors: list[str],
+    out: Path,
+    epochs: int | None,
+    settings: tuple[tuple[str, Any], ...] = (),
+    baselines: bool = True,
+) -> dict:
     """Each benchmark's subset through `evaluate` (results under out/<benchmark>/), then quick.md and quick.json
-    under `out`: the summary figures per benchmark and detector, and the aggregate. Returns the summary."""
+    under `out`: the summary figures per benchmark and detector, and the aggregate. Returns the summary.
+    `settings` replace detector settings by name (EvaluateSpec.settings), for sweeps."""
     started = time.monotonic()
     records = []
     for benchmark, groups in QUICK_GROUPS.items():
@@ -55,7 +65,7 @@ def run_quick(ctx: JobContext, data: dict[str, Path], detectors: list[str], out:
         spec = EvaluateSpec(
             benchmark, data[benchmark], resolve_detectors(detectors, benchmark), out / benchmark, groups, epochs
         )
-        spec = replace(spec, plots=False)
+        spec = replace(spec, plots=False, settings=settings, baselines=baselines)
         records += run_evaluate(ctx, spec, cases)
     summary = quick_summary(records)
     summary["seconds"] = round(time.monotonic() - started, 1)

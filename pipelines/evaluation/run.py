@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,7 @@ class EvaluateSpec:
     baselines: bool = True
     plots: bool = True
     keep_lake: bool = False
+    settings: tuple[tuple[str, Any], ...] = ()  # (key, value) replaced in every detector's settings (sweeps)
 
 
 def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
@@ -71,8 +73,10 @@ def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(DEFAULT_DETECTORS[kind] if n == "default" else n for n in names))
 
 
-def _spec(name: str, epochs: int | None) -> DetectorSpec:
+def _spec(name: str, epochs: int | None, settings: tuple[tuple[str, Any], ...] = ()) -> DetectorSpec:
     spec = load_detector(name)
+    for key, value in settings:
+        spec = spec.with_setting(key, value)
     return spec if epochs is None else spec.with_params(epochs=epochs)
 
 
@@ -179,7 +183,7 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> tuple[dict[str
             case.train_days[0],
             case.train_days[-1],
             verbose=0,
-            spec=_spec(name, spec.epochs),
+            spec=_spec(name, spec.epochs, spec.settings),
             entities=case.train_entities,
         )
         scored = run_score_days(ctx.with_new_run(), case.table, name, score_days)

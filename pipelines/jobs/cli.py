@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from typing import Any
 
 from anomalake.models.artifacts import ArtifactError
-from anomalake.pipelines.config import ConfigError, check_name, load_table, load_tables
+from anomalake.pipelines.config import ConfigError, DetectorSpec, check_name, load_table, load_tables
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation.datasets import DatasetError
 from anomalake.pipelines.settings import Settings, load_settings
@@ -204,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these NAB categories or series, ASD entities, SKAB folders or runs, digits (comma-separated)",
     )
     ev.add_argument("--epochs", type=int, help="cut every detector's training to this many epochs (quick checks)")
+    ev.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a setting of every detector (sweeps): a family parameter (epochs=60), training.NAME or "
+        "calibration.NAME; the value is read as YAML; repeatable",
+    )
     ev.add_argument(
         "--no-baselines", action="store_true", help="skip the IsolationForest, PCA and rolling z-score baselines"
     )
@@ -443,6 +454,22 @@ BENCHMARK_FOLDERS = {
 }
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE of `evaluate --set`: the value read as YAML (60, 0.1, [64, 8], peak)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, for example epochs=60")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _with_settings(spec: DetectorSpec, settings: list[tuple[str, Any]]) -> DetectorSpec:
+    for key, value in settings:
+        spec = spec.with_setting(key, value)
+    return spec
+
+
 def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     import dataclasses
     from pathlib import Path
@@ -457,7 +484,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
         raise JobError("evaluate: give --benchmark (nab, nab_nightly, asd, skab, skab_runs, mnist or sms) or --quick")
     detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
     for name in detectors:
-        load_detector(name)  # an unknown name fails here, before Spark starts
+        _with_settings(load_detector(name), args.settings)  # an unknown name or setting fails here, before Spark
     data = Path(args.data or Path(settings.datasets) / BENCHMARK_FOLDERS[args.benchmark])
     if not data.is_dir():
         raise DatasetError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
@@ -476,6 +503,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
         not args.no_baselines,
         not args.no_plots,
         args.keep_lake,
+        tuple(args.settings),
     )
     print(f"anomalake evaluate: {args.benchmark} from {data}; detectors {', '.join(detectors)}; temporary lake {lake}")
     try:
@@ -496,7 +524,7 @@ def _evaluate_quick(settings: Settings, args: argparse.Namespace) -> None:
         raise JobError("evaluate --quick runs its own subset: leave out --benchmark, --data and --groups")
     names = [n.strip() for n in args.detector.split(",") if n.strip()]
     for name in {d for b in QUICK_GROUPS for d in resolve_detectors(names, b)}:
-        load_detector(name)  # an unknown name fails here, before Spark starts
+        _with_settings(load_detector(name), args.settings)  # an unknown name or setting fails here, before Spark
     data = {b: Path(settings.datasets) / BENCHMARK_FOLDERS[b] for b in QUICK_GROUPS}
     for benchmark, folder in data.items():
         if not folder.is_dir():
@@ -505,7 +533,8 @@ def _evaluate_quick(settings: Settings, args: argparse.Namespace) -> None:
     print(f"anomalake evaluate --quick: {', '.join(names)}; temporary lake {lake}")
     try:
         ctx = _session(dataclasses.replace(settings, lake=str(lake)), args)
-        run_quick(ctx, data, names, Path(args.out or "evaluation/quick"), args.epochs)
+        out = Path(args.out or "evaluation/quick")
+        run_quick(ctx, data, names, out, args.epochs, tuple(args.settings), not args.no_baselines)
     finally:
         cleanup()
 

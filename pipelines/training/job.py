@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -71,16 +72,27 @@ def training_workers(master: str, detector: Detector, name: str, wanted: int) ->
     return 1
 
 
-def _fit_here(detector: Detector, train_df: DataFrame, holdout: Any, logs) -> int:
-    """Fit in this process on the Petastorm feeds of the training rows and of the held-out copy; the training rows."""
+def _validation_split(
+    train_df: DataFrame, table: TableConfig, spec: DetectorSpec
+) -> tuple[DataFrame, DataFrame | None, str | None]:
+    """(fit, validation, where it starts): the latest part of the training part, which early stopping watches so
+    that the calibration hold-out stays unseen; (train_df, None, None) at validation_fraction 0."""
+    if spec.validation_fraction <= 0:
+        return train_df, None, None
+    return split_holdout(train_df, table, spec.validation_fraction, salt="validation")
+
+
+def _fit_here(detector: Detector, train_df: DataFrame, validation: Any, logs) -> tuple[int, int]:
+    """Fit in this process on the Petastorm feeds of the training rows and of the cached validation copy;
+    (training rows, validation rows), as the feeds gave them."""
     batch, seed = int(getattr(detector.config, "batch_size", 256)), detector.config.seed
     with (
         open_feed(train_df, batch_size=batch, seed=seed) as train_feed,
-        converter_feed(holdout, batch_size=batch, shuffle=False) as val_feed,  # a loss over all of it: order is moot
+        converter_feed(validation, batch_size=batch, shuffle=False) as val_feed,  # a loss over all: order is moot
     ):
         with training_logs(logs):
             detector.fit(train_feed.dataset, validation=val_feed.dataset)
-        return train_feed.rows
+        return train_feed.rows, val_feed.rows
 
 
 def _holdout_loss(detector: Detector, holdout: Any) -> float | None:
@@ -141,13 +153,30 @@ def run_train(
         f"{spec.holdout_fraction:.0%} of the range, from {cutoff}, after {table.window.length - 1} steps that "
         "overlap the cut); train on more days or raise calibration.holdout_fraction"
     )
-    with cached_column(holdout_df, shuffle=False, empty=empty) as holdout:
+    fit_df, validation_df, validation_from = _validation_split(train_df, table, spec)
+    with ExitStack() as stack:
+        holdout = stack.enter_context(cached_column(holdout_df, shuffle=False, empty=empty))
+        validation = holdout  # early stopping watches the hold-out unless training.validation_fraction asks otherwise
+        if validation_df is not None:
+            empty = (
+                f"table {table.name}: detector {detector_name}: no validation windows in the last "
+                f"{spec.validation_fraction:.0%} of the training part (from {validation_from}); train on more days "
+                "or lower training.validation_fraction"
+            )
+            validation = stack.enter_context(cached_column(validation_df, shuffle=False, empty=empty))
         if workers > 1:
             detector, rows_train = train_distributed(
-                ctx.spark, detector, train_df, holdout_df, workers, root / DISTRIBUTED_DIR / ctx.run_id, logs
+                ctx.spark,
+                detector,
+                fit_df,
+                holdout_df if validation_df is None else validation_df,
+                workers,
+                root / DISTRIBUTED_DIR / ctx.run_id,
+                logs,
             )
+            rows_validation = len(validation)
         else:
-            rows_train = _fit_here(detector, train_df, holdout, logs)
+            rows_train, rows_validation = _fit_here(detector, fit_df, validation, logs)
         where = f"table {table.name}: detector {detector_name}"
         raw, calibration = _calibrate(detector, holdout, spec, logs, where)
         holdout_loss = _holdout_loss(detector, holdout)
@@ -155,6 +184,11 @@ def run_train(
         **_meta(table, spec, detector_name, (start, end), cutoff),
         "rows_train": rows_train,
         "rows_holdout": int(raw.size),
+        "validation": {
+            "fraction": spec.validation_fraction,
+            "from": validation_from,
+            "rows": rows_validation,
+        },  # fraction 0: early stopping watched the hold-out, these rows
         "entities": len(scaling.centers),
         "holdout_raw_score_quantiles": {q: float(np.quantile(raw, float(q))) for q in ("0.5", "0.99", "0.999")},
         "history": getattr(detector, "history_", {}),
