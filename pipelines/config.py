@@ -104,6 +104,18 @@ class EventSettings:
             raise ConfigError(f"events z range [{self.z_min}, {self.z_max}] must be positive and ordered")
 
 
+def replace_events(events: EventSettings, changes: Mapping[str, Any], where: str) -> EventSettings:
+    """`events` with some settings replaced; an unknown name or a bad value is a ConfigError naming `where`."""
+    known = tuple(f.name for f in dataclasses.fields(EventSettings))
+    unknown = [k for k in changes if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: events: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    try:
+        return dataclasses.replace(events, **changes)
+    except (TypeError, ConfigError) as error:
+        raise ConfigError(f"{where}: events: {error}") from None
+
+
 @dataclass(frozen=True)
 class TableConfig:
     """One lake table anomalake reads: where it is, its key columns, its features, how to window it.
@@ -139,6 +151,10 @@ class TableConfig:
     def lookback_steps(self) -> int:
         """Grid steps before a window's end that the window, and the gap filling at its start, can need."""
         return self.window.length - 1 + self.fill_limit + 1
+
+    def with_events(self, **changes: Any) -> "TableConfig":
+        """The same table with some `events:` settings replaced (sweeps), checked as the yml's are."""
+        return dataclasses.replace(self, events=replace_events(self.events, changes, f"table {self.name}"))
 
     def signature(self) -> dict[str, Any]:
         """What one model input of this table is (compared with a model's recorded signature before scoring)."""

@@ -78,6 +78,15 @@ def test_a_sweep_replaces_settings_by_name_and_refuses_a_key_no_section_has():
         TINY_DETECTOR.with_setting("training.validation_fraction", 1)
 
 
+def test_a_sweep_replaces_events_settings_of_a_table_and_checks_them(tiny_table):
+    assert tiny_table.with_events(merge_gap=30, z_min=3.0).events.merge_gap == 30
+    assert tiny_table.with_events(merge_gap=30).events.padding == tiny_table.events.padding
+    with pytest.raises(ConfigError, match=r"^table telemetry: events: unknown key 'merge_gapp' \(known: history_days"):
+        tiny_table.with_events(merge_gapp=3)
+    with pytest.raises(ConfigError, match=r"^table telemetry: events: events z range \[-1, 10.0\] must be positive"):
+        tiny_table.with_events(z_min=-1)
+
+
 def test_every_calibration_key_is_one_fit_calibration_takes_or_the_holdout_fraction():
     from inspect import signature
 

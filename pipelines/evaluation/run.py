@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,8 @@ class EvaluateSpec:
     baselines: bool = True
     plots: bool = True
     keep_lake: bool = False
-    settings: tuple[tuple[str, Any], ...] = ()  # (key, value) replaced in every detector's settings (sweeps)
+    # (key, value) replaced in every detector's settings, or with `events.NAME` in every table's (sweeps)
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
@@ -73,16 +74,27 @@ def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(DEFAULT_DETECTORS[kind] if n == "default" else n for n in names))
 
 
+EVENTS_PREFIX = "events."  # a setting of the table's events stage, not of the detector
+
+
 def _spec(name: str, epochs: int | None, settings: tuple[tuple[str, Any], ...] = ()) -> DetectorSpec:
     spec = load_detector(name)
     for key, value in settings:
-        spec = spec.with_setting(key, value)
+        if not key.startswith(EVENTS_PREFIX):
+            spec = spec.with_setting(key, value)
     return spec if epochs is None else spec.with_params(epochs=epochs)
+
+
+def with_event_settings(case: Case, settings: tuple[tuple[str, Any], ...]) -> Case:
+    """The case with the `events.NAME` settings replaced in its table (the detectors and baselines alike)."""
+    changes = {k.removeprefix(EVENTS_PREFIX): v for k, v in settings if k.startswith(EVENTS_PREFIX)}
+    return replace(case, table=case.table.with_events(**changes)) if changes else case
 
 
 def run_evaluate(ctx: JobContext, spec: EvaluateSpec, cases: list[Case] | None = None) -> list[dict]:
     """Run every case of the benchmark; write results.json, results.md and plots under spec.out; return the records."""
     cases = cases if cases is not None else load_cases(spec.benchmark, spec.data, list(spec.groups) or None)
+    cases = [with_event_settings(case, spec.settings) for case in cases]
     started = time.monotonic()
     run = _run_cases(ctx, cases, spec, started)
     done = [c for c in cases if c.name not in run.failed]

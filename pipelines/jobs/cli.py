@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="replace a setting of every detector (sweeps): a family parameter (epochs=60), training.NAME or "
-        "calibration.NAME; the value is read as YAML; repeatable",
+        "calibration.NAME, or of every table's events stage: events.NAME; the value is read as YAML; repeatable",
     )
     ev.add_argument(
         "--no-baselines", action="store_true", help="skip the IsolationForest, PCA and rolling z-score baselines"
@@ -465,8 +465,14 @@ def _setting(text: str) -> tuple[str, Any]:
 
 
 def _with_settings(spec: DetectorSpec, settings: list[tuple[str, Any]]) -> DetectorSpec:
+    """The detector with `evaluate --set`'s settings; `events.NAME` ones are checked on a table here, set later."""
+    from anomalake.pipelines.config import EventSettings, replace_events
+
     for key, value in settings:
-        spec = spec.with_setting(key, value)
+        if key.startswith("events."):
+            replace_events(EventSettings(), {key.removeprefix("events."): value}, f"--set {key}")
+        else:
+            spec = spec.with_setting(key, value)
     return spec
 
 
