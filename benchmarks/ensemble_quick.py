@@ -25,11 +25,10 @@ from anomalake.pipelines.evaluation import vus
 from anomalake.pipelines.evaluation.cases import load_cases
 from anomalake.pipelines.evaluation.quick import QUICK_GROUPS
 from anomalake.pipelines.evaluation.run import EvaluateSpec, _run_cases, temporary_lake
+from anomalake.pipelines.jobs.cli import BENCHMARK_FOLDERS
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.settings import load_settings
 from anomalake.pipelines.spark import get_spark
-
-FOLDERS = {"nab": "nab", "asd": "asd", "skab": "skab"}
 
 
 def combined(frames: dict[str, pd.DataFrame], names: tuple[str, ...], how: str) -> np.ndarray:
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     try:
         for benchmark, groups in QUICK_GROUPS.items():
-            data = Path(settings.datasets) / FOLDERS[benchmark]
+            data = Path(settings.datasets) / BENCHMARK_FOLDERS[benchmark]
             spec = EvaluateSpec(benchmark, data, detectors, Path(lake) / "out", groups, plots=False)
             run = _run_cases(ctx, load_cases(benchmark, data, list(groups)), spec, time.monotonic())
             names = (*detectors, *sorted(d for d in run.frames if d.startswith("baseline_")))

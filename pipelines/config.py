@@ -106,7 +106,7 @@ class EventSettings:
 
 def replace_events(events: EventSettings, changes: Mapping[str, Any], where: str) -> EventSettings:
     """`events` with some settings replaced; an unknown name or a bad value is a ConfigError naming `where`."""
-    known = tuple(f.name for f in dataclasses.fields(EventSettings))
+    known = SECTION_KEYS["events"]
     unknown = [k for k in changes if k not in known]
     if unknown:
         raise ConfigError(f"{where}: events: unknown key {unknown[0]!r} (known: {', '.join(known)})")

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from anomalake.models.calibration import fit_calibration
 from anomalake.models.scaling import EntityScaling
-from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, load_detector
+from anomalake.pipelines.config import DEFAULT_DETECTORS, DetectorSpec, EventSettings, load_detector, replace_events
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation import reference_detectors as reference
 from anomalake.pipelines.evaluation import results, vus
@@ -77,11 +77,19 @@ def resolve_detectors(names: list[str], benchmark: str) -> tuple[str, ...]:
 EVENTS_PREFIX = "events."  # a setting of the table's events stage, not of the detector
 
 
-def _spec(name: str, epochs: int | None, settings: tuple[tuple[str, Any], ...] = ()) -> DetectorSpec:
-    spec = load_detector(name)
+def apply_settings(spec: DetectorSpec, settings: tuple[tuple[str, Any], ...]) -> DetectorSpec:
+    """The detector with `evaluate --set`'s settings; `events.NAME` ones are only checked here (they go to the
+    tables, with_event_settings), so a bad one fails before Spark starts."""
     for key, value in settings:
-        if not key.startswith(EVENTS_PREFIX):
+        if key.startswith(EVENTS_PREFIX):
+            replace_events(EventSettings(), {key.removeprefix(EVENTS_PREFIX): value}, f"--set {key}")
+        else:
             spec = spec.with_setting(key, value)
+    return spec
+
+
+def _spec(name: str, epochs: int | None, settings: tuple[tuple[str, Any], ...] = ()) -> DetectorSpec:
+    spec = apply_settings(load_detector(name), settings)
     return spec if epochs is None else spec.with_params(epochs=epochs)
 
 

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from anomalake.models.artifacts import ArtifactError
-from anomalake.pipelines.config import ConfigError, DetectorSpec, check_name, load_table, load_tables
+from anomalake.pipelines.config import ConfigError, check_name, load_table, load_tables
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.evaluation.datasets import DatasetError
 from anomalake.pipelines.settings import Settings, load_settings
@@ -464,25 +464,19 @@ def _setting(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def _with_settings(spec: DetectorSpec, settings: list[tuple[str, Any]]) -> DetectorSpec:
-    """The detector with `evaluate --set`'s settings; `events.NAME` ones are checked on a table here, set later."""
-    from anomalake.pipelines.config import EventSettings, replace_events
-
-    for key, value in settings:
-        if key.startswith("events."):
-            replace_events(EventSettings(), {key.removeprefix("events."): value}, f"--set {key}")
-        else:
-            spec = spec.with_setting(key, value)
-    return spec
-
-
 def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
     import dataclasses
     from pathlib import Path
 
     from anomalake.pipelines.config import load_detector
     from anomalake.pipelines.evaluation.cases import load_cases
-    from anomalake.pipelines.evaluation.run import EvaluateSpec, resolve_detectors, run_evaluate, temporary_lake
+    from anomalake.pipelines.evaluation.run import (
+        EvaluateSpec,
+        apply_settings,
+        resolve_detectors,
+        run_evaluate,
+        temporary_lake,
+    )
 
     if args.quick:
         return _evaluate_quick(settings, args)
@@ -490,7 +484,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
         raise JobError("evaluate: give --benchmark (nab, nab_nightly, asd, skab, skab_runs, mnist or sms) or --quick")
     detectors = resolve_detectors([n.strip() for n in args.detector.split(",") if n.strip()], args.benchmark)
     for name in detectors:
-        _with_settings(load_detector(name), args.settings)  # an unknown name or setting fails here, before Spark
+        apply_settings(load_detector(name), tuple(args.settings))  # an unknown name or setting fails before Spark
     data = Path(args.data or Path(settings.datasets) / BENCHMARK_FOLDERS[args.benchmark])
     if not data.is_dir():
         raise DatasetError(f"--data {data}: not a folder (give a folder in the {args.benchmark} format)")
@@ -524,13 +518,13 @@ def _evaluate_quick(settings: Settings, args: argparse.Namespace) -> None:
 
     from anomalake.pipelines.config import load_detector
     from anomalake.pipelines.evaluation.quick import QUICK_GROUPS, run_quick
-    from anomalake.pipelines.evaluation.run import resolve_detectors, temporary_lake
+    from anomalake.pipelines.evaluation.run import apply_settings, resolve_detectors, temporary_lake
 
     if args.benchmark or args.data or args.groups:
         raise JobError("evaluate --quick runs its own subset: leave out --benchmark, --data and --groups")
     names = [n.strip() for n in args.detector.split(",") if n.strip()]
     for name in {d for b in QUICK_GROUPS for d in resolve_detectors(names, b)}:
-        _with_settings(load_detector(name), args.settings)  # an unknown name or setting fails here, before Spark
+        apply_settings(load_detector(name), tuple(args.settings))  # an unknown name or setting fails before Spark
     data = {b: Path(settings.datasets) / BENCHMARK_FOLDERS[b] for b in QUICK_GROUPS}
     for benchmark, folder in data.items():
         if not folder.is_dir():

@@ -60,8 +60,8 @@ def train_distributed(
     workers: int,
     model_dir: Path,
     log_dir: Path,
-) -> tuple[Detector, int]:
-    """Fit `detector`'s family on `workers` Spark tasks; (the fitted detector, training rows)."""
+) -> tuple[Detector, int, int]:
+    """Fit `detector`'s family on `workers` Spark tasks; (the fitted detector, training rows, validation rows)."""
     seed = detector.config.seed
     files = workers * FILES_PER_SHARD
     with (
@@ -79,7 +79,7 @@ def train_distributed(
         )
         tasks = spark.sparkContext.parallelize(range(workers), workers).barrier()
         results = [r for r in tasks.mapPartitions(partial(_train_task, plan)).collect() if r]
-        rows = len(train_cache)
+        rows = len(train_cache), len(validation_cache)
     try:
         fitted = Detector.load(model_dir)
     finally:
@@ -87,7 +87,7 @@ def train_distributed(
         if model_dir.parent.exists() and not any(model_dir.parent.iterdir()):
             model_dir.parent.rmdir()
     fitted.history_ = json.loads(results[0])
-    return fitted, rows
+    return fitted, *rows
 
 
 def _train_task(plan: TrainPlan, _: Iterator[int]) -> Iterator[str]:

@@ -156,16 +156,8 @@ def run_train(
     fit_df, validation_df, validation_from = _validation_split(train_df, table, spec)
     with ExitStack() as stack:
         holdout = stack.enter_context(cached_column(holdout_df, shuffle=False, empty=empty))
-        validation = holdout  # early stopping watches the hold-out unless training.validation_fraction asks otherwise
-        if validation_df is not None:
-            empty = (
-                f"table {table.name}: detector {detector_name}: no validation windows in the last "
-                f"{spec.validation_fraction:.0%} of the training part (from {validation_from}); train on more days "
-                "or lower training.validation_fraction"
-            )
-            validation = stack.enter_context(cached_column(validation_df, shuffle=False, empty=empty))
-        if workers > 1:
-            detector, rows_train = train_distributed(
+        if workers > 1:  # the distributed fit caches its own shards of both
+            detector, rows_train, rows_validation = train_distributed(
                 ctx.spark,
                 detector,
                 fit_df,
@@ -174,8 +166,15 @@ def run_train(
                 root / DISTRIBUTED_DIR / ctx.run_id,
                 logs,
             )
-            rows_validation = len(validation)
         else:
+            validation = holdout  # early stopping watches the hold-out unless training.validation_fraction says
+            if validation_df is not None:
+                empty = (
+                    f"table {table.name}: detector {detector_name}: no validation windows in the last "
+                    f"{spec.validation_fraction:.0%} of the training part (from {validation_from}); train on more "
+                    "days or lower training.validation_fraction"
+                )
+                validation = stack.enter_context(cached_column(validation_df, shuffle=False, empty=empty))
             rows_train, rows_validation = _fit_here(detector, fit_df, validation, logs)
         where = f"table {table.name}: detector {detector_name}"
         raw, calibration = _calibrate(detector, holdout, spec, logs, where)
