@@ -42,6 +42,7 @@ def test_registry_has_every_family_of_the_product():
         "dense_autoencoder",
         "lstm_forecaster",
         "lstm_autoencoder",
+        "aer",
         "conv1d_autoencoder",
         "gan",
         "conv_autoencoder",
