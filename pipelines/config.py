@@ -168,6 +168,14 @@ class TableConfig:
         return self.window.length * len(self.features)
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` of a sweep's `--set` -> (KEY, the value read as YAML: 60, 0.1, [64, 8], peak); ValueError else."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r}: expected KEY=VALUE, for example epochs=60")
+    return key.strip(), yaml.safe_load(value)
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """A named detector: its family, the family's parameters and how its scores are calibrated."""

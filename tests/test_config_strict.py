@@ -78,6 +78,17 @@ def test_a_sweep_replaces_settings_by_name_and_refuses_a_key_no_section_has():
         TINY_DETECTOR.with_setting("training.validation_fraction", 1)
 
 
+def test_a_sweep_setting_is_key_equals_a_yaml_value():
+    from anomalake.pipelines.config import parse_setting
+
+    assert parse_setting("hidden=[64, 8]") == ("hidden", [64, 8])
+    assert parse_setting(" calibration.threshold_z=4") == ("calibration.threshold_z", 4)
+    assert parse_setting("statistic=peak") == ("statistic", "peak")
+    for bad in ("epochs", "=3"):
+        with pytest.raises(ValueError, match=r"expected KEY=VALUE, for example epochs=60"):
+            parse_setting(bad)
+
+
 def test_a_sweep_replaces_events_settings_of_a_table_and_checks_them(tiny_table):
     assert tiny_table.with_events(merge_gap=30, z_min=3.0).events.merge_gap == 30
     assert tiny_table.with_events(merge_gap=30).events.padding == tiny_table.events.padding

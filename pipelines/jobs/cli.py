@@ -455,13 +455,13 @@ BENCHMARK_FOLDERS = {
 
 
 def _setting(text: str) -> tuple[str, Any]:
-    """KEY=VALUE of `evaluate --set`: the value read as YAML (60, 0.1, [64, 8], peak)."""
-    import yaml
+    """KEY=VALUE of `evaluate --set` (config.parse_setting), refused the argparse way."""
+    from anomalake.pipelines.config import parse_setting
 
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, for example epochs=60")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return parse_setting(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> None:
