@@ -7,6 +7,8 @@ explanation must point at.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from samples import KINDS, Kind
@@ -148,3 +150,19 @@ def test_config_round_trips_through_json_dict(name, kind_name):
     family, kind = FAMILIES[name], KINDS[kind_name]
     config = tiny_config(family, kind)
     assert family.config_class.from_dict(config.to_dict()) == config
+
+
+def test_image_turns_and_mirrored_turns_are_numpys_and_a_flips_model_tells_eight_apart(tmp_path):
+    from anomalake.models.families.cnn_feature_stats import CnnFeatureStats, rotate
+
+    images = np.random.default_rng(0).random((2, 5, 5, 1)).astype("float32")
+    for turns in range(8):
+        expected = np.rot90(images[:, :, ::-1] if turns >= 4 else images, turns % 4, axes=(1, 2))
+        np.testing.assert_array_equal(np.asarray(rotate(images, turns)), expected)
+    kind = KINDS["image"]
+    detector = CnnFeatureStats(dataclasses.replace(tiny_config(CnnFeatureStats, kind), flips=True))
+    assert detector.turns == (0, 1, 2, 3, 4, 5, 6, 7)
+    detector.fit(kind.normal(200, 0), validation=kind.normal(50, 1))
+    x = kind.normal(20, 2)
+    loaded = Detector.load(detector.save(tmp_path / "artifact"))
+    np.testing.assert_array_equal(detector.score_samples(x), loaded.score_samples(x))

@@ -26,7 +26,10 @@ CHUNK = 256  # images per forward pass when scoring
 
 
 def rotate(images: Any, turns: int) -> Any:
-    """`images` (n, h, w, c) turned by `turns` quarter turns counter-clockwise, as np.rot90 over (h, w)."""
+    """`images` (n, h, w, c) turned by `turns` quarter turns counter-clockwise, as np.rot90 over (h, w); turns 4
+    to 7 mirror the image left to right first (the flips of GEOM's transformations)."""
+    if turns % 8 >= 4:
+        images = keras.ops.flip(images, axis=2)
     for _ in range(turns % 4):
         images = keras.ops.flip(keras.ops.transpose(images, (0, 2, 1, 3)), axis=1)
     return images
@@ -34,11 +37,11 @@ def rotate(images: Any, turns: int) -> Any:
 
 @keras.saving.register_keras_serializable(package="anomalake")
 class Rotate90(keras.layers.Layer):
-    """A fixed rotation by `turns` quarter turns (so the scoring model turns the image itself)."""
+    """A fixed rotation by `turns` quarter turns, 4 to 7 after a mirror (so the scoring model turns the image)."""
 
     def __init__(self, turns: int, **kwargs: Any):
         super().__init__(**kwargs)
-        self.turns = int(turns) % 4
+        self.turns = int(turns) % 8
 
     def call(self, images: Any) -> Any:
         return rotate(images, self.turns)
@@ -56,6 +59,7 @@ class CnnFeatureStatsConfig(KerasConfig):
 
     filters: tuple[int, ...] = (32, 64, 128)
     shrinkage: float = 0.01
+    flips: bool = False  # also tell the mirrored turns apart (8 transformations, not 4)
     epochs: int = 40
     batch_size: int = 16
     patience: int = 5
@@ -106,9 +110,11 @@ class CnnFeatureStats(Detector):
 
     @property
     def turns(self) -> tuple[int, ...]:
-        """The rotations the encoder tells apart: quarter turns of square images, the half turn otherwise."""
+        """The transformations the encoder tells apart: quarter turns of square images, the half turn otherwise,
+        each also after a mirror with `flips`."""
         height, width = self.config.input_shape[:2]
-        return (0, 1, 2, 3) if height == width else (0, 2)
+        turns = (0, 1, 2, 3) if height == width else (0, 2)
+        return turns + tuple(k + 4 for k in turns) if self.config.flips else turns
 
     def _build(self) -> tuple[Any, Any]:
         """The encoder and the turn classifier on its last pooled features.
