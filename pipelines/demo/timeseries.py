@@ -10,9 +10,11 @@ import pandas as pd
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.evaluation import event_matching
+from anomalake.pipelines.evaluation.cases import Case
+from anomalake.pipelines.evaluation.run import baseline_rows
 from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.job import run_windows
-from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.ingest.generate import GenerateSpec, generate_frames, write_generated
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.lake.query import register_tables
@@ -101,7 +103,10 @@ def run_demo(
         )
 
     progress.step("report")
-    return _report(ctx, table, spec, [d.isoformat() for d in score_days])
+    result = _report(ctx, table, spec, [d.isoformat() for d in score_days])
+    _report_baselines(ctx, table, spec, train_days, score_days)
+    _print_examples(table)
+    return result
 
 
 def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: list[str]) -> event_matching.EventScore:
@@ -132,7 +137,43 @@ def _report(ctx: JobContext, table: TableConfig, spec: DemoSpec, score_days: lis
     print(f"F1: {result.f1:.3f}\nprecision: {result.precision:.3f}\nrecall: {result.recall:.3f}")
     print(f"alerts per host-day: {per_host_day:.2f} (new events per host and scored day)")
     print(f"windows flagged: {scores['is_anomaly'].mean():.1%} (the windows inside events)")
+    return result
+
+
+BASELINE_NAMES = {"rolling_z": "rolling z-score", "pca": "PCA", "isolation_forest": "IsolationForest"}
+
+
+def _report_baselines(ctx: JobContext, table: TableConfig, spec: DemoSpec, train_days: list, score_days: list) -> None:
+    """Event F1 of the baselines of `anomalake evaluate` on the same windows, through the same events stage, so
+    the demo shows what the detector adds over simple methods (and a test compares with them)."""
+    raw, labels = generate_frames(GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed))
+    raw["ts"] = raw["ts"].dt.tz_localize(None)  # the evaluation's frames are naive UTC, as the features are
+    labels[["start", "end"]] = labels[["start", "end"]].apply(lambda c: c.dt.tz_localize(None))
+    case = Case(
+        table.name,
+        (table.name,),
+        {},
+        table,
+        {d: rows for d, rows in raw.groupby(raw["ts"].dt.date)},
+        tuple(train_days),
+        tuple(score_days),
+        pd.DataFrame(),  # no truth: the demo matches the baselines' events with the labels itself
+    )
+    rows, _ = baseline_rows(ctx, case, list(score_days), spec.detector)
+    window_seconds = (table.window.length - 1) * table.step_seconds
+    print("\nBaselines of the same run (fitted on the same training windows, through the same events stage):")
+    for name, scored in rows.items():
+        scored = scored.assign(ts=pd.to_datetime(scored["ts"], utc=True).dt.tz_localize(None))
+        found_by = event_matching.detections(scored, window_seconds, table.step_seconds)
+        got = event_matching.event_score(found_by, event_matching.labels_in_scope(labels, scored, window_seconds))
+        label = BASELINE_NAMES.get(name.removeprefix("baseline_"), name)
+        print(
+            f"  {label}: F1 {got.f1:.3f}, precision {got.precision:.3f}, recall {got.recall:.3f}; "
+            f"windows flagged {scored['is_anomaly'].mean():.1%}"
+        )
+
+
+def _print_examples(table: TableConfig) -> None:
     print("\nTry next:")
     for example in EXAMPLES:
         print("  " + example.format(t=table.name))
-    return result

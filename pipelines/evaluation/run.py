@@ -217,7 +217,7 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> tuple[dict[str
             flush=True,
         )
     if spec.baselines:
-        baselines, times = _baselines(ctx, case, score_days, spec.detectors[0])
+        baselines, times = baseline_rows(ctx, case, score_days, spec.detectors[0])
         out.update(baselines)
         seconds.update(times)
     return out, seconds
@@ -259,7 +259,7 @@ def _pandas(df) -> pd.DataFrame:
     return df.toPandas().sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
 
 
-def _baselines(
+def baseline_rows(
     ctx: JobContext, case: Case, score_days: list, detector: str
 ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Each baseline's scored rows, fitted on the training windows with the train job's own held-out split and
