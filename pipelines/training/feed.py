@@ -115,7 +115,9 @@ def converter_dataset(
 
     sharding = {"cur_shard": shard, "shard_count": shards, "shard_seed": seed} if shards else {}
     reader = make_batch_reader(
-        converter.file_urls,
+        # Sorted: Petastorm lists the cache's files in no fixed order, and the seeded row-group order permutes
+        # that list, so an unsorted one gave other batches (and another model) on each run.
+        sorted(converter.file_urls),
         num_epochs=None if repeat else 1,
         workers_count=1,
         shuffle_row_groups=shuffle,
