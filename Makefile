@@ -20,18 +20,24 @@ $(STAMP): pyproject.toml infra/constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# The JARs every Spark job loads (Delta Lake), pinned by version and sha256 in infra/jars.txt, from Maven Central.
+JARS := infra/jars/.fetched
+$(JARS): infra/jars.txt infra/fetch_jars.sh
+	infra/fetch_jars.sh infra/jars.txt infra/jars
+	touch $@
 
-demo: $(STAMP)
+install: $(STAMP) $(JARS)
+
+demo: $(STAMP) $(JARS)
 	$(VENV)/bin/anomalake demo
 
 # The project's code for a cluster: dist/anomalake-<version>-py3-none-any.whl and the same archive as a .zip for
 # `spark-submit --py-files` or ANOMALAKE_CODE (infra/package.sh).
-package: $(STAMP)
+package: $(STAMP) $(JARS)
 	infra/package.sh dist
 
 # A standalone cluster on 127.0.0.1 (one master, two workers; infra/cluster.sh), and how to stop it.
-cluster-start: $(STAMP) package
+cluster-start: $(STAMP) package $(JARS)
 	infra/cluster.sh start 2
 
 cluster-stop:
@@ -44,12 +50,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
 
 # Every tier, each as its own pytest process, two at a time (infra/test_tiers.py), each tier's wall time at the end.
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(JARS)
 	$(PY) infra/test_tiers.py
 
 # The check to run after every change (a few minutes with a built .venv): lint, the layering, the unit tier and
 # one short Spark path (a table windowed, a tiny model trained, a day scored and queried: the `check` marker).
-check: $(STAMP)
+check: $(STAMP) $(JARS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "unit or check" --durations=5
@@ -63,14 +69,14 @@ lint: $(STAMP)
 # The evaluation goals: every public benchmark with the default detector beside its baselines (about 40 minutes
 # on 2 cores). Tables and results.json under benchmarks/results/evaluate/<benchmark>/ (only results.md is kept in git).
 BENCHMARKS ?= nab nab_nightly asd skab skab_runs mnist sms
-evaluate: $(STAMP)
+evaluate: $(STAMP) $(JARS)
 	for b in $(BENCHMARKS); do \
 	  $(VENV)/bin/anomalake evaluate --benchmark $$b --detector default --out benchmarks/results/evaluate/$$b || exit 1; \
 	done
 
 # The performance goals: Spark jobs against one-process pyarrow + numpy + Keras baselines on generated data, ratios
 # measured in the same run (about 4 minutes on 2 cores; sizes: `$(PY) -m benchmarks.run_all --help`) -> benchmarks/results/perf.json.
-bench: $(STAMP)
+bench: $(STAMP) $(JARS)
 	$(PY) -m benchmarks.run_all
 
 # Airflow on 127.0.0.1 with this repository's DAGs, SQLite metadata under .airflow/, the demo lake:
@@ -80,7 +86,7 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH AIRFLOW_HOME=$(CURDIR)/.airflow
 	AIRFLOW__API__PORT=8080 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ \
 	ANOMALAKE_LAKE=$(CURDIR)/lake
 
-airflow: $(STAMP)
+airflow: $(STAMP) $(JARS)
 	test -f lake/models/dense_autoencoder/telemetry/CURRENT || $(VENV)/bin/anomalake demo
 	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
 

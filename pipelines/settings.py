@@ -25,6 +25,7 @@ class Settings:
     crash_at: str = ""  # fault-injection tests only: a publishing point at which the job kills itself
     code: str = ""  # the project's code as a zip (`make package`) shipped to executors; empty: they have it installed
     train_workers: int = 1  # Spark tasks that train one model together (data parallel); 1: the driver trains alone
+    jars: str = str(REPO_ROOT / "infra" / "jars")  # the JARs of infra/jars.txt (Delta Lake) that every job loads
 
     @property
     def lake_path(self) -> Path:
@@ -49,6 +50,7 @@ def load_settings() -> Settings:
         crash_at=env.get("ANOMALAKE_CRASH_AT", ""),
         code=str(Path(env["ANOMALAKE_CODE"]).resolve()) if env.get("ANOMALAKE_CODE") else "",
         train_workers=int(env.get("ANOMALAKE_TRAIN_WORKERS", "1")),
+        jars=str(Path(env.get("ANOMALAKE_JARS", str(REPO_ROOT / "infra" / "jars"))).resolve()),
     )
 
 

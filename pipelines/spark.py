@@ -10,12 +10,28 @@ from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.settings import Settings, export_spark_environment
 
 
+def installed_jars(settings: Settings) -> list[str]:
+    """The JARs in the settings' folder (infra/jars.txt's, fetched at install time); a JobError says how to get them
+    when Delta Lake's are missing."""
+    folder = Path(settings.jars)
+    jars = sorted(folder.glob("*.jar"))
+    missing = [name for name in ("delta-spark_2.13", "delta-storage") if not any(j.name.startswith(name) for j in jars)]
+    if missing:
+        raise JobError(
+            f"ANOMALAKE_JARS={folder}: no {' or '.join(missing)} JAR; `make install` fetches them from Maven Central "
+            "(infra/fetch_jars.sh infra/jars.txt <folder>)"
+        )
+    return [str(j) for j in jars]
+
+
 def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] | None = None) -> SparkSession:
-    """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on (plus `extra`)."""
+    """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on, Delta Lake's SQL and
+    catalog (plus `extra`)."""
     if settings.code and not Path(settings.code).is_file():
         raise JobError(f"ANOMALAKE_CODE={settings.code}: no such file (build it with `make package`)")
     export_spark_environment(settings)
     extra = dict(extra or {})
+    jars = ",".join([*installed_jars(settings), *filter(None, [extra.pop("spark.jars", "")])])
     java_options = " ".join(["-Duser.timezone=UTC", extra.pop("spark.driver.extraJavaOptions", "")]).strip()
     builder = (
         SparkSession.builder.appName(app)
@@ -33,6 +49,12 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
+        # Delta Lake from JARs resolved at install time (spark.jars; the driver ships them to a cluster's executors).
+        .config("spark.jars", jars)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        # A table's snapshot is read with as many tasks as a shuffle has (Delta's default, 50, suits clusters).
+        .config("spark.databricks.delta.snapshotPartitions", str(settings.shuffle_partitions))
         # Stage progress bars in a terminal; none under Airflow or in logs.
         .config("spark.ui.showConsoleProgress", "true" if settings.interactive else "false")
     )

@@ -49,3 +49,7 @@ def test_doctor_names_what_is_missing(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert "MISSING java" in out and "Java 17" in out
     assert "ok      spark" in out and "ok      petastorm" in out and "ok      lake" in out
+    assert "ok      jars" in out and "delta-spark_2.13-4.0.1.jar" in out
+    monkeypatch.setenv("ANOMALAKE_JARS", str(tmp_path / "no-jars"))
+    assert main(["--lake", str(tmp_path / "lake"), "doctor"]) == 1
+    assert "MISSING jars" in capsys.readouterr().out

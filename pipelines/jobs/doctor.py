@@ -1,4 +1,4 @@
-"""`anomalake doctor`: is everything a job needs here? Java, Spark, TensorFlow, Petastorm, the lake folder."""
+"""`anomalake doctor`: is everything a job needs here? Java, Spark, its JARs, TensorFlow, Petastorm, the lake folder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.settings import Settings
 
 
@@ -65,12 +66,25 @@ def _lake(settings: Settings) -> Check:
     )
 
 
+def _jars(settings: Settings) -> Check:
+    try:
+        from anomalake.pipelines.spark import installed_jars  # imports pyspark: checked after it
+
+        found = installed_jars(settings)
+    except ImportError as error:
+        return Check("jars", False, f"cannot check without pyspark ({error})")
+    except JobError as error:
+        return Check("jars", False, str(error))
+    return Check("jars", True, f"{settings.jars}: {', '.join(Path(j).name for j in found)}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order a job needs them."""
     fix = "run `make install` (or pip install -e '.[cpu]')"
     return [
         _java(),
         _module("pyspark", "spark", fix),
+        _jars(settings),
         _module("tensorflow", "tensorflow", fix + "; a GPU machine: pip install -e '.[gpu]'"),
         _module("petastorm", "petastorm", fix),
         _lake(settings),
