@@ -24,6 +24,17 @@ def installed_jars(settings: Settings) -> list[str]:
     return [str(j) for j in jars]
 
 
+def delta_conf(settings: Settings) -> dict[str, str]:
+    """Delta Lake's settings: its JARs (resolved at install time) and its SQL extension and catalog; what a job's
+    session and an analyst's spark-sql (the catalog's spark-defaults.conf) both need to read the lake's tables."""
+    return {
+        # spark.jars: the driver ships them to a cluster's executors itself.
+        "spark.jars": ",".join(installed_jars(settings)),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
+
+
 def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] | None = None) -> SparkSession:
     """Create (or reuse) the session: UTC everywhere, dynamic partition overwrite, Arrow on, Delta Lake's SQL and
     catalog (plus `extra`)."""
@@ -31,7 +42,8 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         raise JobError(f"ANOMALAKE_CODE={settings.code}: no such file (build it with `make package`)")
     export_spark_environment(settings)
     extra = dict(extra or {})
-    jars = ",".join([*installed_jars(settings), *filter(None, [extra.pop("spark.jars", "")])])
+    delta = delta_conf(settings)
+    delta["spark.jars"] = ",".join(filter(None, [delta["spark.jars"], extra.pop("spark.jars", "")]))
     java_options = " ".join(["-Duser.timezone=UTC", extra.pop("spark.driver.extraJavaOptions", "")]).strip()
     builder = (
         SparkSession.builder.appName(app)
@@ -49,10 +61,6 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
         .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
-        # Delta Lake from JARs resolved at install time (spark.jars; the driver ships them to a cluster's executors).
-        .config("spark.jars", jars)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         # A table's snapshot is read with as many tasks as a shuffle has (Delta's default, 50, suits clusters).
         .config("spark.databricks.delta.snapshotPartitions", str(settings.shuffle_partitions))
         # Stage progress bars in a terminal; none under Airflow or in logs.
@@ -60,7 +68,7 @@ def get_spark(settings: Settings, app: str = "anomalake", extra: dict[str, str] 
     )
     if settings.master:
         builder = builder.master(settings.master)
-    for key, value in extra.items():
+    for key, value in {**delta, **extra}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     if settings.code:

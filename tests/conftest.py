@@ -11,6 +11,7 @@ import os
 import shutil
 from datetime import date
 
+import pandas as pd
 import pytest
 
 from anomalake.pipelines.config import DetectorSpec, parse_table
@@ -99,3 +100,26 @@ def copy_lake(template, ctx) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def snapshot_rows(root, **partition) -> pd.DataFrame:
+    """A Delta table's rows under `partition` (e.g. detector=..., dt=...) read without Spark, as the nightly check
+    reads them; an empty frame when there are none."""
+    from anomalake.pipelines.lake.delta import read_snapshot
+
+    frame = read_snapshot(root, {key: str(value) for key, value in partition.items()})
+    return frame if frame is not None else pd.DataFrame()
+
+
+def read_rows(spark, root, **keys):
+    """A lake table's rows as pandas (only those under `keys`, e.g. job=..., dt=...): a Delta table through its
+    snapshot (its folder also holds files that commits removed), a Parquet folder as it is."""
+    from pyspark.sql import functions as F
+
+    from anomalake.pipelines.lake.delta import read_delta
+    from anomalake.pipelines.lake.layout import is_delta
+
+    frame = read_delta(spark, root) if is_delta(root) else spark.read.parquet(str(root))
+    for key, value in keys.items():
+        frame = frame.where(F.col(key) == value)
+    return frame.toPandas()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import START, TINY_DETECTOR, TINY_TABLE
+from conftest import START, TINY_DETECTOR, TINY_TABLE, read_rows
 
 from anomalake.models.artifacts import ArtifactError, read_current, write_checksums
 from anomalake.pipelines.config import parse_table
@@ -34,7 +34,7 @@ from anomalake.pipelines.ingest.files import write_raw_partition
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.jobs.cli import main
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.layout import partition_path
+from anomalake.pipelines.lake.layout import is_delta, partition_path
 from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
@@ -463,6 +463,8 @@ CONFIG_CASES = {
 
 
 def rows(ctx, root, **keys) -> pd.DataFrame:
+    if is_delta(root):
+        return read_rows(ctx.spark, root, **keys)
     folder = partition_path(root, **keys)
     return pd.read_parquet(folder) if folder.is_dir() and any(folder.glob("*.parquet")) else pd.DataFrame()
 

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from conftest import START, read_rows, snapshot_rows
 
 from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.features.job import run_windows
+from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.delta import history, read_delta
+from anomalake.pipelines.lake.layout import day_range, is_delta, partition_path
 from anomalake.pipelines.settings import REPO_ROOT, load_settings
 from anomalake.pipelines.spark import installed_jars
 
@@ -58,3 +68,77 @@ def test_a_partitioned_delta_table_replaces_one_day_and_keeps_its_history(spark,
         (1, "WRITE", '{"run_id": "run2"}'),
     ]
     assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == "2"
+
+
+def _break_rows(ctx, table, day, rows: list[int]) -> None:
+    """Non-finite cpu values at the given rows of the day's raw partition (each a quarantined row)."""
+    folder = partition_path(ctx.lake.raw(table), dt=day.isoformat())
+    frame = pd.read_parquet(folder)
+    frame.loc[rows, "cpu"] = np.inf
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet", coerce_timestamps="us"
+    )
+
+
+def _bad_values(ctx, **keys) -> dict:
+    """The count of quarantined non-finite values per day (the first day's windows lack history, too)."""
+    rows = read_rows(ctx.spark, ctx.lake.quarantine("telemetry"), **keys)
+    return rows[rows["reason"] == "non_finite_value"].groupby("dt")["reason"].count().to_dict()
+
+
+@pytest.mark.spark
+def test_the_quarantine_is_a_delta_table_whose_runs_replace_only_their_own_days(ctx, tiny_table):
+    days = day_range(START, START + timedelta(days=2))
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(days), 1, 4))
+    _break_rows(ctx, tiny_table, days[1], [20, 40])
+    _break_rows(ctx, tiny_table, days[2], [30])
+    first = ctx.with_new_run()
+    run_windows(first, tiny_table, days)
+    root = ctx.lake.quarantine("telemetry")
+    assert is_delta(root)
+    assert _bad_values(ctx, job="windows") == {days[1].isoformat(): 2, days[2].isoformat(): 1}
+    # A re-run of one day after its source was mended: that day's rows go, the other day's stay, in one commit.
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(days), 1, 4))  # every day clean again ...
+    _break_rows(ctx, tiny_table, days[2], [30])  # ... but the last, which is not re-run
+    second = ctx.with_new_run()
+    run_windows(second, tiny_table, [days[1]])
+    assert _bad_values(ctx, job="windows") == {days[2].isoformat(): 1}
+    # Read without Spark (the nightly check's way): the snapshot's rows, not the removed file still in the folder.
+    assert any(partition_path(root, job="windows", dt=days[1].isoformat()).glob("*.parquet"))
+    without_spark = snapshot_rows(root, job="windows")
+    assert without_spark.query("reason == 'non_finite_value'").groupby("dt")["reason"].count().to_dict() == {
+        days[2].isoformat(): 1
+    }
+    assert len(without_spark) == len(read_rows(ctx.spark, root, job="windows"))
+    commits = history(ctx.spark, root)
+    assert [(c["metadata"]["run_id"], c["metadata"]["job"]) for c in commits] == [
+        (first.run_id, "windows"),
+        (second.run_id, "windows"),
+    ]
+    assert "2026-02-03" in commits[1]["parameters"]["predicate"]
+    # Time travel: the version before the re-run still holds the mended day's rows.
+    before = read_delta(ctx.spark, root, version=commits[0]["version"]).where(f"dt = '{days[1].isoformat()}'")
+    assert before.count() == 2
+
+
+@pytest.mark.spark
+def test_a_quarantine_folder_from_before_delta_becomes_a_delta_table_and_keeps_its_rows(ctx, tiny_table):
+    days = day_range(START, START + timedelta(days=1))
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(days), 1, 4))
+    root = ctx.lake.quarantine("telemetry")
+    old = partition_path(root, job="score_dense_autoencoder", dt=days[0].isoformat())
+    old.mkdir(parents=True)
+    pd.DataFrame(
+        {"entity_id": ["host-000"], "ts": [pd.Timestamp("2026-02-02 01:00", tz="UTC")], "reason": ["unknown_entity"]}
+        | {"detail": ["x"], "run_id": ["old"]}
+    ).to_parquet(old / "part-00000.parquet", coerce_timestamps="us")
+    _break_rows(ctx, tiny_table, days[1], [20])
+    run_windows(ctx, tiny_table, days)
+    assert is_delta(root)
+    got = read_rows(ctx.spark, root).query("reason != 'insufficient_history'").sort_values("job")
+    assert list(zip(got["job"], got["dt"], got["reason"])) == [
+        ("score_dense_autoencoder", days[0].isoformat(), "unknown_entity"),
+        ("windows", days[1].isoformat(), "non_finite_value"),
+    ]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snapshot_rows
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.pipelines.evaluation.datasets import SKAB_FEATURES
@@ -88,7 +89,7 @@ def test_nab_format_folder_is_evaluated_per_series_category_and_overall(ctx, tmp
         for m in ("vus_roc", "vus_pr")
     )
     # the detector's events are the events stage's, written to the lake as the nightly path writes them
-    written = pd.read_parquet(ctx.lake.events("nab_synthetic_spiky") / "detector=dense_autoencoder")
+    written = snapshot_rows(ctx.lake.events("nab_synthetic_spiky"), detector="dense_autoencoder")
     assert got[("dense_autoencoder", "synthetic/spiky.csv", "events_per_series")] == written["event_id"].nunique()
     plots = sorted((tmp_path / "out" / "plots").rglob("*.png"))
     assert len(plots) == 4 * 2 and all(p.stat().st_size > 5000 for p in plots)

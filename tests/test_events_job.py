@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, snapshot_rows, template_context
 
 from anomalake.models.artifacts import CALIBRATION_FILE, read_current
 from anomalake.pipelines.config import parse_table
@@ -66,8 +66,7 @@ def nightly(spark, tmp_path_factory, trained_lake):
 
 
 def events(ctx) -> pd.DataFrame:
-    frame = pd.read_parquet(ctx.lake.events("telemetry") / f"detector={DETECTOR}")
-    frame = frame.drop(columns=["run_id"])
+    frame = snapshot_rows(ctx.lake.events("telemetry"), detector=DETECTOR).drop(columns=["run_id"])
     for column in ("feature_contributions", "top_steps"):
         frame[column] = frame[column].map(lambda v: repr(list(v)) if v is not None else None)
     frame["dt"] = frame["dt"].astype(str)
@@ -120,7 +119,7 @@ def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trai
     busy = date.fromisoformat(expected_events["dt"].iloc[0])
     rerun = ctx.with_new_run()
     run_events(rerun, tiny_table, DETECTOR, busy)
-    again = pd.read_parquet(partition_path(ctx.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat()))
+    again = snapshot_rows(ctx.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat())
     assert set(again["run_id"]) == {rerun.run_id}, "the re-run replaced the day"
     pd.testing.assert_frame_equal(events(ctx), expected_events, check_exact=True)
 
@@ -184,4 +183,4 @@ def test_a_labelled_table_gets_detection_metrics_per_day_that_sql_reads(ctx, tin
     on_shift_day = queried[queried["dt"].astype(str) == SHIFT_AT.date().isoformat()]
     assert on_shift_day["value"].tolist() == [1.0], "the shift's event overlaps its label"
     assert queried["value"].isna().sum() == sum(d < SHIFT_AT.date() for d in SCORED), "nothing labelled: no recall"
-    assert set(queried["model_version"]) == set(pd.read_parquet(ctx.lake.events("telemetry"))["model_version"])
+    assert set(queried["model_version"]) == set(snapshot_rows(ctx.lake.events("telemetry"))["model_version"])

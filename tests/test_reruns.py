@@ -12,7 +12,7 @@ from importlib.metadata import version
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import START, TINY_DETECTOR
+from conftest import START, TINY_DETECTOR, read_rows
 
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
@@ -28,7 +28,7 @@ VOLATILE = ["run_id", "scored_at"]
 
 def table_rows(ctx, root) -> pd.DataFrame:
     """A table's rows in a fixed order, without the columns that name the run."""
-    frame = ctx.spark.read.parquet(str(root)).toPandas()
+    frame = read_rows(ctx.spark, root)
     frame = frame.drop(columns=[c for c in VOLATILE if c in frame.columns])
     for column in frame.columns:  # arrays and maps compare as text
         if frame[column].map(lambda v: isinstance(v, (list, dict, np.ndarray))).any():

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, read_rows, template_context
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.scaling import EntityScaling
@@ -115,9 +115,7 @@ def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
     frame = frame.drop(index=range(100, 104))  # a gap of 4 steps > fill_limit 2
     write_raw_partition(ctx, tiny_table, day, frame)
     result = run_windows(ctx, tiny_table, [day])
-    quarantine = ctx.spark.read.parquet(
-        str(partition_path(ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat()))
-    ).toPandas()
+    quarantine = read_rows(ctx.spark, ctx.lake.quarantine("telemetry"), job="windows", dt=day.isoformat())
     written = len(features(ctx, day))
     assert result.rows_in == len(frame) == written + result.context + len(quarantine)
     # Single bad points are interpolated inside windows; the 4-step gap breaks the 7 windows reaching over it.

@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.evaluation import metrics
-from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
+from anomalake.pipelines.lake.delta import read_snapshot
+from anomalake.pipelines.lake.layout import Lake, partition_path
 from anomalake.pipelines.lake.runs import latest_run_record
 
 DETECTION_METRICS = ("precision", "recall", "f1", "labelled", "detected", "found", "false_alarms")
+_EVENT_SPAN = ["entity_id", "start", "end"]
 SCHEMA = pa.schema([("model_version", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
 
 
@@ -65,10 +67,9 @@ def _intervals(frame: pd.DataFrame, entity: str) -> list[tuple]:
 
 def _day_events(lake: Lake, table: TableConfig, detector: str, day: date) -> pd.DataFrame:
     """entity_id, start, end (UTC) of the events in the day's partition (none when it has no events)."""
-    folder = partition_path(lake.events(table.name), detector=detector, dt=day.isoformat())
-    if not has_data(folder):
+    events = read_snapshot(lake.events(table.name), {"detector": detector, "dt": day.isoformat()}, _EVENT_SPAN)
+    if events is None:
         return pd.DataFrame({"entity_id": [], "start": pd.Series([], dtype="datetime64[us, UTC]"), "end": []})
-    events = pd.read_parquet(folder, columns=["entity_id", "start", "end"])
     return events.assign(start=pd.to_datetime(events["start"], utc=True), end=pd.to_datetime(events["end"], utc=True))
 
 

@@ -174,9 +174,8 @@ def _publish(ctx, table, detector, version, days, events: DataFrame, day_scores:
         .withColumn("run_id", F.lit(ctx.run_id))
     )
     written = {r["dt"] for r in rows}
-    ctx.publish(
-        described, schemas.events_schema(table.kind), ctx.lake.events(table.name), {"detector": detector}, days, written
-    )
+    events_root, keys = ctx.lake.events(table.name), {"detector": detector}
+    ctx.replace(described, schemas.events_schema(table.kind), events_root, keys, days, written, f"events_{detector}")
     in_event = flagged.withColumn("_in_event", F.lit(True))
     # The partition is written again by this run, so its rows name this run (as its _RUN marker does).
     rescored = (

@@ -151,13 +151,14 @@ def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: P
                 days_with(windowing.WINDOW),
             )
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
-        ctx.publish(
+        ctx.replace(
             quarantine,
             schemas.QUARANTINE,
             ctx.lake.quarantine(table.name),
             {"job": "windows"},
             days,
             days_with(windowing.QUARANTINE),
+            "windows",
         )
         for day in days:
             _record_day(ctx, table, day, rows_by_day.get(day.isoformat(), 0), tally)

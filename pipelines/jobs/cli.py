@@ -356,14 +356,14 @@ def _sql(settings: Settings, args: argparse.Namespace) -> None:
 def _catalog(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.lake import catalog
     from anomalake.pipelines.lake.layout import Lake
-    from anomalake.pipelines.spark import get_spark
+    from anomalake.pipelines.spark import delta_conf, get_spark
 
     lake = Lake(settings.lake_path)
     chosen = [load_table(settings.tables_file, name) for name in (args.table or load_tables(settings.tables_file))]
     missing = catalog.unregistered(lake, chosen)
     if missing:  # only a new table opens the metastore (embedded Derby admits one process at a time)
         catalog.register(get_spark(settings, "anomalake-catalog", catalog.catalog_conf(lake)), lake, missing)
-    conf = catalog.write_spark_defaults(lake)
+    conf = catalog.write_spark_defaults(lake, delta_conf(settings))
     print(f"catalog {catalog.catalog_dir(lake)}: registered {', '.join(sorted(missing)) or 'nothing new'}")
     print(f"query it with: SPARK_CONF_DIR={conf.parent} spark-sql -e 'SHOW TABLES'")
 

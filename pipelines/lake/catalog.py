@@ -16,7 +16,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
-from anomalake.pipelines.lake.layout import Lake, table_locations
+from anomalake.pipelines.lake.layout import Lake, is_delta, table_locations
 
 
 def catalog_dir(lake: Lake) -> Path:
@@ -39,12 +39,12 @@ def catalog_conf(lake: Lake) -> dict[str, str]:
     }
 
 
-def write_spark_defaults(lake: Lake) -> Path:
-    """lake/_catalog/conf/spark-defaults.conf, for SPARK_CONF_DIR."""
+def write_spark_defaults(lake: Lake, delta: dict[str, str]) -> Path:
+    """lake/_catalog/conf/spark-defaults.conf, for SPARK_CONF_DIR: the metastore and Delta Lake's settings."""
     folder = catalog_dir(lake) / "conf"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spark-defaults.conf"
-    path.write_text("".join(f"{key} {value}\n" for key, value in catalog_conf(lake).items()))
+    path.write_text("".join(f"{key} {value}\n" for key, value in {**catalog_conf(lake), **delta}.items()))
     return path
 
 
@@ -52,16 +52,29 @@ def _marker(lake: Lake, name: str) -> Path:
     return catalog_dir(lake) / "registered" / name
 
 
+def _registration(path: Path) -> str:
+    """What a marker records: the table's format and folder (a Parquet folder that became a Delta table changes)."""
+    return f"{'delta' if is_delta(path) else 'parquet'} {path.resolve()}\n"
+
+
 def unregistered(lake: Lake, tables: list[TableConfig]) -> dict[str, Path]:
-    """Folders with data whose table is not in the catalog yet (checked without opening the metastore)."""
+    """Folders with data whose table is not in the catalog yet, or is there in another format (checked without
+    opening the metastore)."""
     found = {name: path for table in tables for name, path in table_locations(lake, table).items()}
-    return {name: path for name, path in found.items() if not _marker(lake, name).exists()}
+    return {
+        name: path
+        for name, path in found.items()
+        if not _marker(lake, name).exists() or _marker(lake, name).read_text() != _registration(path)
+    }
 
 
 def register(spark: SparkSession, lake: Lake, locations: dict[str, Path]) -> list[str]:
-    """Create an external table per folder (idempotent) and mark it registered."""
+    """Create an external table per folder (replacing its entry: dropping an external table keeps its files) and
+    mark it registered."""
     for name, path in locations.items():
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING parquet LOCATION '{path.resolve()}'")
+        fmt = _registration(path).split()[0]
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        spark.sql(f"CREATE TABLE {name} USING {fmt} LOCATION '{path.resolve()}'")
         _marker(lake, name).parent.mkdir(parents=True, exist_ok=True)
-        _marker(lake, name).write_text(str(path.resolve()) + "\n")
+        _marker(lake, name).write_text(_registration(path))
     return sorted(locations)

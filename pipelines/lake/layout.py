@@ -52,6 +52,14 @@ def day_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+DELTA_LOG = "_delta_log"
+
+
+def is_delta(root: Path) -> bool:
+    """True when `root` holds a Delta table (its transaction log; see anomalake.pipelines.lake.delta)."""
+    return (Path(root) / DELTA_LOG).is_dir()
+
+
 def has_data(folder: Path) -> bool:
     """True when the folder holds at least one Parquet file."""
     return folder.is_dir() and any(folder.glob("*.parquet"))
@@ -67,4 +75,6 @@ def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
         f"quarantine_{table.name}": lake.quarantine(table.name),
         f"labels_{table.name}": lake.labels(table.name),
     }
-    return {name: path for name, path in names.items() if path.exists() and any(path.rglob("*.parquet"))}
+    return {
+        name: path for name, path in names.items() if is_delta(path) or (path.exists() and any(path.rglob("*.parquet")))
+    }

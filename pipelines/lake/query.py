@@ -10,7 +10,8 @@ from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.layout import Lake, table_locations
+from anomalake.pipelines.lake.delta import read_delta
+from anomalake.pipelines.lake.layout import Lake, is_delta, table_locations
 from anomalake.pipelines.lake.runs import read_runs
 
 FORMATS = ("table", "csv", "json")
@@ -21,7 +22,8 @@ def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfi
     names = []
     for table in tables:
         for view, root in table_locations(lake, table).items():
-            spark.read.parquet(str(root)).createOrReplaceTempView(view)
+            frame = read_delta(spark, root) if is_delta(root) else spark.read.parquet(str(root))
+            frame.createOrReplaceTempView(view)
             names.append(view)
     return names
 

@@ -154,9 +154,8 @@ def _score_to_stage(
             F.concat_ws("; ", explain[F.col("error")], F.lit(f"model {detector} {version}")).alias("detail"),
         )
         bad_days = {r["dt"] for r in tally if r["error"] is not None}
-        ctx.publish(
-            bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": f"score_{detector}"}, days, bad_days
-        )
+        job = f"score_{detector}"
+        ctx.replace(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": job}, days, bad_days, job)
     finally:
         outcome.unpersist()
     return tally, rows_by_day

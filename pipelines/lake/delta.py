@@ -1,0 +1,139 @@
+"""Delta Lake tables: a job replaces the partitions it owns in one commit, and readers go through the snapshot.
+
+A table is a folder with a `_delta_log`, partitioned by its fixed keys (e.g. `job`) and `dt`, as the Parquet
+folders were. `replace_days` is one transaction: the rows of the given days under the given keys are replaced by
+the run's rows (a day with none is emptied), with `replaceWhere`, so readers see the old rows of a partition or
+the new ones, never a mix, and no other partition is touched (Delta refuses a row outside the condition). The
+commit's user metadata names the run and the job, so `DESCRIBE HISTORY` tells who wrote each version; an older
+version stays readable (`VERSION AS OF`) until vacuumed. Files that a commit removed stay in the folder until
+then: only the snapshot says which files hold the table, so nothing lists a Delta folder's Parquet files.
+Processes without Spark (the nightly check) read a snapshot with `read_snapshot` (the `deltalake` package lists
+the snapshot's files; pyarrow reads them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from anomalake.pipelines.lake.layout import is_delta
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def partition_condition(keys: dict[str, str], days: Iterable[str]) -> str:
+    """The SQL condition that selects the given days under the given keys (`replaceWhere`'s and readers')."""
+    days = sorted(days)
+    parts = [f"`{key}` = {_literal(value)}" for key, value in keys.items()]
+    parts.append(f"`dt` IN ({', '.join(_literal(d) for d in days)})")
+    return " AND ".join(parts)
+
+
+def replace_days(
+    df: DataFrame,
+    schema: T.StructType,
+    root: Path,
+    keys: dict[str, str],
+    days: Iterable[str],
+    written: set[str],
+    run_id: str,
+    job: str,
+) -> bool:
+    """Replace the rows of `days` under `keys` by df's rows in one Delta commit (a day without rows is emptied);
+    True when it committed.
+
+    df holds the schema's columns except the keys (set here); its rows must fall on `days`, and `written` names the
+    days that have any. With none, and none in the table either, there is nothing to replace and no commit. The
+    commit's user metadata is {"run_id", "job"}.
+    """
+    days = sorted(days)
+    condition = partition_condition(keys, days)
+    spark = df.sparkSession
+    convert_parquet_folder(spark, root, [*keys, "dt"])
+    if not days or (not written and (not is_delta(root) or read_delta(spark, root).where(condition).isEmpty())):
+        return False
+    out = df
+    for key, value in keys.items():
+        out = out.withColumn(key, F.lit(value))
+    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    (
+        out.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", condition)
+        .option("userMetadata", json.dumps({"run_id": run_id, "job": job}, sort_keys=True))
+        .partitionBy(*keys, "dt")
+        .save(str(root))
+    )
+    return True
+
+
+def convert_parquet_folder(spark: SparkSession, root: Path, partition_columns: list[str]) -> None:
+    """A lake written before its tables were Delta tables: the table's Parquet folder becomes a Delta table in place
+    (CONVERT TO DELTA; its files stay, the log starts listing them), so no row written before is lost from view."""
+    root = Path(root)
+    if is_delta(root) or not root.is_dir() or not any(root.rglob("*.parquet")):
+        return
+    columns = ", ".join(f"`{c}` STRING" for c in partition_columns)
+    spark.sql(f"CONVERT TO DELTA parquet.`{root.resolve()}` PARTITIONED BY ({columns})")
+
+
+def read_delta(spark: SparkSession, root: Path, version: int | None = None) -> DataFrame:
+    """The table's current snapshot (or the given version)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(root))
+
+
+def history(spark: SparkSession, root: Path) -> list[dict]:
+    """The table's commits, oldest first: version, timestamp, operation, its parameters and the user metadata."""
+    rows = spark.sql(f"DESCRIBE HISTORY delta.`{Path(root).resolve()}`").orderBy("version").collect()
+    return [
+        {
+            "version": r["version"],
+            "timestamp": r["timestamp"],
+            "operation": r["operation"],
+            "parameters": dict(r["operationParameters"] or {}),
+            "metadata": json.loads(r["userMetadata"]) if r["userMetadata"] else {},
+        }
+        for r in rows
+    ]
+
+
+def read_snapshot(root: Path, partition: dict[str, str], columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The rows of the Delta table at root under `partition` (e.g. {"detector": d, "dt": day}) as pandas, read
+    without Spark; None when there is no table.
+
+    The `deltalake` package names the snapshot's files and pyarrow reads them: its own pyarrow reader would need a
+    newer pyarrow, and a process that read through it aborts at exit (delta-rs#2184). Reading the files is exact
+    while the tables use no deletion vectors or column mapping, which anomalake never turns on.
+    """
+    from deltalake import DeltaTable  # here: only the processes that read without Spark load delta-rs
+
+    if not is_delta(root):
+        return None
+    table = DeltaTable(str(Path(root).resolve()))
+    files = [_local_path(uri) for uri in table.file_uris([(k, "=", v) for k, v in partition.items()])]
+    if not files:
+        return None
+    keys = table.metadata().partition_columns
+    partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
+    data = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=str(Path(root).resolve()))
+    return data.to_table(columns=columns).to_pandas()
+
+
+def _local_path(uri: str) -> str:
+    """A local file's path from the URI delta-rs gives (file:///..., percent-encoded)."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
