@@ -77,6 +77,12 @@ def test_generate_windows_train_score_sql(tmp_path):
     assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
     table = anomalake(lake, "sql", "SELECT reason, count(*) AS n FROM quarantine_telemetry GROUP BY reason").stdout
     assert "insufficient_history" in table and "(1 rows)" in table
+    # The quarantine is a Delta table: its history names the run that wrote each version and the days it replaced.
+    commits = pd.read_csv(io.StringIO(anomalake(lake, "history", "--table", "telemetry", "--format", "csv").stdout))
+    assert commits[["table", "version", "job", "operation"]].values.tolist() == [
+        ["quarantine_telemetry", 0, "windows", "WRITE"]
+    ]
+    assert commits["partitions"].tolist() == ["job=windows dt=2026-03-01,2026-03-02,2026-03-03"]
 
     # The persistent catalog: plain spark-sql sees the tables, and a new night needs no registration.
     assert "registered features_telemetry, labels_telemetry" in anomalake(lake, "catalog").stdout
@@ -86,10 +92,11 @@ def test_generate_windows_train_score_sql(tmp_path):
     spark_sql = [
         str(Path(sys.executable).parent / "spark-sql"),
         "-e",
-        "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt",
+        "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt; "
+        "SELECT count(DISTINCT job) FROM quarantine_telemetry",  # a Delta table
     ]
     out = subprocess.run(spark_sql, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path).stdout
-    assert out.split() == ["2026-03-02", "576", "2026-03-03", "576"]
+    assert out.split() == ["2026-03-02", "576", "2026-03-03", "576", "1"]
 
 
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):

@@ -21,8 +21,9 @@ from anomalake.pipelines.events.job import run_events, run_events_days
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import read_delta
 from anomalake.pipelines.lake.layout import day_range, partition_path
-from anomalake.pipelines.lake.query import run_sql
+from anomalake.pipelines.lake.query import run_sql, table_history
 from anomalake.pipelines.lake.runs import latest_run_record
 from anomalake.pipelines.scoring.job import run_score, run_score_days
 from anomalake.pipelines.training.job import run_train
@@ -122,6 +123,15 @@ def test_nightly_equals_backfills_in_any_order_and_a_rerun(ctx, tiny_table, trai
     again = snapshot_rows(ctx.lake.events("telemetry"), detector=DETECTOR, dt=busy.isoformat())
     assert set(again["run_id"]) == {rerun.run_id}, "the re-run replaced the day"
     pd.testing.assert_frame_equal(events(ctx), expected_events, check_exact=True)
+    # Time travel: the history names the nightly run of that day and the re-run, and the version before the re-run
+    # still holds the nightly run's rows of the day.
+    commits = table_history(ctx.spark, ctx.lake, tiny_table, DETECTOR).query("table == 'events_telemetry'")
+    of_day = commits[commits["partitions"] == f"detector={DETECTOR} dt={busy.isoformat()}"]
+    nightly_run, rerun_commit = of_day.iloc[-2], of_day.iloc[-1]
+    assert rerun_commit["run_id"] == rerun.run_id != nightly_run["run_id"]
+    before = read_delta(ctx.spark, ctx.lake.events("telemetry"), version=int(rerun_commit["version"]) - 1)
+    before = before.where(f"dt = '{busy.isoformat()}'").toPandas()
+    assert set(before["run_id"]) == {nightly_run["run_id"]} and len(before) == len(again)
 
 
 def test_a_level_shift_that_stays_is_one_event_and_quiet_hosts_stay_quiet(nightly):

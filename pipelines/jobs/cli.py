@@ -50,6 +50,7 @@ EXAMPLES = {
     "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly '
     'ORDER BY score DESC LIMIT 10"',
     "catalog": "anomalake catalog --table telemetry",
+    "history": "anomalake history --table telemetry --detector dense_autoencoder",
     "detectors": "anomalake detectors",
     "demo": "anomalake demo --kind image --normal-class 3",
     "evaluate": "anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
@@ -160,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000)
+
+    hist = _command(sub, "history", "list the commits of a table's Delta tables: version, time, run id, partitions")
+    hist.add_argument("--table", required=True, type=_name("table"))
+    hist.add_argument("--detector", type=_name("detector"), help="only the commits of this detector's jobs")
+    hist.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     catalog = _command(
         sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)"
@@ -351,6 +357,14 @@ def _sql(settings: Settings, args: argparse.Namespace) -> None:
 
     tables = list(load_tables(settings.tables_file).values())
     print(render(run_sql(_session(settings, args), tables, args.query, args.limit), args.format), end="")
+
+
+def _history(settings: Settings, args: argparse.Namespace) -> None:
+    from anomalake.pipelines.lake.query import render, table_history
+
+    table = load_table(settings.tables_file, args.table)
+    ctx = _session(settings, args)
+    print(render(table_history(ctx.spark, ctx.lake, table, args.detector), args.format), end="")
 
 
 def _catalog(settings: Settings, args: argparse.Namespace) -> None:
@@ -561,6 +575,7 @@ COMMANDS = {
     "score": _score,
     "events": _events,
     "sql": _sql,
+    "history": _history,
     "catalog": _catalog,
     "check": _check,
     "demo": _demo,

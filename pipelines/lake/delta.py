@@ -55,7 +55,7 @@ def replace_days(
 
     df holds the schema's columns except the keys (set here); its rows must fall on `days`, and `written` names the
     days that have any. With none, and none in the table either, there is nothing to replace and no commit. The
-    commit's user metadata is {"run_id", "job"}.
+    commit's user metadata is {"run_id", "job", "partition": keys, "days"}.
     """
     days = sorted(days)
     condition = partition_condition(keys, days)
@@ -67,11 +67,12 @@ def replace_days(
     for key, value in keys.items():
         out = out.withColumn(key, F.lit(value))
     out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    metadata = {"run_id": run_id, "job": job, "partition": keys, "days": days}
     (
         out.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", condition)
-        .option("userMetadata", json.dumps({"run_id": run_id, "job": job}, sort_keys=True))
+        .option("userMetadata", json.dumps(metadata, sort_keys=True))
         .partitionBy(*keys, "dt")
         .save(str(root))
     )

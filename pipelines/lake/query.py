@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.delta import read_delta
+from anomalake.pipelines.lake.delta import history, read_delta
 from anomalake.pipelines.lake.layout import Lake, is_delta, table_locations
 from anomalake.pipelines.lake.runs import read_runs
 
@@ -38,6 +38,30 @@ def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int =
     if detection.is_dir() and any(detection.rglob("*.parquet")):
         ctx.spark.read.parquet(str(detection)).createOrReplaceTempView("detection_metrics")
     return ctx.spark.sql(query).limit(limit).toPandas()
+
+
+HISTORY_COLUMNS = ["table", "version", "time", "run_id", "job", "operation", "partitions"]
+
+
+def table_history(spark: SparkSession, lake: Lake, table: TableConfig, detector: str | None = None) -> pd.DataFrame:
+    """Every commit of the table's Delta tables (events_<t>, quarantine_<t>, ...), oldest first per table: version,
+    time, the run and job that wrote it, the operation and the partitions it replaced; with `detector`, only the
+    commits of that detector's jobs."""
+    rows = []
+    for name, root in table_locations(lake, table).items():
+        if not is_delta(root):
+            continue
+        for commit in history(spark, root):
+            meta = commit["metadata"]
+            if detector and meta.get("job") not in {f"{job}_{detector}" for job in ("score", "events", "train")}:
+                continue
+            keys = " ".join(f"{k}={v}" for k, v in meta.get("partition", {}).items())
+            days = ",".join(meta.get("days", []))
+            rows.append(
+                [name, commit["version"], commit["timestamp"], meta.get("run_id", ""), meta.get("job", "")]
+                + [commit["operation"], f"{keys} dt={days}" if days else keys]
+            )
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def render(frame: pd.DataFrame, fmt: str = "table") -> str:
