@@ -1,4 +1,4 @@
-"""anomalake's Airflow DAGs: one nightly DAG per configured table, and the training DAG.
+"""anomalake's Airflow DAGs: one nightly DAG per configured table, the training DAG and the weekly maintenance DAG.
 
 Thin on purpose: this file imports only airflow, the standard library and PyYAML (parsing stays fast and
 needs no Spark or TensorFlow); every task runs one `anomalake` job for exactly the partition of its logical
@@ -181,7 +181,24 @@ def training_dag(tables: dict) -> DAG:
     return dag
 
 
+def maintenance_dag(tables: dict) -> DAG:
+    """Weekly: compact each table's Delta tables and delete the files their commits removed (past the retention)."""
+    with DAG(
+        dag_id="anomalake_maintain",
+        description="Compact the lake's Delta tables and vacuum removed files",
+        schedule="@weekly",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["anomalake"],
+    ) as dag:
+        for table in tables:
+            job(f"maintain_{table}", f"maintain --table {table}")
+    return dag
+
+
 TABLES = checked_tables(TABLES_FILE)
 for _table, _entry in TABLES.items():
     globals()[f"anomalake_nightly_{_table}"] = nightly_dag(_table, _entry)
 anomalake_train = training_dag(TABLES)
+anomalake_maintain = maintenance_dag(TABLES)

@@ -26,6 +26,7 @@ class Settings:
     code: str = ""  # the project's code as a zip (`make package`) shipped to executors; empty: they have it installed
     train_workers: int = 1  # Spark tasks that train one model together (data parallel); 1: the driver trains alone
     jars: str = str(REPO_ROOT / "infra" / "jars")  # the JARs of infra/jars.txt (Delta Lake) that every job loads
+    retention_days: int = 7  # `anomalake maintain` deletes files that commits removed longer ago than this
 
     @property
     def lake_path(self) -> Path:
@@ -51,6 +52,7 @@ def load_settings() -> Settings:
         code=str(Path(env["ANOMALAKE_CODE"]).resolve()) if env.get("ANOMALAKE_CODE") else "",
         train_workers=int(env.get("ANOMALAKE_TRAIN_WORKERS", "1")),
         jars=str(Path(env.get("ANOMALAKE_JARS", str(REPO_ROOT / "infra" / "jars"))).resolve()),
+        retention_days=int(env.get("ANOMALAKE_RETENTION_DAYS", "7")),
     )
 
 

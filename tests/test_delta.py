@@ -21,7 +21,7 @@ from conftest import START, read_rows, snapshot_rows
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
-from anomalake.pipelines.lake.delta import history, read_delta
+from anomalake.pipelines.lake.delta import history, maintain, read_delta, replace_days
 from anomalake.pipelines.lake.layout import day_range, is_delta, partition_path
 from anomalake.pipelines.settings import REPO_ROOT, load_settings
 from anomalake.pipelines.spark import installed_jars
@@ -142,3 +142,31 @@ def test_a_quarantine_folder_from_before_delta_becomes_a_delta_table_and_keeps_i
         ("score_dense_autoencoder", days[0].isoformat(), "unknown_entity"),
         ("windows", days[1].isoformat(), "non_finite_value"),
     ]
+
+
+@pytest.mark.spark
+def test_maintain_compacts_and_deletes_removed_files_and_keeps_every_row(spark, tmp_path):
+    from pyspark.sql import types as T
+
+    root = tmp_path / "events"
+    fields = [("entity_id", T.StringType()), ("value", T.DoubleType()), ("detector", T.StringType())]
+    schema = T.StructType([T.StructField(n, t) for n, t in [*fields, ("dt", T.StringType())]])
+    keys = {"detector": "d"}
+
+    def replace(day: str, values: list[float], run_id: str) -> None:
+        rows = [(f"e{i}", v, day) for i, v in enumerate(values)]
+        frame = spark.createDataFrame(rows, "entity_id string, value double, dt string").repartition(len(rows))
+        replace_days(frame, schema, root, keys, [day], {day}, run_id, "events_d")
+
+    replace("2026-02-01", [1.0, 2.0, 3.0], "r1")
+    replace("2026-02-02", [4.0, 5.0, 6.0], "r2")
+    replace("2026-02-01", [7.0, 8.0, 9.0], "r3")  # the day's first three files are removed, and stay on disk
+    rows = sorted(tuple(r) for r in read_delta(spark, root).collect())
+    counts = maintain(spark, root, retention_days=0, run_id="m1")
+    assert counts == {"snapshot_files_before": 6, "disk_files_before": 9, "snapshot_files_after": 2} | {
+        "disk_files_after": 2
+    }
+    assert sorted(tuple(r) for r in read_delta(spark, root).collect()) == rows
+    assert snapshot_rows(root, detector="d", dt="2026-02-01")["value"].sort_values().tolist() == [7.0, 8.0, 9.0]
+    optimize = [c for c in history(spark, root) if c["operation"] == "OPTIMIZE"]
+    assert [c["metadata"] for c in optimize] == [{"job": "maintain", "run_id": "m1"}]

@@ -51,6 +51,7 @@ EXAMPLES = {
     'ORDER BY score DESC LIMIT 10"',
     "catalog": "anomalake catalog --table telemetry",
     "history": "anomalake history --table telemetry --detector dense_autoencoder",
+    "maintain": "anomalake maintain --table telemetry",
     "detectors": "anomalake detectors",
     "demo": "anomalake demo --kind image --normal-class 3",
     "evaluate": "anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--table", required=True, type=_name("table"))
     hist.add_argument("--detector", type=_name("detector"), help="only the commits of this detector's jobs")
     hist.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    maintain = _command(
+        sub, "maintain", "compact a table's Delta tables and delete files removed over ANOMALAKE_RETENTION_DAYS ago"
+    )
+    maintain.add_argument("--table", required=True, type=_name("table"))
 
     catalog = _command(
         sub, "catalog", "register the lake's tables in the persistent catalog (for spark-sql, notebooks)"
@@ -365,6 +371,20 @@ def _history(settings: Settings, args: argparse.Namespace) -> None:
     table = load_table(settings.tables_file, args.table)
     ctx = _session(settings, args)
     print(render(table_history(ctx.spark, ctx.lake, table, args.detector), args.format), end="")
+
+
+def _maintain(settings: Settings, args: argparse.Namespace) -> None:
+    from anomalake.pipelines.lake.delta import maintain
+    from anomalake.pipelines.lake.layout import is_delta, table_locations
+
+    table = load_table(settings.tables_file, args.table)
+    ctx = _session(settings, args)
+    for name, root in table_locations(ctx.lake, table).items():
+        if is_delta(root):
+            n = maintain(ctx.spark, root, settings.retention_days, ctx.run_id)
+            snapshot = f"snapshot files {n['snapshot_files_before']:,} -> {n['snapshot_files_after']:,}"
+            disk = f"files on disk {n['disk_files_before']:,} -> {n['disk_files_after']:,}"
+            print(f"{name}: {snapshot}, {disk} (retention {settings.retention_days} days)")
 
 
 def _catalog(settings: Settings, args: argparse.Namespace) -> None:
@@ -576,6 +596,7 @@ COMMANDS = {
     "events": _events,
     "sql": _sql,
     "history": _history,
+    "maintain": _maintain,
     "catalog": _catalog,
     "check": _check,
     "demo": _demo,

@@ -138,3 +138,32 @@ def _local_path(uri: str) -> str:
     """A local file's path from the URI delta-rs gives (file:///..., percent-encoded)."""
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
+def maintain(spark: SparkSession, root: Path, retention_days: int, run_id: str) -> dict[str, int]:
+    """Compact each partition's small files into one (OPTIMIZE, a commit that names the run) and delete the files
+    that commits removed more than `retention_days` ago (VACUUM); the rows stay as they are. Returns the data files
+    of the snapshot and on disk, before and after."""
+    path = Path(root).resolve()
+    before = {"snapshot_files": _snapshot_files(spark, path), "disk_files": _disk_files(path)}
+    spark.conf.set(_COMMIT_METADATA, json.dumps({"run_id": run_id, "job": "maintain"}, sort_keys=True))
+    try:
+        spark.sql(f"OPTIMIZE delta.`{path}`")
+    finally:
+        spark.conf.unset(_COMMIT_METADATA)
+    # Delta refuses a retention under 7 days unless told: the setting is the team's choice, stated in one place.
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    spark.sql(f"VACUUM delta.`{path}` RETAIN {retention_days * 24} HOURS")
+    after = {"snapshot_files": _snapshot_files(spark, path), "disk_files": _disk_files(path)}
+    return {**{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+
+
+_COMMIT_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def _snapshot_files(spark: SparkSession, path: Path) -> int:
+    return int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"])
+
+
+def _disk_files(path: Path) -> int:
+    return sum(1 for f in path.rglob("*.parquet") if "_delta_log" not in f.parts)
