@@ -21,7 +21,13 @@ from conftest import START, read_rows, snapshot_rows
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
-from anomalake.pipelines.lake.delta import history, maintain, read_delta, replace_days
+from anomalake.pipelines.lake.delta import (
+    history,
+    maintain,
+    read_delta,
+    replace_days,
+    replace_partition_without_spark,
+)
 from anomalake.pipelines.lake.layout import day_range, is_delta, partition_path
 from anomalake.pipelines.settings import REPO_ROOT, load_settings
 from anomalake.pipelines.spark import installed_jars
@@ -170,3 +176,22 @@ def test_maintain_compacts_and_deletes_removed_files_and_keeps_every_row(spark, 
     assert snapshot_rows(root, detector="d", dt="2026-02-01")["value"].sort_values().tolist() == [7.0, 8.0, 9.0]
     optimize = [c for c in history(spark, root) if c["operation"] == "OPTIMIZE"]
     assert [c["metadata"] for c in optimize] == [{"job": "maintain", "run_id": "m1"}]
+
+
+def test_a_table_written_without_spark_replaces_one_day_and_keeps_an_old_parquet_folders_rows(tmp_path):
+    """The nightly check's way (delta-rs, no JVM): an old lake keeps its rows; a day written again is replaced."""
+    root = tmp_path / "detection_metrics"
+    old = partition_path(root, table="t", detector="d", dt="2026-02-01")
+    old.mkdir(parents=True)
+    pq.write_table(pa.table({"metric": ["f1"], "value": [0.25]}), old / "part-00000.parquet")
+
+    def figures(value: float) -> pa.Table:
+        return pa.table({"metric": ["f1"], "value": [value]})
+
+    replace_partition_without_spark(figures(0.5), root, {"table": "t", "detector": "d"}, "2026-02-02", "r1", "check")
+    assert is_delta(root)
+    got = snapshot_rows(root, table="t", detector="d").sort_values("dt")
+    assert list(zip(got["dt"], got["value"])) == [("2026-02-01", 0.25), ("2026-02-02", 0.5)]
+    replace_partition_without_spark(figures(0.75), root, {"table": "t", "detector": "d"}, "2026-02-01", "r2", "check")
+    got = snapshot_rows(root, table="t", detector="d").sort_values("dt")
+    assert list(zip(got["dt"], got["value"])) == [("2026-02-01", 0.75), ("2026-02-02", 0.5)]

@@ -21,7 +21,7 @@ from anomalake.pipelines.events.job import run_events, run_events_days
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.delta import read_delta
+from anomalake.pipelines.lake.delta import history, read_delta
 from anomalake.pipelines.lake.layout import day_range, partition_path
 from anomalake.pipelines.lake.query import run_sql, table_history
 from anomalake.pipelines.lake.runs import latest_run_record
@@ -194,3 +194,8 @@ def test_a_labelled_table_gets_detection_metrics_per_day_that_sql_reads(ctx, tin
     assert on_shift_day["value"].tolist() == [1.0], "the shift's event overlaps its label"
     assert queried["value"].isna().sum() == sum(d < SHIFT_AT.date() for d in SCORED), "nothing labelled: no recall"
     assert set(queried["model_version"]) == set(snapshot_rows(ctx.lake.events("telemetry"))["model_version"])
+    # A Delta table written without Spark: one commit per day and check run; the day written twice was replaced.
+    commits = history(ctx.spark, ctx.lake.root / "detection_metrics")
+    assert [c["metadata"]["days"] for c in commits] == [[SCORED[1].isoformat()]] + [[d.isoformat()] for d in SCORED]
+    assert {c["metadata"]["job"] for c in commits} == {"check"}
+    assert len({c["metadata"]["run_id"] for c in commits}) == len(commits), "each check run names its own run"

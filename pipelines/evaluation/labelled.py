@@ -11,21 +11,21 @@ only: nothing in training, thresholds or events reads them.
 
 from __future__ import annotations
 
-import shutil
+import uuid
 from datetime import date, datetime, time, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.evaluation import metrics
-from anomalake.pipelines.lake.delta import read_snapshot
-from anomalake.pipelines.lake.layout import Lake, partition_path
+from anomalake.pipelines.lake.delta import read_snapshot, replace_partition_without_spark
+from anomalake.pipelines.lake.layout import Lake
 from anomalake.pipelines.lake.runs import latest_run_record
 
 DETECTION_METRICS = ("precision", "recall", "f1", "labelled", "detected", "found", "false_alarms")
 _EVENT_SPAN = ["entity_id", "start", "end"]
+DETECTION_METRICS_DIR = "detection_metrics"  # a Delta table partitioned by table, detector and dt
 SCHEMA = pa.schema([("model_version", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
 
 
@@ -73,9 +73,13 @@ def _day_events(lake: Lake, table: TableConfig, detector: str, day: date) -> pd.
     return events.assign(start=pd.to_datetime(events["start"], utc=True), end=pd.to_datetime(events["end"], utc=True))
 
 
-def write_detection_metrics(lake: Lake, table: TableConfig, detectors: list[str], day: date) -> dict[str, dict]:
-    """Each detector's figures of `day` written to its detection_metrics partition (replaced when run again);
-    {} when the table has no labels or a detector has no events run of the day."""
+def write_detection_metrics(
+    lake: Lake, table: TableConfig, detectors: list[str], day: date, run_id: str | None = None
+) -> dict[str, dict]:
+    """Each detector's figures of `day` written to its detection_metrics partition (replaced when run again, in one
+    Delta commit naming `run_id`, a fresh one by default); {} when the table has no labels or a detector has no
+    events run of the day."""
+    run_id = run_id or uuid.uuid4().hex[:12]
     labels = read_labels(lake, table)
     if labels is None:
         return {}
@@ -85,22 +89,22 @@ def write_detection_metrics(lake: Lake, table: TableConfig, detectors: list[str]
         if record is None:
             continue
         figures = day_metrics(lake, table, detector, day, labels)
-        _write_partition(lake, table, detector, day, str(record.get("model_version", "")), figures)
+        _write_partition(lake, table, detector, day, str(record.get("model_version", "")), figures, run_id)
         out[detector] = figures
     return out
 
 
-def _write_partition(lake: Lake, table: TableConfig, detector: str, day: date, version: str, figures: dict) -> None:
-    folder = partition_path(lake.root / "detection_metrics", table=table.name, detector=detector, dt=day.isoformat())
-    staged = folder.parent / f"_writing_{folder.name}"  # Spark skips names that start with _
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
+def _write_partition(
+    lake: Lake, table: TableConfig, detector: str, day: date, version: str, figures: dict, run_id: str
+) -> None:
     rows = {
         "model_version": [version] * len(figures),
         "metric": list(figures),
         "value": [None if pd.isna(v) else float(v) for v in figures.values()],
     }
-    pq.write_table(pa.Table.from_pydict(rows, schema=SCHEMA), staged / "part-00000.parquet")
-    # the partition appears whole: a reader never sees a half-written file
-    shutil.rmtree(folder, ignore_errors=True)
-    staged.rename(folder)
+    keys = {"table": table.name, "detector": detector}
+    root = lake.root / DETECTION_METRICS_DIR
+    # One Delta commit: a reader sees the day's old figures or the new ones, never none.
+    replace_partition_without_spark(
+        pa.Table.from_pydict(rows, schema=SCHEMA), root, keys, day.isoformat(), run_id, "check"
+    )

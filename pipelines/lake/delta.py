@@ -167,3 +167,35 @@ def _snapshot_files(spark: SparkSession, path: Path) -> int:
 
 def _disk_files(path: Path) -> int:
     return sum(1 for f in path.rglob("*.parquet") if "_delta_log" not in f.parts)
+
+
+def _sql_string(value: str) -> str:
+    """A string literal for delta-rs's SQL (DataFusion: a quote is doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def replace_partition_without_spark(
+    rows: pa.Table, root: Path, keys: dict[str, str], day: str, run_id: str, job: str
+) -> None:
+    """Replace the rows of `day` under `keys` of the Delta table at root by `rows` in one commit, from a process
+    without Spark (delta-rs); the user metadata is as `replace_days` writes it. A Parquet folder written before is
+    converted in place first (its files stay and the log lists them)."""
+    from deltalake import CommitProperties, DeltaTable, Field, Schema, convert_to_deltalake, write_deltalake
+
+    partition = {**keys, "dt": day}
+    root = Path(root).resolve()
+    if not is_delta(root) and root.is_dir() and any(root.rglob("*.parquet")):
+        schema = Schema([Field(key, "string") for key in partition])
+        convert_to_deltalake(str(root), partition_by=schema, partition_strategy="hive")
+    for key, value in partition.items():
+        rows = rows.append_column(key, pa.array([value] * rows.num_rows, pa.string()))
+    metadata = {"run_id": run_id, "job": job, "partition": keys, "days": [day]}
+    write_deltalake(
+        str(root),
+        rows,
+        mode="overwrite",
+        # The table's own order (a converted folder's may differ; delta-rs refuses another).
+        partition_by=DeltaTable(str(root)).metadata().partition_columns if is_delta(root) else list(partition),
+        predicate=" AND ".join(f'"{key}" = {_sql_string(value)}' for key, value in partition.items()),
+        commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True)}),
+    )

@@ -35,7 +35,9 @@ def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int =
     if runs is not None:
         runs.createOrReplaceTempView("runs")
     detection = ctx.lake.root / "detection_metrics"  # written by the nightly check of labelled tables
-    if detection.is_dir() and any(detection.rglob("*.parquet")):
+    if is_delta(detection):
+        read_delta(ctx.spark, detection).createOrReplaceTempView("detection_metrics")
+    elif detection.is_dir() and any(detection.rglob("*.parquet")):  # a lake from before it was a Delta table
         ctx.spark.read.parquet(str(detection)).createOrReplaceTempView("detection_metrics")
     return ctx.spark.sql(query).limit(limit).toPandas()
 
