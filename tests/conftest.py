@@ -116,10 +116,9 @@ def read_rows(spark, root, **keys):
     snapshot (its folder also holds files that commits removed), a Parquet folder as it is."""
     from pyspark.sql import functions as F
 
-    from anomalake.pipelines.lake.delta import read_delta
-    from anomalake.pipelines.lake.layout import is_delta
+    from anomalake.pipelines.lake.delta import read_table
 
-    frame = read_delta(spark, root) if is_delta(root) else spark.read.parquet(str(root))
+    frame = read_table(spark, root)
     for key, value in keys.items():
         frame = frame.where(F.col(key) == value)
     return frame.toPandas()

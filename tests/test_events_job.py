@@ -195,7 +195,7 @@ def test_a_labelled_table_gets_detection_metrics_per_day_that_sql_reads(ctx, tin
     assert queried["value"].isna().sum() == sum(d < SHIFT_AT.date() for d in SCORED), "nothing labelled: no recall"
     assert set(queried["model_version"]) == set(snapshot_rows(ctx.lake.events("telemetry"))["model_version"])
     # A Delta table written without Spark: one commit per day and check run; the day written twice was replaced.
-    commits = history(ctx.spark, ctx.lake.root / "detection_metrics")
+    commits = history(ctx.spark, ctx.lake.detection_metrics())
     assert [c["metadata"]["days"] for c in commits] == [[SCORED[1].isoformat()]] + [[d.isoformat()] for d in SCORED]
     assert {c["metadata"]["job"] for c in commits} == {"check"}
     assert len({c["metadata"]["run_id"] for c in commits}) == len(commits), "each check run names its own run"

@@ -25,7 +25,6 @@ from anomalake.pipelines.lake.runs import latest_run_record
 
 DETECTION_METRICS = ("precision", "recall", "f1", "labelled", "detected", "found", "false_alarms")
 _EVENT_SPAN = ["entity_id", "start", "end"]
-DETECTION_METRICS_DIR = "detection_metrics"  # a Delta table partitioned by table, detector and dt
 SCHEMA = pa.schema([("model_version", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
 
 
@@ -103,8 +102,7 @@ def _write_partition(
         "value": [None if pd.isna(v) else float(v) for v in figures.values()],
     }
     keys = {"table": table.name, "detector": detector}
-    root = lake.root / DETECTION_METRICS_DIR
     # One Delta commit: a reader sees the day's old figures or the new ones, never none.
     replace_partition_without_spark(
-        pa.Table.from_pydict(rows, schema=SCHEMA), root, keys, day.isoformat(), run_id, "check"
+        pa.Table.from_pydict(rows, schema=SCHEMA), lake.detection_metrics(), keys, day.isoformat(), run_id, "check"
     )

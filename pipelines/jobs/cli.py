@@ -375,16 +375,15 @@ def _history(settings: Settings, args: argparse.Namespace) -> None:
 
 def _maintain(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.lake.delta import maintain
-    from anomalake.pipelines.lake.layout import is_delta, table_locations
+    from anomalake.pipelines.lake.layout import delta_locations
 
     table = load_table(settings.tables_file, args.table)
     ctx = _session(settings, args)
-    for name, root in table_locations(ctx.lake, table).items():
-        if is_delta(root):
-            n = maintain(ctx.spark, root, settings.retention_days, ctx.run_id)
-            snapshot = f"snapshot files {n['snapshot_files_before']:,} -> {n['snapshot_files_after']:,}"
-            disk = f"files on disk {n['disk_files_before']:,} -> {n['disk_files_after']:,}"
-            print(f"{name}: {snapshot}, {disk} (retention {settings.retention_days} days)")
+    for name, root in delta_locations(ctx.lake, table).items():
+        n = maintain(ctx.spark, root, settings.retention_days, ctx.run_id)
+        snapshot = f"snapshot files {n['snapshot_files_before']:,} -> {n['snapshot_files_after']:,}"
+        disk = f"files on disk {n['disk_files_before']:,} -> {n['disk_files_after']:,}"
+        print(f"{name}: {snapshot}, {disk} (retention {settings.retention_days} days)")
 
 
 def _catalog(settings: Settings, args: argparse.Namespace) -> None:

@@ -63,10 +63,7 @@ def replace_days(
     convert_parquet_folder(spark, root, [*keys, "dt"])
     if not days or (not written and (not is_delta(root) or read_delta(spark, root).where(condition).isEmpty())):
         return False
-    out = df
-    for key, value in keys.items():
-        out = out.withColumn(key, F.lit(value))
-    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    out = with_keys(df, schema, keys)
     metadata = {"run_id": run_id, "job": job, "partition": keys, "days": days}
     (
         out.write.format("delta")
@@ -77,6 +74,13 @@ def replace_days(
         .save(str(root))
     )
     return True
+
+
+def with_keys(df: DataFrame, schema: T.StructType, keys: dict[str, str]) -> DataFrame:
+    """df with the partition keys set to their values, in the table schema's column order and types."""
+    for key, value in keys.items():
+        df = df.withColumn(key, F.lit(value))
+    return df.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
 
 
 def convert_parquet_folder(spark: SparkSession, root: Path, partition_columns: list[str]) -> None:
@@ -95,6 +99,12 @@ def read_delta(spark: SparkSession, root: Path, version: int | None = None) -> D
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(str(root))
+
+
+def read_table(spark: SparkSession, root: Path) -> DataFrame:
+    """A lake table as Spark reads it: a Delta table through its snapshot, a Parquet folder (raw input, labels, a
+    lake written before its tables were Delta tables) as it is."""
+    return read_delta(spark, root) if is_delta(root) else spark.read.parquet(str(root))
 
 
 def history(spark: SparkSession, root: Path) -> list[dict]:

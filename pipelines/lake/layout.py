@@ -33,6 +33,10 @@ class Lake:
     def labels(self, table: str) -> Path:
         return self.root / "labels" / table
 
+    def detection_metrics(self) -> Path:
+        """One table for every labelled table (partitioned by table, detector and dt), written by the nightly check."""
+        return self.root / "detection_metrics"
+
     def models(self, detector: str, table: str) -> Path:
         return self.root / "models" / detector / table
 
@@ -78,3 +82,8 @@ def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
     return {
         name: path for name, path in names.items() if is_delta(path) or (path.exists() and any(path.rglob("*.parquet")))
     }
+
+
+def delta_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
+    """The table's Delta tables by their Spark SQL name (what `history` and `maintain` work on)."""
+    return {name: path for name, path in table_locations(lake, table).items() if is_delta(path)}

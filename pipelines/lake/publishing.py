@@ -32,12 +32,12 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from anomalake.models.files import write_text_atomically
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import JobError
+from anomalake.pipelines.lake.delta import with_keys
 from anomalake.pipelines.lake.layout import partition_path
 from anomalake.pipelines.lake.reading import parquet_rows
 
@@ -73,10 +73,7 @@ def publish_partitions(
     `crash_at` names a point at which the process kills itself (fault-injection tests only).
     """
     stage = begin_staging(root, keys, run_id)
-    out = df
-    for key, value in keys.items():
-        out = out.withColumn(key, F.lit(value))
-    out = out.select(*[F.col(field.name).cast(field.dataType) for field in schema.fields])
+    out = with_keys(df, schema, keys)
     try:
         if written:  # a run that only empties days (no bad rows this time) needs no Spark job
             # append: the folder already holds this run's _OWNER lock, which an overwrite would delete

@@ -10,8 +10,8 @@ from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.delta import history, read_delta
-from anomalake.pipelines.lake.layout import Lake, is_delta, table_locations
+from anomalake.pipelines.lake.delta import history, read_table
+from anomalake.pipelines.lake.layout import Lake, delta_locations, is_delta, table_locations
 from anomalake.pipelines.lake.runs import read_runs
 
 FORMATS = ("table", "csv", "json")
@@ -22,8 +22,7 @@ def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfi
     names = []
     for table in tables:
         for view, root in table_locations(lake, table).items():
-            frame = read_delta(spark, root) if is_delta(root) else spark.read.parquet(str(root))
-            frame.createOrReplaceTempView(view)
+            read_table(spark, root).createOrReplaceTempView(view)
             names.append(view)
     return names
 
@@ -34,11 +33,9 @@ def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int =
     runs = read_runs(ctx.spark, ctx.lake.root)
     if runs is not None:
         runs.createOrReplaceTempView("runs")
-    detection = ctx.lake.root / "detection_metrics"  # written by the nightly check of labelled tables
-    if is_delta(detection):
-        read_delta(ctx.spark, detection).createOrReplaceTempView("detection_metrics")
-    elif detection.is_dir() and any(detection.rglob("*.parquet")):  # a lake from before it was a Delta table
-        ctx.spark.read.parquet(str(detection)).createOrReplaceTempView("detection_metrics")
+    detection = ctx.lake.detection_metrics()  # written by the nightly check of labelled tables
+    if is_delta(detection) or (detection.is_dir() and any(detection.rglob("*.parquet"))):
+        read_table(ctx.spark, detection).createOrReplaceTempView("detection_metrics")
     return ctx.spark.sql(query).limit(limit).toPandas()
 
 
@@ -50,9 +47,7 @@ def table_history(spark: SparkSession, lake: Lake, table: TableConfig, detector:
     time, the run and job that wrote it, the operation and the partitions it replaced; with `detector`, only the
     commits of that detector's jobs."""
     rows = []
-    for name, root in table_locations(lake, table).items():
-        if not is_delta(root):
-            continue
+    for name, root in delta_locations(lake, table).items():
         for commit in history(spark, root):
             meta = commit["metadata"]
             if detector and meta.get("job") not in {f"{job}_{detector}" for job in ("score", "events", "train")}:
