@@ -259,11 +259,9 @@ def nightly_path(lake: Path, plan: RawPlan, partitions: int) -> dict[str, Any]:
         _, seconds[job] = common.timed(
             subprocess.run, command, cwd=common.REPO, env=env, check=True, stdout=subprocess.DEVNULL
         )
-    scored = (
-        pq.ParquetDataset(lake / "scores" / common.TABLE / f"detector={NIGHTLY_DETECTOR}")
-        .read(columns=["score"])
-        .num_rows
-    )
+    from anomalake.pipelines.lake.delta import read_snapshot
+
+    scored = len(read_snapshot(lake / "scores" / common.TABLE, {"detector": NIGHTLY_DETECTOR}, ["score"]))
     return {
         "seconds": round(sum(seconds.values()), 3),
         "rows": plan.rows_in,

@@ -22,7 +22,7 @@ class Settings:
     shuffle_partitions: int
     driver_memory: str
     interactive: bool = False  # a terminal, not Airflow: progress bars; otherwise log lines only
-    crash_at: str = ""  # fault-injection tests only: a publishing point at which the job kills itself
+    crash_at: str = ""  # fault-injection tests only: a commit point at which the job kills itself
     code: str = ""  # the project's code as a zip (`make package`) shipped to executors; empty: they have it installed
     train_workers: int = 1  # Spark tasks that train one model together (data parallel); 1: the driver trains alone
     jars: str = str(REPO_ROOT / "infra" / "jars")  # the JARs of infra/jars.txt (Delta Lake) that every job loads

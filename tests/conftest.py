@@ -7,6 +7,7 @@ Each tier runs alone with `python -m pytest -m <tier>`; its fixtures start what 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from datetime import date
@@ -109,6 +110,21 @@ def snapshot_rows(root, **partition) -> pd.DataFrame:
 
     frame = read_snapshot(root, {key: str(value) for key, value in partition.items()})
     return frame if frame is not None else pd.DataFrame()
+
+
+def committed_by(root, **keys) -> dict[str, str]:
+    """The run whose commit last replaced each day (under `keys`, e.g. detector=...) of a Delta table, from its
+    history's user metadata (delta-rs, as a process without Spark reads it)."""
+    from deltalake import DeltaTable
+
+    last = {}
+    for commit in sorted(DeltaTable(str(root)).history(), key=lambda c: c["version"]):
+        metadata = json.loads(commit.get("userMetadata") or "{}")
+        if metadata.get("partition") != keys:
+            continue
+        for day in metadata.get("days", []):
+            last[day] = metadata["run_id"]
+    return last
 
 
 def read_rows(spark, root, **keys):

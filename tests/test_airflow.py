@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_TABLE
+from conftest import TINY_TABLE, committed_by, snapshot_rows
 
 from anomalake.pipelines.lake.runs import latest_run_record
 
@@ -110,22 +110,28 @@ def _kill_processes_of(home: Path) -> None:
 
 def scores(env, day: str) -> pd.DataFrame:
     """A day's scored rows in a fixed order, without the columns that name the run; lists and maps as exact reprs."""
-    frame = pd.read_parquet(_day_folder(env, day)).drop(columns=["run_id", "scored_at"])
+    frame = _day_rows(env, day).drop(columns=["run_id", "scored_at", "detector", "dt"])
     for column in ("feature_contributions", "top_steps"):
         frame[column] = frame[column].map(lambda v: repr(list(v)))
     return frame.sort_values(["entity_id", "ts"], ignore_index=True)
 
 
 def written_by(env, day: str) -> str:
-    """The one run that wrote a day's scores: its rows' run_id, which the day's _RUN marker must name too."""
-    folder = _day_folder(env, day)
-    run_ids = set(pd.read_parquet(folder, columns=["run_id"])["run_id"])
-    assert len(run_ids) == 1 and (folder / "_RUN").read_text().strip() in run_ids, (run_ids, folder)
+    """The one run that wrote a day's scores: its rows' run_id, which the commit that last replaced the day must
+    name too."""
+    run_ids = set(_day_rows(env, day)["run_id"])
+    committed = committed_by(_scores_root(env), detector="dense_autoencoder").get(day)
+    assert len(run_ids) == 1 and committed in run_ids, (run_ids, committed, day)
     return run_ids.pop()
 
 
-def _day_folder(env, day: str) -> Path:
-    return Path(env["ANOMALAKE_LAKE"]) / "scores" / "telemetry" / "detector=dense_autoencoder" / f"dt={day}"
+def _scores_root(env) -> Path:
+    return Path(env["ANOMALAKE_LAKE"]) / "scores" / "telemetry"
+
+
+def _day_rows(env, day: str) -> pd.DataFrame:
+    """A day's scored rows as a reader sees them (the table's snapshot)."""
+    return snapshot_rows(_scores_root(env), detector="dense_autoencoder", dt=day)
 
 
 def test_dagbag_parses_fast_without_heavy_imports(airflow_env):
@@ -264,7 +270,10 @@ def test_nightly_runs_rerun_identically_and_a_backfill_gives_their_partitions(ai
         assert record is not None and record["rows_in"] == len(nightly[day]), record
     first = nightly["2026-02-05"]
     assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
-    assert "Run health" in (_day_folder(airflow_env, "2026-02-05") / "_report.html").read_text()
+    assert (
+        "Run health"
+        in (_scores_root(airflow_env) / "detector=dense_autoencoder" / "dt=2026-02-05" / "_report.html").read_text()
+    )
     first_run = written_by(airflow_env, "2026-02-05")
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
     assert "state=success" in log, log[-3000:]

@@ -77,12 +77,16 @@ def test_generate_windows_train_score_sql(tmp_path):
     assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
     table = anomalake(lake, "sql", "SELECT reason, count(*) AS n FROM quarantine_telemetry GROUP BY reason").stdout
     assert "insufficient_history" in table and "(1 rows)" in table
-    # The quarantine is a Delta table: its history names the run that wrote each version and the days it replaced.
-    commits = pd.read_csv(io.StringIO(anomalake(lake, "history", "--table", "telemetry", "--format", "csv").stdout))
-    assert commits[["table", "version", "job", "operation"]].values.tolist() == [
-        ["quarantine_telemetry", 0, "windows", "WRITE"]
+    # The scores and the quarantine are Delta tables: their history names the run and job of each version and the
+    # days it replaced (the score run created its table, then committed its tasks' files).
+    history = anomalake(lake, "history", "--table", "telemetry", "--format", "csv").stdout
+    commits = pd.read_csv(io.StringIO(history)).fillna("")
+    assert commits[["table", "version", "job", "operation", "partitions"]].values.tolist() == [
+        ["scores_telemetry", 0, "score_dense_autoencoder", "CREATE TABLE", ""],
+        ["scores_telemetry", 1, "score_dense_autoencoder", "WRITE", "detector=dense_autoencoder dt=2026-03-03"],
+        ["quarantine_telemetry", 0, "windows", "WRITE", "job=windows dt=2026-03-01,2026-03-02,2026-03-03"],
     ]
-    assert commits["partitions"].tolist() == ["job=windows dt=2026-03-01,2026-03-02,2026-03-03"]
+    assert commits.groupby("table")["run_id"].nunique().to_dict() == {"quarantine_telemetry": 1, "scores_telemetry": 1}
 
     # The persistent catalog: plain spark-sql sees the tables, and a new night needs no registration.
     assert "registered features_telemetry, labels_telemetry" in anomalake(lake, "catalog").stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import START, TINY_TABLE
+from conftest import START, TINY_TABLE, committed_by, snapshot_rows
 from faults import kill_while_writing
 
 from anomalake.models.artifacts import read_current
@@ -31,7 +31,6 @@ from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.lake.publishing import STAGING
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.settings import REPO_ROOT, load_settings
 from anomalake.pipelines.training.job import run_train
@@ -134,8 +133,8 @@ def copy_lake(lake: Path, where: Path) -> Path:
 
 
 def read_scores(lake: Path) -> pd.DataFrame:
-    """Every score row of the lake, in a stable order (pyarrow reads the live partitions; `_` folders are skipped)."""
-    frame = pd.read_parquet(lake / "scores" / "telemetry")
+    """Every score row of the lake, in a stable order (the scores table's snapshot, read without Spark)."""
+    frame = snapshot_rows(lake / "scores" / "telemetry")
     frame["dt"] = frame["dt"].astype(str)
     return frame.sort_values(["dt", "entity_id", "ts"]).reset_index(drop=True)
 
@@ -312,7 +311,7 @@ def test_killing_the_driver_during_the_write_leaves_the_previous_partition_and_t
     lake = copy_lake(scored_lake, tmp_path)
     before = read_scores(lake)
     process = job(cluster, lake, *score_args())
-    kill_while_writing(process, lake / "scores" / "telemetry" / STAGING, JOB_TIMEOUT_S)
+    kill_while_writing(process, lake / "scores" / "telemetry", JOB_TIMEOUT_S)
     output = process.communicate(timeout=JOB_TIMEOUT_S)[0]
     assert process.returncode == -signal.SIGKILL, (
         f"the driver was not killed while writing (rc {process.returncode}):\n{output[-3000:]}"
@@ -322,6 +321,6 @@ def test_killing_the_driver_during_the_write_leaves_the_previous_partition_and_t
     after = read_scores(lake)
     assert_same_scores(after, local_scores)
     assert set(after["run_id"]).isdisjoint(before["run_id"]), "the re-run did not replace the partitions"
-    assert not any(p.is_file() for p in (lake / "scores" / "telemetry" / STAGING).rglob("*")), (
-        "the re-run left staging files"
-    )
+    assert committed_by(lake / "scores" / "telemetry", detector="dense_autoencoder") == {
+        day: run_id for day, run_id in after.groupby("dt")["run_id"].first().items()
+    }, "every day's rows are those of the commit that last replaced it"

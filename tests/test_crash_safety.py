@@ -1,9 +1,10 @@
 """Fault injection: the score job killed at each point of its write leaves every partition old or new, complete.
 
-The killed job is a real `anomalake score` process that ends itself with os._exit (no clean-up code runs, as
-with `kill -9`) at a named point of pipelines/lake/publishing.py, or is SIGKILLed by a watcher while Spark is still
-writing its staged files. After each kill a reader (Spark, as `anomalake sql` reads) must see each day with
-all its rows from one run, and the next run must complete the job and leave no staging folder behind.
+The killed job is a real `anomalake score` process, SIGKILLed by a watcher while its tasks are writing data files
+into the scores table's folder, or ending itself with os._exit (no clean-up code runs, as with `kill -9`) after
+its files are written and before its Delta commit ("written"), or right after the commit ("committed"). After
+each kill a reader (Spark, as `anomalake sql` reads) must see each day with all its rows from one run, never a
+file that no commit added; the next run must complete the job.
 """
 
 from __future__ import annotations
@@ -13,24 +14,26 @@ import signal
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
 from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
-from faults import kill_while_writing
+from faults import kill_while_writing, orphan_files
 
 from anomalake.models.artifacts import write_current
 from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.delta import read_delta
 from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.lake.publishing import STAGING
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.job import run_train
 
 pytestmark = pytest.mark.slow
 DAYS = day_range(START, START + timedelta(days=3))
-SCORED = DAYS[2:]  # two days, so a crash can fall between their swaps
+SCORED = DAYS[2:]  # two days, replaced in one commit
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,12 @@ def two_models(ctx, two_models_lake):
 
 
 def read_scores(ctx):
-    return ctx.spark.read.parquet(str(ctx.lake.scores("telemetry")))
+    return read_delta(ctx.spark, ctx.lake.scores("telemetry"))
+
+
+def snapshot_files(ctx) -> set:
+    """The data files the scores table's snapshot names."""
+    return {Path(unquote(urlparse(f).path)) for f in read_scores(ctx).inputFiles()}
 
 
 def versions_by_day(ctx) -> dict[str, tuple[set[str], set[str], int]]:
@@ -106,14 +114,14 @@ def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("crash_at", ["writing", "staged", "journaled", "swapping", "swapped"])
+@pytest.mark.parametrize("crash_at", ["writing", "written", "committed"])
 def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(
     ctx, tiny_table, tmp_path, two_models, crash_at
 ):
     old, new, expected = two_models
     process = score_process(ctx, tmp_path, crash_at)
     if crash_at == "writing":
-        kill_while_writing(process, ctx.lake.scores("telemetry") / STAGING)
+        kill_while_writing(process, ctx.lake.scores("telemetry"))
     output = process.communicate(timeout=600)[0]
     assert process.returncode in (137, -signal.SIGKILL), (
         f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
@@ -128,19 +136,16 @@ def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(
         assert count == expected[day], (
             f"{day} is incomplete after a kill at {crash_at}: {count} of {expected[day]} rows"
         )
-    after_commit = {"swapping": {new, old}, "swapped": {new}}.get(crash_at, {old})
-    assert set().union(*(v for v, _, _ in seen.values())) <= after_commit | {old}
-    if crash_at == "swapped":
-        assert all(v == {new} for v, _, _ in seen.values())
-    if crash_at == "swapping":
-        assert {next(iter(v)) for v, _, _ in seen.values()} == {old, new}, "the crash fell between the two days' swaps"
+    after_commit = {new} if crash_at == "committed" else {old}
+    assert all(versions == after_commit for versions, _, _ in seen.values()), f"after a kill at {crash_at}: {seen}"
+    orphans = orphan_files(ctx.lake.scores("telemetry"), snapshot_files(ctx))
+    if crash_at == "written":
+        assert orphans, "the killed run had written its files, which no commit names"
 
     run_score_days(ctx.with_new_run(), tiny_table, "dense_autoencoder", SCORED)
     seen = versions_by_day(ctx)
     assert {day: (versions, count) for day, (versions, _, count) in seen.items()} == {
         day: ({new}, n) for day, n in expected.items()
     }
-    staging = ctx.lake.scores("telemetry") / STAGING
-    assert not staging.exists() or not any(p for p in staging.rglob("*") if p.is_file()), (
-        "the re-run left staging files"
-    )
+    live = snapshot_files(ctx)
+    assert live and not live & orphans, "a file of the killed run is read"

@@ -195,3 +195,45 @@ def test_a_table_written_without_spark_replaces_one_day_and_keeps_an_old_parquet
     replace_partition_without_spark(figures(0.75), root, {"table": "t", "detector": "d"}, "2026-02-01", "r2", "check")
     got = snapshot_rows(root, table="t", detector="d").sort_values("dt")
     assert list(zip(got["dt"], got["value"])) == [("2026-02-01", 0.75), ("2026-02-02", 0.5)]
+
+
+COMMITTER = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+from pathlib import Path
+from anomalake.pipelines.lake.delta import commit_files, run_files
+root, detector, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for n in range(rounds):
+    run = f"{detector}{n:03d}"
+    folder = root / f"detector={detector}" / "dt=2026-01-01"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"x": pa.array([n], pa.int64())}), folder / f"part-00000-{run}.parquet")
+    commit_files(root, {"detector": detector}, run_files(root, {"detector": detector}, ["2026-01-01"], f"-{run}"),
+                 run, f"score_{detector}")
+"""
+
+
+@pytest.mark.unit
+def test_two_runs_committing_other_detectors_files_at_once_both_commit_whole(tmp_path):
+    import subprocess
+    import sys
+
+    from deltalake import DeltaTable, write_deltalake
+
+    root = tmp_path / "scores"
+    first = pa.table({"x": pa.array([-1], pa.int64()), "detector": ["other"], "dt": ["2026-01-01"]})
+    write_deltalake(str(root), first, partition_by=["detector", "dt"])
+    rounds = 15
+    runs = [
+        subprocess.Popen([sys.executable, "-c", COMMITTER, str(root), detector, str(rounds)], stderr=subprocess.PIPE)
+        for detector in ("a", "b")
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read().decode()[-2000:]
+    table = DeltaTable(str(root))
+    assert table.version() == 2 * rounds, "every run made exactly one commit"
+    rows = snapshot_rows(root).sort_values("detector", ignore_index=True)
+    assert rows.to_dict("list") == {
+        "x": [rounds - 1, rounds - 1, -1],
+        "detector": ["a", "b", "other"],
+        "dt": ["2026-01-01"] * 3,
+    }

@@ -75,7 +75,7 @@ def events(ctx) -> pd.DataFrame:
 
 
 def scores(ctx) -> pd.DataFrame:
-    frame = pd.read_parquet(ctx.lake.scores("telemetry") / f"detector={DETECTOR}")
+    frame = snapshot_rows(ctx.lake.scores("telemetry"), detector=DETECTOR)
     frame = frame[["entity_id", "ts", "raw_score", "score", "is_anomaly", "dt"]].assign(
         dt=lambda f: f["dt"].astype(str)
     )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from conftest import START, TINY_TABLE
+from conftest import START, TINY_TABLE, read_rows
 from samples import KINDS
 
 from anomalake.models.artifacts import load_artifact, read_current
@@ -80,7 +80,7 @@ def test_family_trains_from_the_feature_table(lake, name, kind):
     if kind == "timeseries":
         outcome = run_score(ctx, table, name, DAYS[2])
         assert outcome.scored > 0 and outcome.scored + sum(outcome.quarantined.values()) == outcome.rows_in
-        scores = ctx.spark.read.parquet(str(ctx.lake.scores(table.name))).where(f"detector = '{name}'").toPandas()
+        scores = read_rows(ctx.spark, ctx.lake.scores(table.name), detector=name)
         assert len(scores) == outcome.scored and np.isfinite(scores["score"]).all()
     else:
         normal = KINDS[kind].normal(50, 9)

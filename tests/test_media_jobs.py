@@ -135,9 +135,7 @@ def check_explanations(ctx, table, artifact) -> None:
     """The explanation columns the score job wrote are the ones this process computes for the same samples."""
     from anomalake.pipelines.scoring.explanations import image_explanations, text_explanations
 
-    written = pd.read_parquet(
-        ctx.lake.scores(table.name) / f"detector={artifact.meta['detector']}" / f"dt={SCORE_DAY.isoformat()}"
-    )
+    written = snapshot_rows(ctx.lake.scores(table.name), detector=artifact.meta["detector"], dt=SCORE_DAY.isoformat())
     ids, x = day_samples(ctx, table, SCORE_DAY)
     top = written.sort_values("score", ascending=False).head(5)
     pick = ids.reset_index(drop=True).pipe(lambda s: [int(s.index[s == e][0]) for e in top["entity_id"]])

@@ -16,7 +16,7 @@ from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.reporting.report import scores_dir, write_report
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
-from tests.conftest import START, TINY_DETECTOR
+from tests.conftest import START, TINY_DETECTOR, snapshot_rows
 
 pytestmark = pytest.mark.spark
 CHROMIUM = "/usr/bin/chromium"
@@ -59,7 +59,7 @@ def test_report_renders(ctx, tiny_table, tmp_path, chromium_path):
     path = write_report(ctx.lake, tiny_table, "dense_autoencoder", day)
     assert path == scores_dir(ctx.lake, "telemetry", "dense_autoencoder", day) / "_report.html"
     assert "http" not in path.read_text().split("<body>")[1][:200000].replace("http-equiv", "")  # self-contained
-    scores = pd.read_parquet(scores_dir(ctx.lake, "telemetry", "dense_autoencoder", day))
+    scores = snapshot_rows(ctx.lake.scores("telemetry"), detector="dense_autoencoder", dt=day.isoformat())
     scores["ts"] = pd.to_datetime(scores["ts"]).dt.tz_localize(None)
     top_entity = anomaly_events(scores, tiny_table.window.length * tiny_table.step_seconds)["entity_id"].iloc[0]
     errors: list[str] = []

@@ -12,7 +12,7 @@ from importlib.metadata import version
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import START, TINY_DETECTOR, read_rows
+from conftest import START, TINY_DETECTOR, committed_by, read_rows
 
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
@@ -67,8 +67,10 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
     rerun = ctx.with_new_run()
     run_score_days(rerun, tiny_table, "dense_autoencoder", DAYS[2:])
     assert_exactly_equal(table_rows(ctx, ctx.lake.scores("telemetry")), scores)
-    assert set(ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()["run_id"]) == {rerun.run_id}
-    assert written_by(ctx.lake.scores("telemetry") / "detector=dense_autoencoder") == {rerun.run_id}
+    assert set(read_rows(ctx.spark, ctx.lake.scores("telemetry"))["run_id"]) == {rerun.run_id}
+    assert committed_by(ctx.lake.scores("telemetry"), detector="dense_autoencoder") == {
+        d.isoformat(): rerun.run_id for d in DAYS[2:]
+    }
 
     # Training again on the same windows with the same seed gives the same model, so the same scores.
     second = run_train(
@@ -78,7 +80,9 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
     after_retraining = ctx.with_new_run()
     run_score_days(after_retraining, tiny_table, "dense_autoencoder", DAYS[2:])
     again = table_rows(ctx, ctx.lake.scores("telemetry"))
-    assert written_by(ctx.lake.scores("telemetry") / "detector=dense_autoencoder") == {after_retraining.run_id}
+    assert committed_by(ctx.lake.scores("telemetry"), detector="dense_autoencoder") == {
+        d.isoformat(): after_retraining.run_id for d in DAYS[2:]
+    }
     assert set(again["model_version"]) == {second.version}, "the days were rescored by the new model"
     assert_exactly_equal(again.drop(columns="model_version"), scores.drop(columns="model_version"))
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, read_rows, template_context
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, read_rows, snapshot_rows, template_context
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.scaling import EntityScaling
@@ -190,7 +190,7 @@ def test_spark_scores_equal_one_process_scores(trained):
     ctx, table, result = trained
     day = DAYS[2]
     outcome = run_score(ctx, table, "dense_autoencoder", day)
-    scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    scores = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
     windows = features(ctx, day)
     assert outcome.rows_in == len(windows) == outcome.scored + sum(outcome.quarantined.values()) == len(scores)
     merged = windows.merge(scores, on=["entity_id", "ts"]).sort_values(["entity_id", "ts"])
@@ -211,10 +211,10 @@ def test_score_rerun_replaces_the_partition(trained):
     ctx, table, _ = trained
     run_score(ctx, table, "dense_autoencoder", DAYS[1])
     run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
-    first = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    first = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
     rerun = ctx.with_new_run()
     run_score(rerun, table, "dense_autoencoder", DAYS[2])
-    second = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    second = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
     assert len(first) == len(second) and not second.duplicated(["entity_id", "ts"]).any()
     assert set(second.loc[second["dt"] == DAYS[2].isoformat(), "run_id"]) == {rerun.run_id}, "the day was rewritten"
     other_day = second[second["dt"] == DAYS[1].isoformat()]
@@ -237,13 +237,13 @@ def test_a_range_scored_in_one_job_equals_the_days_scored_one_by_one(trained):
     days = DAYS[1:]
     by_range = ctx.with_new_run()
     run_score_days(by_range, table, "dense_autoencoder", days)
-    scores_root = ctx.lake.scores("telemetry") / "detector=dense_autoencoder"
-    ranged = {d: pd.read_parquet(partition_path(scores_root, dt=d.isoformat())) for d in days}
+    scores_root = ctx.lake.scores("telemetry")
+    ranged = {d: snapshot_rows(scores_root, detector="dense_autoencoder", dt=d.isoformat()) for d in days}
     assert all(set(ranged[d]["run_id"]) == {by_range.run_id} for d in days)
     for day in days:
         alone = ctx.with_new_run()
         run_score(alone, table, "dense_autoencoder", day)
-        daily = pd.read_parquet(partition_path(scores_root, dt=day.isoformat()))
+        daily = snapshot_rows(scores_root, detector="dense_autoencoder", dt=day.isoformat())
         assert set(daily["run_id"]) == {alone.run_id}, "the day was rewritten by its own run"
         pd.testing.assert_frame_equal(comparable(daily), comparable(ranged[day]), check_exact=True)
         record = latest_run_record(ctx.lake.root, "telemetry", "score_dense_autoencoder", day)
@@ -258,7 +258,7 @@ def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
     stranger.write.mode("append").parquet(str(partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())))
     outcome = run_score(ctx, table, "dense_autoencoder", day)
     assert outcome.quarantined == {"unknown_entity": 5}
-    scores = ctx.spark.read.parquet(str(ctx.lake.scores("telemetry"))).toPandas()
+    scores = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
     assert "host-new" not in set(scores["entity_id"]) and outcome.rows_in == outcome.scored + 5
 
 
@@ -281,9 +281,7 @@ def test_unseen_entities_are_scored_in_the_units_the_table_asks_for(trained, pol
     add_level_shifted_host(ctx, day, shift=100.0)
     outcome = run_score(ctx, dataclasses.replace(table, unseen_entities=policy), "dense_autoencoder", day)
     assert outcome.quarantined == {} and outcome.scored == outcome.rows_in
-    scores = pd.read_parquet(
-        partition_path(ctx.lake.scores("telemetry") / "detector=dense_autoencoder", dt=day.isoformat())
-    )
+    scores = snapshot_rows(ctx.lake.scores("telemetry"), detector="dense_autoencoder", dt=day.isoformat())
     new = scores[scores["entity_id"] == "host-new"].sort_values("ts")
     windows = features(ctx, day).query("entity_id == 'host-new'").sort_values("ts")
     x = np.stack(windows["x"]).astype(np.float64).reshape(-1, table.window.length, len(table.features))

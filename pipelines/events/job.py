@@ -30,6 +30,7 @@ from anomalake.pipelines.events.detection import entity_events, sample_events
 from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days
 from anomalake.pipelines.lake.layout import has_data, partition_path
 from anomalake.pipelines.lake.runs import latest_run_record
 from anomalake.pipelines.scoring.udf import score_arrow_batches
@@ -85,12 +86,12 @@ def _scores_with_history(
     reach = settings.history_days + settings.max_chain_days
     wanted = [days[0] - timedelta(days=n) for n in range(reach, 0, -1)] + days
     by_source: dict[str, list[date]] = {"scores": [], "rescored": [], "missing": []}
+    scored = snapshot_days(ctx.lake.scores(table.name), {"detector": detector})
     for day in wanted:
-        by_source[_day_source(ctx, table, detector, version, day, required=day in days)].append(day)
+        by_source[_day_source(ctx, table, detector, version, day, scored, required=day in days)].append(day)
     parts = []
     if by_source["scores"]:
-        root = partition_path(ctx.lake.scores(table.name), detector=detector)
-        parts.append(_read_days(ctx, root, by_source["scores"]).select(*SCORE_COLUMNS))
+        parts.append(_read_scores(ctx, table, detector, by_source["scores"]).select(*SCORE_COLUMNS))
     if by_source["rescored"]:
         parts.append(_rescored(ctx, table, detector, version, by_source["rescored"]))
     sources = sorted(f"{d.isoformat()}: {source}" for source, of in by_source.items() for d in of if d not in days)
@@ -98,17 +99,25 @@ def _scores_with_history(
 
 
 def _read_days(ctx: JobContext, root: Path, days: list[date]) -> DataFrame:
-    """The dt partitions `days` of root in one read (dt a string column, as the partition names it)."""
+    """The dt partitions `days` of the features folder at root in one read (dt a string column, as the partition
+    names it)."""
     paths = [str(partition_path(root, dt=d.isoformat())) for d in days]
     return ctx.spark.read.option("basePath", str(root)).parquet(*paths)
 
 
-def _day_source(ctx: JobContext, table: TableConfig, detector: str, version: str, day: date, required: bool) -> str:
-    """Where one day's scores of this model version come from: "scores" (the scores table), "rescored" (its
-    features, scored on the fly) or "missing"."""
-    folder = partition_path(ctx.lake.scores(table.name), detector=detector, dt=day.isoformat())
+def _read_scores(ctx: JobContext, table: TableConfig, detector: str, days: list[date]) -> DataFrame:
+    """The scores of `days` under the detector, from the scores table's current snapshot."""
+    condition = partition_condition({"detector": detector}, [d.isoformat() for d in days])
+    return read_delta(ctx.spark, ctx.lake.scores(table.name)).where(condition)
+
+
+def _day_source(
+    ctx: JobContext, table: TableConfig, detector: str, version: str, day: date, scored: set[str], required: bool
+) -> str:
+    """Where one day's scores of this model version come from: "scores" (the scores table, whose snapshot holds
+    the `scored` days), "rescored" (its features, scored on the fly) or "missing"."""
     record = latest_run_record(ctx.lake.root, table.name, f"score_{detector}", day)
-    if has_data(folder) and record is not None and record.get("model_version") == version:
+    if day.isoformat() in scored and record is not None and record.get("model_version") == version:
         return "scores"
     if required:
         raise JobError(
@@ -157,9 +166,7 @@ def _flagged_windows(events: DataFrame) -> DataFrame:
 
 def _day_scores(ctx: JobContext, table: TableConfig, detector: str, days: list[date]) -> DataFrame:
     """The scored windows of `days` as they are before this run replaces them."""
-    root = ctx.lake.scores(table.name)
-    paths = [str(partition_path(root, detector=detector, dt=d.isoformat())) for d in days]
-    scores = ctx.spark.read.option("basePath", str(partition_path(root, detector=detector))).parquet(*paths)
+    scores = _read_scores(ctx, table, detector, days)
     # Held in the executors: these partitions are replaced below, and a later read of the listed files would miss.
     return scores.localCheckpoint(eager=True)
 
@@ -177,21 +184,16 @@ def _publish(ctx, table, detector, version, days, events: DataFrame, day_scores:
     events_root, keys = ctx.lake.events(table.name), {"detector": detector}
     ctx.replace(described, schemas.events_schema(table.kind), events_root, keys, days, written, f"events_{detector}")
     in_event = flagged.withColumn("_in_event", F.lit(True))
-    # The partition is written again by this run, so its rows name this run (as its _RUN marker does).
+    # The partition is written again by this run, so its rows name this run (as its commit does).
     rescored = (
         day_scores.join(in_event, ["entity_id", "ts", "dt"], "left")
         .withColumn("is_anomaly", F.coalesce(F.col("_in_event"), F.lit(False)))
         .withColumn("run_id", F.lit(ctx.run_id))
     )
     scored_days = {d.isoformat() for d in days}
-    ctx.publish(
-        rescored,
-        schemas.scores_schema(table.kind),
-        ctx.lake.scores(table.name),
-        {"detector": detector},
-        days,
-        scored_days,
-    )
+    scores_schema, scores_root = schemas.scores_schema(table.kind), ctx.lake.scores(table.name)
+    job = f"events_{detector}"
+    ctx.replace(rescored, scores_schema, scores_root, {"detector": detector}, days, scored_days, job)
 
 
 def _record_days(ctx, table, detector, version, days, day_scores: DataFrame, rows, sources) -> EventsResult:

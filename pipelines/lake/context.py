@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 from pyspark.sql import SparkSession
 
-from anomalake.pipelines.lake.delta import replace_days
+from anomalake.pipelines.lake.delta import DataFile, commit_files, replace_days
 from anomalake.pipelines.lake.layout import Lake
 from anomalake.pipelines.lake.publishing import begin_staging, commit_staged, publish_partitions
 from anomalake.pipelines.lake.runs import write_run_record
@@ -39,6 +39,11 @@ class JobContext:
         """Replace the `days` partitions of the Delta table at root under `keys` in one commit that names this run
         and `job` (see anomalake.pipelines.lake.delta)."""
         replace_days(df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, job)
+
+    def commit_files(self, root, keys: dict[str, str], files: dict[str, list[DataFile]], job: str) -> None:
+        """Replace the days of `files` under `keys` of the Delta table at root by the files this run's tasks wrote
+        into it, in one commit that names this run and `job` (see anomalake.pipelines.lake.delta)."""
+        commit_files(root, keys, files, self.run_id, job)
 
     def stage(self, root, keys: dict[str, str]):
         """This run's staging folder for root/<keys>, for tasks that write their own files (after recovery)."""

@@ -9,22 +9,33 @@ version stays readable (`VERSION AS OF`) until vacuumed. Files that a commit rem
 then: only the snapshot says which files hold the table, so nothing lists a Delta folder's Parquet files.
 Processes without Spark (the nightly check) read a snapshot with `read_snapshot` (the `deltalake` package lists
 the snapshot's files; pyarrow reads them).
+
+Jobs whose tasks write their own Parquet files (the score job: pyarrow in the tasks, no shuffle to Spark's
+writer) write them straight into the table's partition folders, named with the run id, and `commit_files` then
+adds exactly those files and removes the replaced days' old ones in one commit. Until that commit no reader sees
+them; a run killed before it leaves orphan files that no snapshot names, which VACUUM deletes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.lake.layout import is_delta
 
 
@@ -209,3 +220,118 @@ def replace_partition_without_spark(
         predicate=" AND ".join(f'"{key}" = {_sql_string(value)}' for key, value in partition.items()),
         commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True)}),
     )
+
+
+def crash_if(crash_at: str, point: str) -> None:
+    """Kill this process without any clean-up when fault injection asks for this point (tests only)."""
+    if crash_at == point:
+        os._exit(137)
+
+
+def create_table(
+    spark: SparkSession, root: Path, schema: T.StructType, partition_columns: list[str], run_id: str, job: str
+) -> None:
+    """Make root a Delta table before a run's tasks write into it: an old Parquet folder is converted in place (its
+    files only: a run's files must not be in it yet), and where there is nothing an empty table is created (a
+    CREATE TABLE commit that names the run and job)."""
+    from delta.tables import DeltaTable
+
+    convert_parquet_folder(spark, root, partition_columns)
+    if is_delta(root):
+        return
+    spark.conf.set(_COMMIT_METADATA, json.dumps({"run_id": run_id, "job": job}, sort_keys=True))
+    try:
+        table = DeltaTable.createIfNotExists(spark).location(str(Path(root).resolve())).addColumns(schema)
+        table.partitionedBy(*partition_columns).execute()
+    finally:
+        spark.conf.unset(_COMMIT_METADATA)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet file a run's task wrote into a table's partition folder, and its rows (from its footer)."""
+
+    path: Path
+    rows: int
+
+
+def run_files(root: Path, keys: dict[str, str], days: Iterable[str], tag: str) -> dict[str, list[DataFile]]:
+    """The finished files named with `tag` (the run id) in each day's partition folder under `keys`, by day.
+
+    A task writes one file per day under a name fixed by its partition, so a retried task replaced its own file
+    and each file is listed once; a failed attempt's temp files are not listed."""
+    files = {}
+    for day in sorted(days):
+        folder = Path(root) / Path(*[f"{k}={v}" for k, v in keys.items()]) / f"dt={day}"
+        paths = sorted(folder.glob(f"part-*{tag}.parquet")) if folder.is_dir() else []
+        files[day] = [DataFile(path, pq.read_metadata(path).num_rows) for path in paths]
+    return files
+
+
+COMMIT_ATTEMPTS = 20
+
+
+def commit_files(root: Path, keys: dict[str, str], files: dict[str, list[DataFile]], run_id: str, job: str) -> None:
+    """One commit that replaces the rows of the days in `files` under `keys` by exactly those files (a day with
+    none is emptied); the user metadata is as `replace_days` writes it. The files lie in the table's folder.
+
+    delta-rs refuses the commit when another writer committed since the table was read (another detector's score
+    run beside this one, a backfill of other days), even where the two touch different partitions. The commit
+    reads no rows (it replaces whole partitions by files of its own), so it is tried again on the new version;
+    two runs of the same days end as Delta's writers do: the later commit wins, each day whole."""
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import AddAction
+
+    root = Path(root).resolve()
+    actions = [
+        AddAction(
+            quote(file.path.resolve().relative_to(root).as_posix(), safe="/="),
+            file.path.stat().st_size,
+            {**keys, "dt": day},
+            int(file.path.stat().st_mtime * 1000),
+            True,
+            json.dumps({"numRecords": file.rows}),
+        )
+        for day, day_files in sorted(files.items())
+        for file in day_files
+    ]
+    days = sorted(files)
+    metadata = {"run_id": run_id, "job": job, "partition": keys, "days": days}
+    for attempt in range(COMMIT_ATTEMPTS):
+        table = DeltaTable(str(root))
+        try:
+            table.create_write_transaction(
+                actions,
+                mode="overwrite",
+                schema=table.schema(),
+                partition_by=table.metadata().partition_columns,
+                partition_filters=[*[(key, "=", value) for key, value in keys.items()], ("dt", "in", days)],
+                commit_properties=CommitProperties(
+                    custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True)}
+                ),
+            )
+            return
+        except CommitFailedError:
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))  # writers that collided do not collide again
+    raise JobError(
+        f"table {root.name}, partitions {keys} dt={days[0]}..{days[-1]}: the Delta commit failed {COMMIT_ATTEMPTS} "
+        "times against other writers; run the job again"
+    )
+
+
+def remove_uncommitted(files: dict[str, list[DataFile]]) -> None:
+    """Delete a failed run's files before anything committed them (orphans would only wait for VACUUM)."""
+    for day_files in files.values():
+        for file in day_files:
+            file.path.unlink(missing_ok=True)
+
+
+def snapshot_days(root: Path, keys: dict[str, str]) -> set[str]:
+    """The days (dt) under `keys` that the table's current snapshot holds files of, from its log (no data read)."""
+    from deltalake import DeltaTable
+
+    if not is_delta(root):
+        return set()
+    table = DeltaTable(str(Path(root).resolve()))
+    return {p["dt"] for p in table.partitions([(key, "=", value) for key, value in keys.items()])}

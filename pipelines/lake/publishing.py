@@ -166,18 +166,27 @@ def check_staged(table: TableConfig, stage: Path, keys: dict[str, str], counts: 
 
 
 class TaskFiles:
-    """One Spark task's files in a staging folder (see `begin_staging`), one per day: dt=D/part-<partition>.parquet.
+    """One Spark task's files, one per day: dt=D/part-<partition><tag>.parquet, in a staging folder (see
+    `begin_staging`) or, tagged with the run id, in a Delta table's folder (see delta.commit_files).
 
     Tasks that write their output with pyarrow (instead of handing rows back to Spark's writer) use this. Each
     file is written as a hidden temp file and renamed when the task's input is done, so a retried task replaces
     its own files whole; what a failed attempt leaves is deleted, or skipped by readers and by `commit_staged`.
     """
 
-    def __init__(self, folder: Path, schema: pa.Schema, part: int | None = None, attempt: int | None = None, **options):
+    def __init__(
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        part: int | None = None,
+        attempt: int | None = None,
+        tag: str = "",
+        **options,
+    ):
         from pyspark import TaskContext
 
         context = TaskContext.get()  # inside a Spark task; tests name the partition and attempt themselves
-        self.folder, self.schema, self.options = folder, schema, options
+        self.folder, self.schema, self.tag, self.options = folder, schema, tag, options
         self.part = context.partitionId() if part is None else part
         self.attempt = context.attemptNumber() if attempt is None else attempt
         self.buffers: dict[str, list[pa.Table]] = {}
@@ -193,7 +202,7 @@ class TaskFiles:
             self._flush(day)
 
     def _temp(self, day: str) -> Path:
-        return self.folder / f"dt={day}" / f".part-{self.part:05d}-{self.attempt}.tmp"
+        return self.folder / f"dt={day}" / f".part-{self.part:05d}{self.tag}-{self.attempt}.tmp"
 
     def _flush(self, day: str) -> None:
         if day not in self.writers:
@@ -208,7 +217,7 @@ class TaskFiles:
         for day, writer in self.writers.items():
             writer.close()
             if error_type is None:
-                os.replace(self._temp(day), self._temp(day).with_name(f"part-{self.part:05d}.parquet"))
+                os.replace(self._temp(day), self._temp(day).with_name(f"part-{self.part:05d}{self.tag}.parquet"))
             else:
                 self._temp(day).unlink(missing_ok=True)
 

@@ -17,7 +17,8 @@ from pyspark.sql import types as T
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import input_error
-from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
+from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days
+from anomalake.pipelines.lake.layout import Lake, has_data, is_delta, partition_path
 
 LOG = logging.getLogger("anomalake")
 NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
@@ -219,7 +220,14 @@ def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> No
 def read_partitions(
     spark: SparkSession, root: Path, days: Iterable[date], what: str, table: str, **keys: str
 ) -> DataFrame:
-    """Read the dt partitions of one table (under optional fixed keys); each must exist."""
+    """Read the dt partitions of one table (under optional fixed keys); each must exist. A Delta table is read
+    through its snapshot, a Parquet folder as it is."""
+    if is_delta(root):
+        present = snapshot_days(root, keys)
+        for day in days:
+            if day.isoformat() not in present:
+                raise input_error(table, f"dt={day.isoformat()}", None, f"no {what} partition in {root}")
+        return read_delta(spark, root).where(partition_condition(keys, [d.isoformat() for d in days]))
     paths = []
     for day in days:
         folder = partition_path(root, **keys, dt=day.isoformat())

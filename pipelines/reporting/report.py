@@ -22,6 +22,7 @@ import pandas as pd
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.events.grouping import anomaly_events
+from anomalake.pipelines.lake.delta import read_snapshot
 from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
 from anomalake.pipelines.lake.runs import latest_run_record
 
@@ -68,13 +69,12 @@ def _utc_naive(values: pd.Series) -> pd.Series:
 
 
 def _read_scores(lake: Lake, table: TableConfig, detector: str, day: date) -> pd.DataFrame:
-    folder = scores_dir(lake, table.name, detector, day)
-    if not has_data(folder):
+    scores = read_snapshot(lake.scores(table.name), {"detector": detector, "dt": day.isoformat()})
+    if scores is None:
         raise JobError(
-            f"table {table.name}, partition dt={day}: no scores of detector {detector} at {folder}; run `anomalake "
-            "score` first"
+            f"table {table.name}, partition dt={day}: no scores of detector {detector} in {lake.scores(table.name)}; "
+            "run `anomalake score` first"
         )
-    scores = pd.read_parquet(folder, engine="pyarrow")
     if "ts" in scores:
         scores["ts"] = _utc_naive(scores["ts"])
     return scores

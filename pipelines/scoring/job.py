@@ -20,8 +20,8 @@ from anomalake.pipelines.features.entity_scaling import unseen_scaling
 from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount, add_counts
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import DataFile, crash_if, create_table, remove_uncommitted, run_files
 from anomalake.pipelines.lake.layout import partition_path
-from anomalake.pipelines.lake.publishing import check_staged, end_staging
 from anomalake.pipelines.lake.reading import parquet_rows, read_partitions
 from anomalake.pipelines.scoring.udf import REASONS, ScoreFiles, write_scores_arrow
 
@@ -68,14 +68,10 @@ def run_score_days(
         f"..{days[-1].isoformat()}" if len(days) > 1 else ""
     )
     unseen = _unseen_scaling(features, table, artifact_path)
-    scores_root, keys = ctx.lake.scores(table.name), {"detector": detector}
-    stage = ctx.stage(scores_root, keys)
-    try:
-        tally, rows_by_day = _score_to_stage(
-            ctx, table, detector, days, features, artifact_path, version, unseen, stage, where
-        )
-    finally:
-        end_staging(stage)  # a failed run's files and its lock (a committed run has moved the files)
+    # Before any task writes into it: an old Parquet folder is converted with its own files only.
+    schema, job = schemas.scores_schema(table.kind), f"score_{detector}"
+    create_table(ctx.spark, ctx.lake.scores(table.name), schema, ["detector", "dt"], ctx.run_id, job)
+    tally, rows_by_day = _score_into_table(ctx, table, detector, days, features, artifact_path, version, unseen, where)
     for day in days:
         of_day = _accounting(
             [r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version
@@ -106,7 +102,7 @@ def run_score_days(
     return _accounting(tally, sum(rows_by_day.values()), version)
 
 
-def _score_to_stage(
+def _score_into_table(
     ctx: JobContext,
     table: TableConfig,
     detector: str,
@@ -115,14 +111,13 @@ def _score_to_stage(
     artifact_path: Path,
     version: str,
     unseen: str,
-    stage: Path,
     where: str,
 ) -> tuple[list, dict[str, int]]:
-    """Score in the tasks, which write the scored rows under `stage`; check the counts; publish; (tally, rows in by
-    day)."""
-    keys = {"detector": detector}
+    """Score in the tasks, which write the scored rows into the scores table's folder; check the counts; commit
+    the run's files in one Delta commit; (tally, rows in by day)."""
+    keys, root = {"detector": detector}, ctx.lake.scores(table.name)
     files = ScoreFiles(
-        str(partition_path(stage, **keys)),
+        str(partition_path(root, **keys)),
         table.kind,
         version,
         ctx.run_id,
@@ -131,8 +126,10 @@ def _score_to_stage(
     )
     score = partial(write_scores_arrow, path=str(artifact_path), kind=table.kind, unseen=unseen, files=files)
     outcome = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, schemas.SCORE_TALLY).persist()
+    day_names, committed = [d.isoformat() for d in days], False
     try:
         tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()
+        written = run_files(root, keys, day_names, f"-{ctx.run_id}")
         # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
         rows_by_day = {
             d.isoformat(): parquet_rows(table, d, partition_path(ctx.lake.features(table.name), dt=d.isoformat()))
@@ -141,9 +138,11 @@ def _score_to_stage(
         result = _accounting(tally, sum(rows_by_day.values()), version)
         result.check(where, f"score_{detector}")
         result.check_quarantine(where, table.max_quarantine_share, noun="windows")
-        good_days = {r["dt"] for r in tally if r["error"] is None}
-        check_staged(table, stage, keys, {r["dt"]: r["n"] for r in tally if r["error"] is None}, "scored rows")
-        ctx.commit(ctx.lake.scores(table.name), keys, days, good_days)
+        _check_written(table, written, {r["dt"]: r["n"] for r in tally if r["error"] is None})
+        crash_if(ctx.settings.crash_at, "written")
+        ctx.commit_files(root, keys, written, f"score_{detector}")
+        committed = True
+        crash_if(ctx.settings.crash_at, "committed")
         explain = F.create_map(*[F.lit(x) for pair in REASONS.items() for x in pair])
         bad = outcome.where(F.col("error").isNotNull()).select(
             "entity_id",
@@ -157,8 +156,21 @@ def _score_to_stage(
         job = f"score_{detector}"
         ctx.replace(bad, schemas.QUARANTINE, ctx.lake.quarantine(table.name), {"job": job}, days, bad_days, job)
     finally:
+        if not committed:  # a failed run's files (a committed run's are the table's now)
+            remove_uncommitted(run_files(root, keys, day_names, f"-{ctx.run_id}"))
         outcome.unpersist()
     return tally, rows_by_day
+
+
+def _check_written(table: TableConfig, written: dict[str, list[DataFile]], counted: dict[str, int]) -> None:
+    """Each day's files hold (by their footers) the rows the tasks counted for it; else the job stops."""
+    for day, files in written.items():
+        on_disk = sum(file.rows for file in files)
+        if on_disk != counted.get(day, 0):
+            raise JobError(
+                f"table {table.name}, partition dt={day}: {counted.get(day, 0)} scored rows counted but {on_disk} "
+                "written"
+            )
 
 
 def _unseen_scaling(features: DataFrame, table: TableConfig, artifact_path: Path) -> str:

@@ -199,7 +199,7 @@ def _window_samples(
 class ScoreFiles:
     """Where a score task writes and the columns every row shares (picklable: a path and constants)."""
 
-    folder: str  # the run's staging folder down to the keys: the day folders go under it
+    folder: str  # the scores table's folder down to the detector key: the day folders go under it
     kind: str
     model_version: str
     run_id: str
@@ -219,7 +219,7 @@ def write_scores_arrow(
     yield SCORE_TALLY rows: each row that could not be scored, then per day the rows written and how many are
     anomalies."""
     schema, counts = files.schema, {}
-    with TaskFiles(Path(files.folder), schema) as out:
+    with TaskFiles(Path(files.folder), schema, tag=f"-{files.run_id}") as out:
         for scored in score_arrow_batches(batches, path, kind, unseen):
             failed = scored.column("error").is_valid()
             if pc.any(failed).as_py():
