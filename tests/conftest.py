@@ -112,6 +112,14 @@ def snapshot_rows(root, **partition) -> pd.DataFrame:
     return frame if frame is not None else pd.DataFrame()
 
 
+def append_features(ctx, table: str, rows: pd.DataFrame) -> None:
+    """Rows (entity_id, ts, x, dt) added to a table's features in a commit of their own, beside the windows job's."""
+    from anomalake.pipelines.lake.schemas import FEATURES
+
+    frame = ctx.spark.createDataFrame(rows[[f.name for f in FEATURES.fields]], schema=FEATURES)
+    frame.write.format("delta").mode("append").save(str(ctx.lake.features(table)))
+
+
 def committed_by(root, **keys) -> dict[str, str]:
     """The run whose commit last replaced each day (under `keys`, e.g. detector=...) of a Delta table, from its
     history's user metadata (delta-rs, as a process without Spark reads it)."""

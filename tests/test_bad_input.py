@@ -19,11 +19,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import START, TINY_DETECTOR, TINY_TABLE, read_rows
+from conftest import START, TINY_DETECTOR, TINY_TABLE, append_features, read_rows
 
 from anomalake.models.artifacts import ArtifactError, read_current, write_checksums
 from anomalake.pipelines.config import parse_table
@@ -35,7 +34,6 @@ from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.jobs.cli import main
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.layout import is_delta, partition_path
-from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
 from anomalake.pipelines.training.job import run_train
@@ -169,16 +167,11 @@ def image_files(ctx, table) -> None:
 
 
 def extra_window(ctx, values: list[float]) -> None:
-    """One more row in the scored day's features, next to the windows job's own files."""
-    folder = partition_path(ctx.lake.features("telemetry"), dt=SCORE_DAY.isoformat())
-    row = pa.table(
-        {
-            "entity_id": ["host-000"],
-            "ts": pa.array([pd.Timestamp(SCORE_DAY, tz="UTC")], pa.timestamp("us", tz="UTC")),
-            "x": pa.array([values], pa.list_(pa.float32())),
-        }
+    """One more row in the scored day's features, appended to the windows job's in a commit of its own."""
+    row = pd.DataFrame(
+        {"entity_id": ["host-000"], "ts": [pd.Timestamp(SCORE_DAY)], "x": [values], "dt": [SCORE_DAY.isoformat()]}
     )
-    pq.write_table(row.cast(FEATURE_FILE), folder / "part-extra.parquet")
+    append_features(ctx, "telemetry", row)
 
 
 # ---- the model cases: the lake of `trained_lake`, with its CURRENT artifact changed ----

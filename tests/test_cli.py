@@ -77,16 +77,26 @@ def test_generate_windows_train_score_sql(tmp_path):
     assert json.loads(lines[0]) == {"n": 3 * 288 * 2}
     table = anomalake(lake, "sql", "SELECT reason, count(*) AS n FROM quarantine_telemetry GROUP BY reason").stdout
     assert "insufficient_history" in table and "(1 rows)" in table
-    # The scores and the quarantine are Delta tables: their history names the run and job of each version and the
-    # days it replaced (the score run created its table, then committed its tasks' files).
+    # The features, scores and quarantine are Delta tables: their history names the run and job of each version and
+    # the days it replaced (the windows and score runs created their tables, then committed their tasks' files).
     history = anomalake(lake, "history", "--table", "telemetry", "--format", "csv").stdout
     commits = pd.read_csv(io.StringIO(history)).fillna("")
     assert commits[["table", "version", "job", "operation", "partitions"]].values.tolist() == [
+        ["features_telemetry", 0, "windows", "CREATE TABLE", ""],
+        ["features_telemetry", 1, "windows", "WRITE", "dt=2026-03-01,2026-03-02,2026-03-03"],
         ["scores_telemetry", 0, "score_dense_autoencoder", "CREATE TABLE", ""],
         ["scores_telemetry", 1, "score_dense_autoencoder", "WRITE", "detector=dense_autoencoder dt=2026-03-03"],
         ["quarantine_telemetry", 0, "windows", "WRITE", "job=windows dt=2026-03-01,2026-03-02,2026-03-03"],
     ]
-    assert commits.groupby("table")["run_id"].nunique().to_dict() == {"quarantine_telemetry": 1, "scores_telemetry": 1}
+    assert commits.groupby("table")["run_id"].nunique().to_dict() == {
+        "features_telemetry": 1,
+        "quarantine_telemetry": 1,
+        "scores_telemetry": 1,
+    }
+    assert (
+        commits.query("table == 'features_telemetry'")["run_id"].iloc[0]
+        == (commits.query("table == 'quarantine_telemetry'")["run_id"].iloc[0])
+    ), "one windows run wrote both"
 
     # The persistent catalog: plain spark-sql sees the tables, and a new night needs no registration.
     assert "registered features_telemetry, labels_telemetry" in anomalake(lake, "catalog").stdout
@@ -114,7 +124,7 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
         "anomalake windows: error: table telemetry, partition dt=2026-03-02, column latency: missing "
         "(found columns: entity_id, ts, cpu, memory, requests)"
     )
-    assert not (lake / "features" / "telemetry" / "dt=2026-03-02").exists()
+    assert not list((lake / "features" / "telemetry").rglob("*.parquet")), "a refused run leaves no file"
     missing = anomalake(lake, "windows", "--table", "telemetry", "--date", "2026-03-09", check=False)
     assert missing.returncode == 1 and "partition dt=2026-03-09: no raw data" in missing.stderr
 

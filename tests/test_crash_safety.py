@@ -1,10 +1,11 @@
-"""Fault injection: the score job killed at each point of its write leaves every partition old or new, complete.
+"""Fault injection: the windows and score jobs killed at each point of their write leave every partition old or new,
+complete.
 
-The killed job is a real `anomalake score` process, SIGKILLed by a watcher while its tasks are writing data files
-into the scores table's folder, or ending itself with os._exit (no clean-up code runs, as with `kill -9`) after
-its files are written and before its Delta commit ("written"), or right after the commit ("committed"). After
-each kill a reader (Spark, as `anomalake sql` reads) must see each day with all its rows from one run, never a
-file that no commit added; the next run must complete the job.
+The killed job is a real `anomalake windows` or `anomalake score` process, SIGKILLed by a watcher while its tasks
+are writing data files into the features or scores table's folder, or ending itself with os._exit (no clean-up code
+runs, as with `kill -9`) after its files are written and before its Delta commit ("written"), or right after the
+commit ("committed"). After each kill a reader (Spark, as `anomalake sql` reads) must see each day with all its
+rows from one run, never a file that no commit added; the next run must complete the job.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
-from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, template_context
+from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, read_rows, template_context
 from faults import kill_while_writing, orphan_files
 
 from anomalake.models.artifacts import write_current
@@ -27,7 +30,8 @@ from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.delta import read_delta
-from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.delta import snapshot_files as snapshot_files_of
+from anomalake.pipelines.lake.layout import day_range, partition_path
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.job import run_train
 
@@ -83,7 +87,9 @@ def versions_by_day(ctx) -> dict[str, tuple[set[str], set[str], int]]:
     return {r["dt"]: (set(r["collect_set(model_version)"]), set(r["collect_set(run_id)"]), r["count(1)"]) for r in rows}
 
 
-def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
+def job_process(ctx, tmp_path, crash_at: str, args: list[str]) -> subprocess.Popen:
+    """A real `anomalake` job process on the test's lake, told to kill itself at `crash_at` (not at "writing": the
+    test's watcher kills it then)."""
     tables = tmp_path / "tables.yml"
     tables.write_text(yaml.safe_dump({"telemetry": TINY_TABLE}))
     env = {
@@ -94,6 +100,16 @@ def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     }
     if crash_at != "writing":
         env["ANOMALAKE_CRASH_AT"] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     args = [
         "score",
         "--detector",
@@ -105,13 +121,7 @@ def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
         "--end",
         SCORED[-1].isoformat(),
     ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "anomalake.pipelines.jobs.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return job_process(ctx, tmp_path, crash_at, args)
 
 
 @pytest.mark.parametrize("crash_at", ["writing", "written", "committed"])
@@ -148,4 +158,43 @@ def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(
         day: ({new}, n) for day, n in expected.items()
     }
     live = snapshot_files(ctx)
+    assert live and not live & orphans, "a file of the killed run is read"
+
+
+def features_now(ctx) -> pd.DataFrame:
+    """The features table as a reader sees it now (Spark, through the snapshot), in a fixed order."""
+    frame = read_rows(ctx.spark, ctx.lake.features("telemetry"))
+    frame["x"] = frame["x"].map(lambda x: tuple(np.asarray(x).tolist()))
+    return frame.sort_values(["dt", "entity_id", "ts"], ignore_index=True)
+
+
+@pytest.mark.parametrize("crash_at", ["writing", "written", "committed"])
+def test_killed_windows_job_leaves_old_or_new_features_and_the_rerun_completes(ctx, tiny_table, tmp_path, crash_at):
+    write_generated(ctx.lake.root, GenerateSpec("telemetry", START, len(DAYS), 2, 7))
+    run_windows(ctx, tiny_table, DAYS)
+    old = features_now(ctx)
+    for day in SCORED:  # new raw values, so new windows: the killed run's rows differ from the old ones
+        folder = partition_path(ctx.lake.raw(tiny_table), dt=day.isoformat())
+        for part in folder.glob("*.parquet"):
+            frame = pd.read_parquet(part)
+            frame.assign(cpu=frame["cpu"] * 2).to_parquet(part, index=False, coerce_timestamps="us")
+    args = ["windows", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
+    process = job_process(ctx, tmp_path, crash_at, args)
+    if crash_at == "writing":
+        kill_while_writing(process, ctx.lake.features("telemetry"))
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode in (137, -signal.SIGKILL), (
+        f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
+    )
+    seen = features_now(ctx)
+    root = ctx.lake.features("telemetry")
+    orphans = orphan_files(root, {Path(f) for f in snapshot_files_of(root, {})})
+    if crash_at == "written":
+        assert orphans, "the killed run had written its files, which no commit names"
+
+    run_windows(ctx.with_new_run(), tiny_table, SCORED)
+    new = features_now(ctx)
+    assert len(new) == len(old) and not new.equals(old), "the new raw values give new windows"
+    pd.testing.assert_frame_equal(seen, new if crash_at == "committed" else old, check_exact=True)
+    live = {Path(f) for f in snapshot_files_of(root, {})}
     assert live and not live & orphans, "a file of the killed run is read"

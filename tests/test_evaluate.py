@@ -127,7 +127,7 @@ def test_skab_format_runs_are_scored_by_the_anomaly_free_model(ctx, tmp_path):
     root = ctx.lake.models("dense_autoencoder", "skab")
     artifact = load_artifact(root / read_current(root))
     assert set(artifact.scaling.centers) == {"anomaly-free/anomaly-free.csv"}
-    features = pd.read_parquet(ctx.lake.features("skab"))
+    features = snapshot_rows(ctx.lake.features("skab"))
     scores = snapshot_rows(ctx.lake.scores("skab"), detector="dense_autoencoder")
     valve = features["entity_id"] == "valve1/0.csv"
     assert len(scores) == valve.sum() > 0 and set(scores["model_version"]) == {artifact.version}

@@ -21,6 +21,7 @@ from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import read_table
 from anomalake.pipelines.lake.layout import day_range
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.settings import load_settings
@@ -60,7 +61,7 @@ def write_samples(ctx: JobContext, table: str, samples: np.ndarray, kind: str) -
         rows.append((f"id-{i:04d}", ts, x, ts.date().isoformat()))
     x_type = "string" if kind == "text" else "array<float>"
     frame = ctx.spark.createDataFrame(rows, f"entity_id string, ts timestamp, x {x_type}, dt string")
-    frame.write.mode("overwrite").partitionBy("dt").parquet(str(ctx.lake.features(table)))
+    frame.write.format("delta").mode("overwrite").partitionBy("dt").save(str(ctx.lake.features(table)))
 
 
 def tiny_spec(name: str) -> DetectorSpec:
@@ -106,7 +107,7 @@ def test_early_stopping_watches_the_latest_training_days_and_never_the_calibrati
     ctx = lake.with_new_run()
     result = run_train(ctx, table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=spec)
     meta = load_artifact(ctx.lake.models("dense_autoencoder", table.name) / result.version).meta
-    ts = ctx.spark.read.parquet(str(ctx.lake.features(table.name))).where("dt <= '%s'" % DAYS[1]).select("ts")
+    ts = read_table(ctx.spark, ctx.lake.features(table.name)).where("dt <= '%s'" % DAYS[1]).select("ts")
     ts = ts.toPandas()["ts"]
     holdout_from = datetime.fromisoformat(meta["holdout_from"])
     validation_from = datetime.fromisoformat(meta["validation"]["from"])

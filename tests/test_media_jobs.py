@@ -50,7 +50,7 @@ def through_the_jobs(ctx, table, data, normal: str, detector: str, params: dict,
 
 def one_process_scores(ctx, table, artifact) -> pd.DataFrame:
     """The same day's features scored in this process, without Spark's UDF."""
-    features = pd.read_parquet(ctx.lake.features(table.name) / f"dt={SCORE_DAY.isoformat()}")
+    features = snapshot_rows(ctx.lake.features(table.name), dt=SCORE_DAY.isoformat()).drop(columns="dt")
     x = features["x"].tolist() if table.kind == "text" else np.stack(features["x"].to_numpy())
     return pd.DataFrame(
         {
@@ -113,7 +113,7 @@ def check_events(ctx, table, detector: str, scored: pd.DataFrame) -> None:
 
 
 def day_samples(ctx, table, day) -> tuple[pd.Series, np.ndarray]:
-    features = pd.read_parquet(ctx.lake.features(table.name) / f"dt={day.isoformat()}")
+    features = snapshot_rows(ctx.lake.features(table.name), dt=day.isoformat()).drop(columns="dt")
     x = np.array(features["x"].tolist(), dtype=object) if table.kind == "text" else np.stack(features["x"].to_numpy())
     return features["entity_id"], x
 

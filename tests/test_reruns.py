@@ -36,11 +36,6 @@ def table_rows(ctx, root) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns), ignore_index=True)
 
 
-def written_by(root) -> set[str]:
-    """The runs that wrote the day folders under `root` (each live day names its run in _RUN)."""
-    return {(day / "_RUN").read_text().strip() for day in root.glob("dt=*")}
-
-
 def assert_exactly_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
     """Every value equal, floats bit for bit (assert_frame_equal's default tolerance is 1e-5 relative)."""
     pd.testing.assert_frame_equal(got, want, check_exact=True)
@@ -57,7 +52,9 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
     run_windows(rerun, tiny_table, DAYS)
     assert_exactly_equal(table_rows(ctx, ctx.lake.features("telemetry")), features)
     assert_exactly_equal(table_rows(ctx, ctx.lake.quarantine("telemetry")), quarantine)
-    assert written_by(ctx.lake.features("telemetry")) == {rerun.run_id}, "the rerun replaced every day"
+    assert committed_by(ctx.lake.features("telemetry")) == {d.isoformat(): rerun.run_id for d in DAYS}, (
+        "the rerun replaced every day in one commit"
+    )
 
     first = run_train(
         ctx.with_new_run(), tiny_table, "dense_autoencoder", DAYS[0], DAYS[1], spec=TINY_DETECTOR, verbose=0

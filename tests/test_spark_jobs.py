@@ -10,7 +10,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, read_rows, snapshot_rows, template_context
+from conftest import (
+    START,
+    TINY_DETECTOR,
+    TINY_TABLE,
+    append_features,
+    committed_by,
+    copy_lake,
+    read_rows,
+    snapshot_rows,
+    template_context,
+)
 
 from anomalake.models.artifacts import load_artifact, read_current
 from anomalake.models.scaling import EntityScaling
@@ -18,11 +28,11 @@ from anomalake.pipelines.config import parse_table
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+from anomalake.pipelines.lake.delta import snapshot_days, snapshot_files
 from anomalake.pipelines.lake.layout import day_range, partition_path
 from anomalake.pipelines.lake.query import run_sql
 from anomalake.pipelines.lake.reading import read_raw_day, read_raw_days
 from anomalake.pipelines.lake.runs import latest_run_record
-from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.scoring.job import run_score, run_score_days
 from anomalake.pipelines.training.job import run_train
 
@@ -35,9 +45,15 @@ def generate(ctx, days: int = 3, entities: int = 2, seed: int = 5) -> None:
 
 
 def features(ctx, day=None) -> pd.DataFrame:
-    root = ctx.lake.features("telemetry")
-    frame = ctx.spark.read.parquet(str(partition_path(root, dt=day.isoformat()) if day else root)).toPandas()
+    """The features table's rows (of one day), through its snapshot."""
+    frame = read_rows(ctx.spark, ctx.lake.features("telemetry"), **({"dt": day.isoformat()} if day else {}))
     return frame.sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def assert_no_partition(root, day) -> None:
+    """A refused run committed nothing for the day and left no file of its own in the table's folder."""
+    assert day.isoformat() not in snapshot_days(root, {}), f"dt={day} was committed"
+    assert not list(partition_path(root, dt=day.isoformat()).rglob("*.parquet")), f"dt={day} has files"
 
 
 def raw_partition(ctx, table, day) -> pd.DataFrame:
@@ -89,20 +105,17 @@ def test_windows_rerun_replaces_only_its_partition(ctx, tiny_table):
     generate(ctx)
     run_windows(ctx, tiny_table, DAYS)
     before = features(ctx)
-    other_files = sorted(
-        p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir()
-    )
+    root = ctx.lake.features("telemetry")
+    others = {d: snapshot_files(root, {"dt": d.isoformat()}) for d in (DAYS[0], DAYS[2])}
     rerun = ctx.with_new_run()
     run_windows(rerun, tiny_table, [DAYS[1]])
     after = features(ctx)
     assert len(after) == len(before) and not after.duplicated(["entity_id", "ts"]).any()
-    root = ctx.lake.features("telemetry")
-    runs = {d: (partition_path(root, dt=d.isoformat()) / "_RUN").read_text().strip() for d in DAYS}
-    assert runs[DAYS[1]] == rerun.run_id and runs[DAYS[0]] == runs[DAYS[2]] == ctx.run_id != rerun.run_id
-    assert (
-        sorted(p.name for p in partition_path(ctx.lake.features("telemetry"), dt=DAYS[0].isoformat()).iterdir())
-        == other_files
-    )
+    pd.testing.assert_frame_equal(after.drop(columns="x"), before.drop(columns="x"))
+    runs = committed_by(root)
+    assert runs[DAYS[1].isoformat()] == rerun.run_id
+    assert runs[DAYS[0].isoformat()] == runs[DAYS[2].isoformat()] == ctx.run_id != rerun.run_id
+    assert {d: snapshot_files(root, {"dt": d.isoformat()}) for d in others} == others, "other days untouched"
 
 
 def test_windows_accounting_balances_with_bad_rows(ctx, tiny_table):
@@ -132,7 +145,7 @@ def test_missing_column_stops_with_one_line_and_no_partition(ctx, tiny_table):
     message = str(error.value)
     assert "table telemetry" in message and f"partition dt={day}" in message and "column memory" in message
     assert "\n" not in message
-    assert not partition_path(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+    assert_no_partition(ctx.lake.features("telemetry"), day)
 
 
 def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
@@ -144,7 +157,7 @@ def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
         JobError, match=rf"table telemetry, partition dt={day}, column cpu: expected a numeric type, found string"
     ):
         run_windows(ctx, tiny_table, [day])
-    assert not partition_path(ctx.lake.features("telemetry"), dt=day.isoformat()).exists()
+    assert_no_partition(ctx.lake.features("telemetry"), day)
 
 
 def test_a_date_without_raw_data_is_an_error(ctx, tiny_table):
@@ -253,9 +266,8 @@ def test_a_range_scored_in_one_job_equals_the_days_scored_one_by_one(trained):
 def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
     ctx, table, _ = trained
     day = DAYS[2]
-    windows = ctx.spark.read.parquet(str(partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())))
-    stranger = windows.limit(5).selectExpr("'host-new' AS entity_id", "ts", "x")
-    stranger.write.mode("append").parquet(str(partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())))
+    windows = features(ctx, day)
+    append_features(ctx, "telemetry", windows.head(5).assign(entity_id="host-new"))
     outcome = run_score(ctx, table, "dense_autoencoder", day)
     assert outcome.quarantined == {"unknown_entity": 5}
     scores = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
@@ -264,14 +276,10 @@ def test_unknown_entities_go_to_quarantine_not_to_scores(trained):
 
 def add_level_shifted_host(ctx, day, shift: float) -> None:
     """host-new: a copy of host-000's windows of `day`, every value `shift` higher (another host at another level)."""
-    folder = partition_path(ctx.lake.features("telemetry"), dt=day.isoformat())
-    rows = pd.read_parquet(folder)
+    rows = features(ctx, day)
     copy = rows[rows["entity_id"] == "host-000"].assign(entity_id="host-new")
     copy["x"] = copy["x"].map(lambda x: (np.asarray(x, dtype=np.float64) + shift).astype(np.float32))
-    pq.write_table(
-        pa.Table.from_pandas(copy[["entity_id", "ts", "x"]], preserve_index=False).cast(FEATURE_FILE),
-        folder / "part-newcomer.parquet",
-    )
+    append_features(ctx, "telemetry", copy)
 
 
 @pytest.mark.parametrize("policy", ["own_baseline", "training_baseline"])

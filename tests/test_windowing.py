@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from anomalake.pipelines.features import windowing
-from anomalake.pipelines.lake.publishing import TaskFiles
 from anomalake.pipelines.lake.schemas import FEATURE_FILE
+from anomalake.pipelines.lake.task_files import TaskFiles
 
 TARGET = frozenset({"2026-02-03"})
 
@@ -143,15 +143,17 @@ def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole
     assert np.array_equal(np.stack(table.column("x").to_pylist()), flat)
 
 
-def test_windows_counted_but_not_staged_stop_the_job(tmp_path, tiny_table):
+def test_windows_counted_but_not_written_stop_the_job(tmp_path):
     import pytest
 
     from anomalake.pipelines.errors import JobError
-    from anomalake.pipelines.lake.publishing import check_staged
+    from anomalake.pipelines.lake.delta import check_written, run_files
 
     rows, flat = feature_rows(5)
-    with TaskFiles(tmp_path, FEATURE_FILE, part=0, attempt=0) as files:
+    with TaskFiles(tmp_path, FEATURE_FILE, part=0, attempt=0, tag="-run1") as files:
         windowing._add_windows(files, rows, flat)
-    check_staged(tiny_table, tmp_path, {}, {"2026-02-03": 5}, "windows")
-    with pytest.raises(JobError, match="partition dt=2026-02-03: 6 windows counted but 5 staged"):
-        check_staged(tiny_table, tmp_path, {}, {"2026-02-03": 6}, "windows")
+    written = run_files(tmp_path, {}, ["2026-02-03"], "-run1")
+    check_written("telemetry", written, {"2026-02-03": 5}, "windows")
+    with pytest.raises(JobError, match="table telemetry, partition dt=2026-02-03: 6 windows counted but 5 written"):
+        check_written("telemetry", written, {"2026-02-03": 6}, "windows")
+    assert run_files(tmp_path, {}, ["2026-02-03"], "-run2") == {"2026-02-03": []}, "another run's files are not ours"

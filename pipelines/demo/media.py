@@ -21,6 +21,7 @@ from anomalake.pipelines.evaluation.datasets import load_images, load_texts, raw
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.files import write_raw_partition
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import read_table
 from anomalake.pipelines.lake.query import register_tables
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
@@ -88,7 +89,7 @@ def baseline_auc(ctx: JobContext, table: TableConfig, result: pd.DataFrame, norm
     """ROC-AUC of the PCA baseline (TF-IDF + SVD for texts) on the same samples: fitted on the training day's
     samples, scoring the scored day's, so the demo shows what the detector adds over a simple method."""
     samples = (
-        ctx.spark.read.parquet(str(ctx.lake.features(table.name)))
+        read_table(ctx.spark, ctx.lake.features(table.name))
         .where(f"dt IN ('{TRAIN_DAY.isoformat()}', '{SCORE_DAY.isoformat()}')")
         .select("entity_id", "x", "dt")
         .toPandas()

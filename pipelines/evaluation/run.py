@@ -34,8 +34,7 @@ from anomalake.pipelines.features.entity_scaling import fit_scaling, unseen_scal
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.files import write_raw_partition
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.layout import has_data, partition_path
-from anomalake.pipelines.lake.reading import read_partitions
+from anomalake.pipelines.lake.reading import days_with_data, read_partitions
 from anomalake.pipelines.scoring.job import run_score_days
 from anomalake.pipelines.training.holdout import split_holdout
 from anomalake.pipelines.training.job import run_train
@@ -190,9 +189,7 @@ def _run_case(ctx: JobContext, case: Case, spec: EvaluateSpec) -> tuple[dict[str
         f"{made.quarantined_total:,} {made.quarantined or ''}",
         flush=True,
     )
-    score_days = [
-        d for d in case.score_days if has_data(partition_path(ctx.lake.features(case.table.name), dt=d.isoformat()))
-    ]
+    score_days = days_with_data(ctx.lake.features(case.table.name), case.score_days)
     out, seconds = {}, {}
     for name in spec.detectors:
         began = time.monotonic()
@@ -248,8 +245,7 @@ def _split_groups(case: Case, scored: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def _features(ctx: JobContext, case: Case, days: list, entities: tuple[str, ...] = ()):
     """The feature rows of `days` (only `entities` when given) as a Spark DataFrame (entity_id, ts, x)."""
     root = ctx.lake.features(case.table.name)
-    present = [d for d in days if has_data(partition_path(root, dt=d.isoformat()))]
-    df = read_partitions(ctx.spark, root, present, "features", case.table.name)
+    df = read_partitions(ctx.spark, root, days_with_data(root, days), "features", case.table.name)
     if entities:
         df = df.where(F.col("entity_id").isin(*entities))
     return df.select("entity_id", "ts", "x")

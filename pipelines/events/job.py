@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial, reduce
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -31,7 +30,7 @@ from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days
-from anomalake.pipelines.lake.layout import has_data, partition_path
+from anomalake.pipelines.lake.reading import days_with_data, read_partitions
 from anomalake.pipelines.lake.runs import latest_run_record
 from anomalake.pipelines.scoring.udf import score_arrow_batches
 
@@ -98,13 +97,6 @@ def _scores_with_history(
     return reduce(DataFrame.unionByName, parts), tuple(sources)
 
 
-def _read_days(ctx: JobContext, root: Path, days: list[date]) -> DataFrame:
-    """The dt partitions `days` of the features folder at root in one read (dt a string column, as the partition
-    names it)."""
-    paths = [str(partition_path(root, dt=d.isoformat())) for d in days]
-    return ctx.spark.read.option("basePath", str(root)).parquet(*paths)
-
-
 def _read_scores(ctx: JobContext, table: TableConfig, detector: str, days: list[date]) -> DataFrame:
     """The scores of `days` under the detector, from the scores table's current snapshot."""
     condition = partition_condition({"detector": detector}, [d.isoformat() for d in days])
@@ -124,15 +116,14 @@ def _day_source(
             f"table {table.name}, partition dt={day.isoformat()}: no scores of detector {detector} version {version}; "
             "run `anomalake score` first"
         )
-    features = partition_path(ctx.lake.features(table.name), dt=day.isoformat())
-    return "rescored" if has_data(features) else "missing"
+    return "rescored" if days_with_data(ctx.lake.features(table.name), [day]) else "missing"
 
 
 def _rescored(ctx: JobContext, table: TableConfig, detector: str, version: str, days: list[date]) -> DataFrame:
     """History days' windows scored with this version in the tasks (not written anywhere): keys and scores."""
     path = str(ctx.lake.models(detector, table.name) / version)
     keys = [*schemas.SCORE_KEYS, T.StructField("dt", T.StringType(), False)]
-    features = _read_days(ctx, ctx.lake.features(table.name), days)
+    features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
     scored = features.select("entity_id", "ts", "x", "dt").mapInArrow(
         partial(score_arrow_batches, path=path, kind=table.kind), schemas.scored_batch_schema(table.kind, keys)
     )

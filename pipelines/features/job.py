@@ -1,4 +1,6 @@
-"""The windows job: raw partitions (+ lookback) -> features/<table>/dt=D and quarantine/<table>/job=windows."""
+"""The windows job: raw partitions (+ lookback) -> features/<table>/dt=D and quarantine/<table>/job=windows.
+
+Both are Delta tables; each run replaces the days it owns in one commit per table that names the run."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from functools import partial, reduce
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -18,8 +19,8 @@ from anomalake.pipelines.features.media_samples import media_outcomes, read_medi
 from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount, add_counts
 from anomalake.pipelines.lake.context import JobContext
+from anomalake.pipelines.lake.delta import check_written, crash_if, create_table, remove_uncommitted, run_files
 from anomalake.pipelines.lake.layout import has_data, partition_path
-from anomalake.pipelines.lake.publishing import check_staged, end_staging
 from anomalake.pipelines.lake.reading import footer_counts, parquet_rows, read_raw_days, require_raw_days
 
 
@@ -48,17 +49,18 @@ def _read_inputs(ctx: JobContext, table: TableConfig, days: list[date]) -> DataF
     return raw.repartition(tasks, "entity_id").sortWithinPartitions("entity_id")  # each entity's rows together
 
 
-def _outcomes(ctx: JobContext, table: TableConfig, days: list[date], stage: Path | None) -> tuple[DataFrame, DataFrame]:
+def _outcomes(ctx: JobContext, table: TableConfig, days: list[date], tag: str) -> tuple[DataFrame, DataFrame]:
     """(raw rows of the target days, outcome rows with the raw rows each stands for).
 
-    Metrics: the tasks write the windows into `stage` themselves (pyarrow, no JVM round trip for the arrays)
-    and return the other rows and their counts (schemas.WINDOWS_TALLY). Images and texts: one row per raw row, the
-    decoded sample in x.
+    Metrics: the tasks write the windows into the features table's folder themselves (pyarrow, no JVM round trip
+    for the arrays; files named with `tag`, the run id, and committed by the driver) and return the other rows and
+    their counts (schemas.WINDOWS_TALLY). Images and texts: one row per raw row, the decoded sample in x.
     """
     target = frozenset(d.isoformat() for d in days)
-    if stage is not None:
+    if table.kind == "timeseries":
         raw = _read_inputs(ctx, table, days)
-        write = partial(windowing.write_windows_arrow, table=table, target_days=target, stage=str(stage))
+        folder = str(ctx.lake.features(table.name))
+        write = partial(windowing.write_windows_arrow, table=table, target_days=target, folder=folder, tag=tag)
         return raw.where(F.col("dt").isin(*target)), raw.mapInArrow(write, schemas.WINDOWS_TALLY)
     require_raw_days(ctx.lake, table, days)
     raw = reduce(DataFrame.unionByName, [read_media_day(ctx.spark, ctx.lake, table, d) for d in days])
@@ -106,50 +108,28 @@ def _footer_counts(
 
 def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> WindowsResult:
     """Build the model inputs of `days`: windows of metrics, or decoded images or texts (one run = day by day)."""
-    root = ctx.lake.features(table.name)
-    stage = ctx.stage(root, {}) if table.kind == "timeseries" else None
-    try:
-        return _run_windows(ctx, table, days, stage)
-    finally:
-        if stage is not None:  # a failed run's files and its lock (a committed run has moved the files)
-            end_staging(stage)
-
-
-def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: Path | None) -> WindowsResult:
-    raw, out = _outcomes(ctx, table, days, stage)
+    root, tag, day_names = ctx.lake.features(table.name), f"-{ctx.run_id}", [d.isoformat() for d in days]
+    # Before any task writes into it: an old Parquet folder is converted with its own files only.
+    create_table(ctx.spark, root, schemas.features_schema(table.kind), ["dt"], ctx.run_id, "windows")
+    raw, out = _outcomes(ctx, table, days, tag)
     rows_by_day = _rows_by_day(ctx, table, raw, days)
-    rows_in = sum(rows_by_day.values())
-    out = out.persist()
+    out, committed = out.persist(), False
     try:
         tally = out.groupBy("dt", "outcome", "reason").agg(F.sum("rows").alias("count")).collect()
-        outcomes = {
-            o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)
-        }
-        quarantined: dict[str, int] = {}
-        for r in tally:
-            if r["outcome"] == windowing.QUARANTINE:
-                add_counts(quarantined, r["reason"], r["count"])
-        result = WindowsResult(rows_in, outcomes[windowing.WINDOW], outcomes[windowing.CONTEXT], quarantined)
-        result.check(f"table {table.name}", "windows")
-        result.check_quarantine(
-            f"table {table.name}", table.max_quarantine_share, windowing.NOT_A_DATA_PROBLEM, "raw rows"
-        )
+        result = _accounting(table, tally, sum(rows_by_day.values()))
         days_with = lambda o: {r["dt"] for r in tally if r["outcome"] == o}  # noqa: E731
-        if stage is not None:
-            check_staged(
-                table, stage, {}, {r["dt"]: r["count"] for r in tally if r["outcome"] == windowing.WINDOW}, "windows"
-            )
-            ctx.commit(ctx.lake.features(table.name), {}, days, days_with(windowing.WINDOW))
+        if table.kind == "timeseries":
+            written = run_files(root, {}, day_names, tag)
+            counted = {r["dt"]: r["count"] for r in tally if r["outcome"] == windowing.WINDOW}
+            check_written(table.name, written, counted, "windows")
+            crash_if(ctx.settings.crash_at, "written")
+            ctx.commit_files(root, {}, written, "windows")
         else:
             features = out.where(F.col("outcome") == windowing.WINDOW)
-            ctx.publish(
-                features,
-                schemas.features_schema(table.kind),
-                ctx.lake.features(table.name),
-                {},
-                days,
-                days_with(windowing.WINDOW),
-            )
+            schema = schemas.features_schema(table.kind)
+            ctx.replace(features, schema, root, {}, days, days_with(windowing.WINDOW), "windows")
+        committed = True
+        crash_if(ctx.settings.crash_at, "committed")
         quarantine = out.where(F.col("outcome") == windowing.QUARANTINE).withColumn("run_id", F.lit(ctx.run_id))
         ctx.replace(
             quarantine,
@@ -164,6 +144,22 @@ def _run_windows(ctx: JobContext, table: TableConfig, days: list[date], stage: P
             _record_day(ctx, table, day, rows_by_day.get(day.isoformat(), 0), tally)
     finally:
         out.unpersist()
+        if not committed and table.kind == "timeseries":  # a failed run's files (a committed run's are the table's)
+            remove_uncommitted(run_files(root, {}, day_names, tag))
+    return result
+
+
+def _accounting(table: TableConfig, tally: list, rows_in: int) -> WindowsResult:
+    """The run's accounting from (dt, outcome, reason, count) rows; it must balance and stay under the quarantine
+    limit, else the job stops before anything is committed."""
+    outcomes = {o: sum(r["count"] for r in tally if r["outcome"] == o) for o in (windowing.WINDOW, windowing.CONTEXT)}
+    quarantined: dict[str, int] = {}
+    for r in tally:
+        if r["outcome"] == windowing.QUARANTINE:
+            add_counts(quarantined, r["reason"], r["count"])
+    result = WindowsResult(rows_in, outcomes[windowing.WINDOW], outcomes[windowing.CONTEXT], quarantined)
+    result.check(f"table {table.name}", "windows")
+    result.check_quarantine(f"table {table.name}", table.max_quarantine_share, windowing.NOT_A_DATA_PROBLEM, "raw rows")
     return result
 
 

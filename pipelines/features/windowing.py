@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 
 from anomalake.pipelines.config import TableConfig
-from anomalake.pipelines.lake.publishing import TaskFiles
 from anomalake.pipelines.lake.schemas import FEATURE_FILE, WINDOWS_TALLY_ARROW
+from anomalake.pipelines.lake.task_files import TaskFiles
 
 WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
 REASONS = {
@@ -109,19 +109,20 @@ def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[s
 
 
 def write_windows_arrow(
-    batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], stage: str
+    batches: Iterator[pa.RecordBatch], table: TableConfig, target_days: frozenset[str], folder: str, tag: str
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body over one task's raw rows, sorted by entity: windows -> Parquet files, the rest -> WINDOWS_TALLY
     rows.
 
     Each entity's rows (target and lookback days) are cut as `_cut` does; its windows go straight to this task's
-    file of their day under `stage` (written by pyarrow, so the window arrays never pass through the JVM), and
-    out come the quarantined rows one by one and, at the end, this task's windows and context rows counted per day.
+    file of their day in the features table's `folder`, named with `tag` (written by pyarrow, so the window arrays
+    never pass through the JVM; the driver commits the files), and out come the quarantined rows one by one and,
+    at the end, this task's windows and context rows counted per day.
     """
     counts: dict[tuple[str, str], int] = {}
     # Dictionaries and min/max statistics of window floats cost time and help no reader.
     with TaskFiles(
-        Path(stage), FEATURE_FILE, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]
+        Path(folder), FEATURE_FILE, tag=tag, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]
     ) as files:
         for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
             kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)

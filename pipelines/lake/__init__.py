@@ -1,4 +1,4 @@
-"""The lake: table layout, reading partitions, publishing them crash-safely, every table schema, row accounting,
-run records, the job context, the nightly check, SQL over the tables and the persistent catalog.
+"""The lake: table layout, reading partitions, Delta tables (one commit per job) and task files, every table schema,
+row accounting, run records, the job context, the nightly check, SQL over the tables and the persistent catalog.
 
 May import pipelines.settings / config / errors / spark and anomalake.models; nothing above it."""

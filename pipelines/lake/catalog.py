@@ -1,7 +1,8 @@
 """A persistent Spark SQL catalog of the lake's tables (Hive metastore on embedded Derby, under the lake).
 
 `anomalake catalog` (run by the nightly DAG after each night) creates `raw_/features_/scores_/quarantine_/
-labels_<table>` as external Parquet tables over the lake's folders (partitions are found at query time), and writes
+labels_<table>` as external tables over the lake's folders (Delta tables, or Parquet for raw input and labels, whose
+partitions are found at query time), and writes
 lake/_catalog/conf/spark-defaults.conf so that `SPARK_CONF_DIR=lake/_catalog/conf spark-sql` or a notebook's
 SparkSession sees the same tables with no other set-up. Embedded Derby admits one process at a time, so the
 jobs themselves keep to session views (`anomalake sql`) and only this step opens the metastore, and only when

@@ -10,7 +10,6 @@ from pyspark.sql import SparkSession
 
 from anomalake.pipelines.lake.delta import DataFile, commit_files, replace_days
 from anomalake.pipelines.lake.layout import Lake
-from anomalake.pipelines.lake.publishing import begin_staging, commit_staged, publish_partitions
 from anomalake.pipelines.lake.runs import write_run_record
 from anomalake.pipelines.settings import Settings
 
@@ -28,13 +27,6 @@ class JobContext:
     def lake(self) -> Lake:
         return Lake(self.settings.lake_path)
 
-    def publish(self, df, schema, root, keys: dict[str, str], days, written: set[str]) -> None:
-        """Replace the `days` partitions of root/<keys> crash-safely under this run's id (see
-        anomalake.pipelines.lake.publishing)."""
-        publish_partitions(
-            df, schema, root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at
-        )
-
     def replace(self, df, schema, root, keys: dict[str, str], days, written: set[str], job: str) -> None:
         """Replace the `days` partitions of the Delta table at root under `keys` in one commit that names this run
         and `job` (see anomalake.pipelines.lake.delta)."""
@@ -44,14 +36,6 @@ class JobContext:
         """Replace the days of `files` under `keys` of the Delta table at root by the files this run's tasks wrote
         into it, in one commit that names this run and `job` (see anomalake.pipelines.lake.delta)."""
         commit_files(root, keys, files, self.run_id, job)
-
-    def stage(self, root, keys: dict[str, str]):
-        """This run's staging folder for root/<keys>, for tasks that write their own files (after recovery)."""
-        return begin_staging(root, keys, self.run_id)
-
-    def commit(self, root, keys: dict[str, str], days, written: set[str]) -> None:
-        """Publish the days this run staged itself (see `stage`), as `publish` does after its Spark write."""
-        commit_staged(root, keys, [d.isoformat() for d in days], written, self.run_id, self.settings.crash_at)
 
     def record(self, table: str, job: str, day: date, record: dict) -> None:
         """Write this run's record for one day (lake/_runs/...; refused when its rows do not balance)."""

@@ -133,9 +133,11 @@ def history(spark: SparkSession, root: Path) -> list[dict]:
     ]
 
 
-def read_snapshot(root: Path, partition: dict[str, str], columns: list[str] | None = None) -> pd.DataFrame | None:
-    """The rows of the Delta table at root under `partition` (e.g. {"detector": d, "dt": day}) as pandas, read
-    without Spark; None when there is no table.
+def read_snapshot(
+    root: Path, partition: dict[str, str], columns: list[str] | None = None, where: ds.Expression | None = None
+) -> pd.DataFrame | None:
+    """The rows of the Delta table at root under `partition` (e.g. {"detector": d, "dt": day}), only those that
+    `where` selects when given, as pandas, read without Spark; None when there is no table or no file.
 
     The `deltalake` package names the snapshot's files and pyarrow reads them: its own pyarrow reader would need a
     newer pyarrow, and a process that read through it aborts at exit (delta-rs#2184). Reading the files is exact
@@ -145,14 +147,22 @@ def read_snapshot(root: Path, partition: dict[str, str], columns: list[str] | No
 
     if not is_delta(root):
         return None
-    table = DeltaTable(str(Path(root).resolve()))
-    files = [_local_path(uri) for uri in table.file_uris([(k, "=", v) for k, v in partition.items()])]
+    files = snapshot_files(root, partition)
     if not files:
         return None
-    keys = table.metadata().partition_columns
+    keys = DeltaTable(str(Path(root).resolve())).metadata().partition_columns
     partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
     data = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=str(Path(root).resolve()))
-    return data.to_table(columns=columns).to_pandas()
+    return data.to_table(columns=columns, filter=where).to_pandas()
+
+
+def snapshot_files(root: Path, partition: dict[str, str]) -> list[str]:
+    """The data files of the Delta table at root under `partition` that its current snapshot names (local paths);
+    a removed or orphan file in the same folder is not among them."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(Path(root).resolve()))
+    return sorted(_local_path(uri) for uri in table.file_uris([(k, "=", v) for k, v in partition.items()]))
 
 
 def _local_path(uri: str) -> str:
@@ -259,13 +269,27 @@ def run_files(root: Path, keys: dict[str, str], days: Iterable[str], tag: str) -
     """The finished files named with `tag` (the run id) in each day's partition folder under `keys`, by day.
 
     A task writes one file per day under a name fixed by its partition, so a retried task replaced its own file
-    and each file is listed once; a failed attempt's temp files are not listed."""
+    and each file is listed once. Called when every task has ended: a hidden temp file of this run left now is
+    an attempt's that was killed (its retry wrote the file), and is deleted."""
     files = {}
     for day in sorted(days):
         folder = Path(root) / Path(*[f"{k}={v}" for k, v in keys.items()]) / f"dt={day}"
+        for temp in folder.glob(f".part-*{tag}-*.tmp"):
+            temp.unlink(missing_ok=True)
         paths = sorted(folder.glob(f"part-*{tag}.parquet")) if folder.is_dir() else []
         files[day] = [DataFile(path, pq.read_metadata(path).num_rows) for path in paths]
     return files
+
+
+def check_written(table: str, written: dict[str, list[DataFile]], counted: dict[str, int], noun: str) -> None:
+    """Each day's files hold (by their footers) the rows the tasks counted for it; else the job stops before its
+    commit (a file lost or half written by a task would otherwise become the table's)."""
+    for day, files in written.items():
+        on_disk = sum(file.rows for file in files)
+        if on_disk != counted.get(day, 0):
+            raise JobError(
+                f"table {table}, partition dt={day}: {counted.get(day, 0)} {noun} counted but {on_disk} written"
+            )
 
 
 COMMIT_ATTEMPTS = 20

@@ -52,11 +52,12 @@ def table_history(spark: SparkSession, lake: Lake, table: TableConfig, detector:
             meta = commit["metadata"]
             if detector and meta.get("job") not in {f"{job}_{detector}" for job in ("score", "events", "train")}:
                 continue
-            keys = " ".join(f"{k}={v}" for k, v in meta.get("partition", {}).items())
-            days = ",".join(meta.get("days", []))
+            partition = [f"{k}={v}" for k, v in meta.get("partition", {}).items()]
+            if meta.get("days"):
+                partition.append(f"dt={','.join(meta['days'])}")
             rows.append(
                 [name, commit["version"], commit["timestamp"], meta.get("run_id", ""), meta.get("job", "")]
-                + [commit["operation"], f"{keys} dt={days}" if days else keys]
+                + [commit["operation"], " ".join(partition)]
             )
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 

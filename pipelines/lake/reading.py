@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import input_error
-from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days
+from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days, snapshot_files
 from anomalake.pipelines.lake.layout import Lake, has_data, is_delta, partition_path
 
 LOG = logging.getLogger("anomalake")
@@ -26,9 +26,31 @@ TIME_TYPES = (T.TimestampType, T.TimestampNTZType)
 
 
 def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
-    """Rows in a partition's Parquet files, from their footers; a file that is not Parquet stops the job naming it."""
+    """Rows in a partition folder's Parquet files, from their footers; a file that is not Parquet stops the job
+    naming it."""
+    return _footer_rows(table, day, sorted(folder.glob("*.parquet")))
+
+
+def partition_rows(table: TableConfig, root: Path, day: date, **keys: str) -> int:
+    """Rows of one day (under optional fixed keys) of a lake table, from its files' footers: the files a Delta
+    table's snapshot names (never a removed or orphan file in the folder), or a Parquet folder's files."""
+    if is_delta(root):
+        return _footer_rows(table, day, [Path(f) for f in snapshot_files(root, {**keys, "dt": day.isoformat()})])
+    return parquet_rows(table, day, partition_path(root, **keys, dt=day.isoformat()))
+
+
+def days_with_data(root: Path, days: Iterable[date], **keys: str) -> list[date]:
+    """The days among `days` of which a lake table holds rows (under optional fixed keys): a Delta table's snapshot
+    partitions (from its log), or a Parquet folder's partition folders with files."""
+    if is_delta(root):
+        present = snapshot_days(root, keys)
+        return [d for d in days if d.isoformat() in present]
+    return [d for d in days if has_data(partition_path(root, **keys, dt=d.isoformat()))]
+
+
+def _footer_rows(table: TableConfig, day: date, paths: list[Path]) -> int:
     rows = 0
-    for path in sorted(folder.glob("*.parquet")):
+    for path in paths:
         try:
             rows += pq.read_metadata(path).num_rows
         except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) for a bad footer

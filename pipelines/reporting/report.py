@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import JobError
@@ -211,9 +212,9 @@ def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd
 
 
 def _sample(lake: Lake, table: TableConfig, entity: str, day: date) -> pd.DataFrame:
-    """The features row of one image or text (only that row is read)."""
-    folder = partition_path(lake.features(table.name), dt=day.isoformat())
-    return pd.read_parquet(folder, engine="pyarrow", filters=[("entity_id", "==", entity)])
+    """The features row of one image or text, from the features table's snapshot (only that row is read)."""
+    row = read_snapshot(lake.features(table.name), {"dt": day.isoformat()}, where=ds.field("entity_id") == entity)
+    return row if row is not None else pd.DataFrame(columns=["entity_id", "x"])
 
 
 def _image_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> str:

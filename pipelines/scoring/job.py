@@ -20,9 +20,9 @@ from anomalake.pipelines.features.entity_scaling import unseen_scaling
 from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount, add_counts
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.delta import DataFile, crash_if, create_table, remove_uncommitted, run_files
+from anomalake.pipelines.lake.delta import check_written, crash_if, create_table, remove_uncommitted, run_files
 from anomalake.pipelines.lake.layout import partition_path
-from anomalake.pipelines.lake.reading import parquet_rows, read_partitions
+from anomalake.pipelines.lake.reading import partition_rows, read_partitions
 from anomalake.pipelines.scoring.udf import REASONS, ScoreFiles, write_scores_arrow
 
 
@@ -131,14 +131,11 @@ def _score_into_table(
         tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()
         written = run_files(root, keys, day_names, f"-{ctx.run_id}")
         # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
-        rows_by_day = {
-            d.isoformat(): parquet_rows(table, d, partition_path(ctx.lake.features(table.name), dt=d.isoformat()))
-            for d in days
-        }
+        rows_by_day = {d.isoformat(): partition_rows(table, ctx.lake.features(table.name), d) for d in days}
         result = _accounting(tally, sum(rows_by_day.values()), version)
         result.check(where, f"score_{detector}")
         result.check_quarantine(where, table.max_quarantine_share, noun="windows")
-        _check_written(table, written, {r["dt"]: r["n"] for r in tally if r["error"] is None})
+        check_written(table.name, written, {r["dt"]: r["n"] for r in tally if r["error"] is None}, "scored rows")
         crash_if(ctx.settings.crash_at, "written")
         ctx.commit_files(root, keys, written, f"score_{detector}")
         committed = True
@@ -160,17 +157,6 @@ def _score_into_table(
             remove_uncommitted(run_files(root, keys, day_names, f"-{ctx.run_id}"))
         outcome.unpersist()
     return tally, rows_by_day
-
-
-def _check_written(table: TableConfig, written: dict[str, list[DataFile]], counted: dict[str, int]) -> None:
-    """Each day's files hold (by their footers) the rows the tasks counted for it; else the job stops."""
-    for day, files in written.items():
-        on_disk = sum(file.rows for file in files)
-        if on_disk != counted.get(day, 0):
-            raise JobError(
-                f"table {table.name}, partition dt={day}: {counted.get(day, 0)} scored rows counted but {on_disk} "
-                "written"
-            )
 
 
 def _unseen_scaling(features: DataFrame, table: TableConfig, artifact_path: Path) -> str:

@@ -22,8 +22,8 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from anomalake.models.artifacts import Artifact, load_artifact
 from anomalake.models.scaling import EntityScaling
-from anomalake.pipelines.lake.publishing import TaskFiles
 from anomalake.pipelines.lake.schemas import SCORE_RESULTS, SCORE_TALLY_ARROW, score_file_schema
+from anomalake.pipelines.lake.task_files import TaskFiles
 from anomalake.pipelines.scoring.explanations import masked, media_explanation_columns, window_explanations
 
 # Why a row could not be scored (the quarantine reason; SCORE_TALLY's error), and what that means.

@@ -24,8 +24,8 @@ from anomalake.pipelines.config import DetectorSpec, TableConfig, load_detector
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.entity_scaling import apply_scaling, fit_scaling
 from anomalake.pipelines.lake.context import JobContext
-from anomalake.pipelines.lake.layout import day_range, has_data, partition_path
-from anomalake.pipelines.lake.reading import read_partitions
+from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.reading import days_with_data, read_partitions
 from anomalake.pipelines.training.detectors import build_detector
 from anomalake.pipelines.training.distributed import train_distributed
 from anomalake.pipelines.training.feed import cached_column, converter_feed, open_feed
@@ -106,7 +106,7 @@ def _holdout_loss(detector: Detector, holdout: Any) -> float | None:
 def _training_features(ctx: JobContext, table: TableConfig, start: date, end: date) -> DataFrame:
     """The feature partitions of [start, end] that hold windows (a day of only context or quarantine has none)."""
     root = ctx.lake.features(table.name)
-    days = [d for d in day_range(start, end) if has_data(partition_path(root, dt=d.isoformat()))]
+    days = days_with_data(root, day_range(start, end))
     if not days:
         raise JobError(
             f"table {table.name}: no features partition between {start} and {end} under {root}; run the windows job "
