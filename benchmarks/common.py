@@ -177,9 +177,29 @@ def features_folder(lake: Path, day: date) -> Path:
     return lake / "features" / TABLE / f"dt={day.isoformat()}"
 
 
-def write_features(lake: Path, day: date, rows: int, entities: int, seed: int, spacing: int = 1) -> Path:
-    """Generate and write one day of windows into the lake's features table."""
-    return write_partition(feature_windows(rows, entities, day, seed, spacing), features_folder(lake, day))
+def features_files(lake: Path, day: date) -> list[str]:
+    """The data files of one day of the benchmark table's features, as its Delta snapshot names them."""
+    from anomalake.pipelines.lake.delta import snapshot_files
+
+    return snapshot_files(lake / "features" / TABLE, {"dt": day.isoformat()})
+
+
+def write_features(lake: Path, day: date, rows: int, entities: int, seed: int, spacing: int = 1) -> list[str]:
+    """Generate one day of windows and add it to the lake's features table as the windows job leaves it (a Delta
+    table; the day's 8 files added in one commit); the day's files."""
+    from anomalake.pipelines.lake.delta import DataFile, commit_files
+    from anomalake.pipelines.lake.layout import is_delta
+
+    folder = write_partition(feature_windows(rows, entities, day, seed, spacing), features_folder(lake, day))
+    root = lake / "features" / TABLE
+    if is_delta(root):
+        files = [DataFile(path, pq.read_metadata(path).num_rows) for path in sorted(folder.glob("part-*.parquet"))]
+        commit_files(root, {}, {day.isoformat(): files}, "benchmark", "benchmark")
+    else:  # the first day: the folder becomes the table
+        from deltalake import Field, Schema, convert_to_deltalake
+
+        convert_to_deltalake(str(root), partition_by=Schema([Field("dt", "string")]), partition_strategy="hive")
+    return features_files(lake, day)
 
 
 def write_training_day(lake: Path, windows: int, entities: int, seed: int) -> Path:

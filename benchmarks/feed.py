@@ -15,7 +15,6 @@ figures also hold an in-memory run shuffled once up front (feed_ratio_shuffled_o
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     entities = common.entities_for(args.rows, args.entities)
     with common.temporary_lake(args.work) as lake, common.PeakRss() as rss:
-        folder = common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
+        files = common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
         ctx = common.job_context(lake)
-        rounds = [one_round(ctx, folder, args.batch_size) for _ in range(args.rounds)]
+        rounds = [one_round(ctx, files, args.batch_size) for _ in range(args.rounds)]
         ctx.spark.stop()
     feeds = {name: median_round([r[name] for r in rounds]) for name in rounds[0]}
     petastorm, memory, once = (feeds[k]["steps_per_s"] for k in ("petastorm", "in_memory", "in_memory_shuffled_once"))
@@ -63,12 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def one_round(ctx, folder: Path, batch_size: int) -> dict[str, dict[str, Any]]:
+def one_round(ctx, files: list[str], batch_size: int) -> dict[str, dict[str, Any]]:
     """One timed epoch through each feed: Petastorm, in memory reshuffled every epoch, in memory shuffled once."""
     return {
         "petastorm": petastorm_feed(ctx, batch_size),
-        "in_memory": in_memory_feed(folder, batch_size),
-        "in_memory_shuffled_once": in_memory_feed(folder, batch_size, reshuffle=False),
+        "in_memory": in_memory_feed(files, batch_size),
+        "in_memory_shuffled_once": in_memory_feed(files, batch_size, reshuffle=False),
     }
 
 
@@ -135,7 +134,7 @@ def petastorm_feed(ctx, batch_size: int) -> dict[str, Any]:
     return {**result, "setup_s": round(setup_s, 3), "rows": feed.rows}
 
 
-def in_memory_feed(folder: Path, batch_size: int, reshuffle: bool = True) -> dict[str, Any]:
+def in_memory_feed(files: list[str], batch_size: int, reshuffle: bool = True) -> dict[str, Any]:
     """Train from tf.data.Dataset.from_tensor_slices of the same windows as one numpy array (shuffled, repeating).
 
     reshuffle=True shuffles all rows again every epoch (what a user writes); reshuffle=False shuffles them once,
@@ -145,7 +144,7 @@ def in_memory_feed(folder: Path, batch_size: int, reshuffle: bool = True) -> dic
     import tensorflow as tf
 
     started = time.perf_counter()
-    x = np.stack(pq.read_table(folder).column("x").to_numpy()).astype(np.float32)
+    x = np.stack(pq.read_table(files, partitioning=None).column("x").to_numpy()).astype(np.float32)
     if reshuffle:
         dataset = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=0)
     else:

@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     entities = common.entities_for(args.rows, args.entities)
     with common.temporary_lake(args.work) as lake:
-        folder = common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
+        files = common.write_features(lake, common.SCORE_DAY, args.rows, entities, args.seed)
         ctx = common.job_context(lake)
         group_rows = cache_row_group_rows(ctx)
-        windows = np.stack(pq.read_table(folder).column("x").to_numpy()).astype(np.float32)
+        windows = np.stack(pq.read_table(files, partitioning=None).column("x").to_numpy()).astype(np.float32)
         rates: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            for name, steps_per_s in one_round(ctx, folder, windows, group_rows, args.batch_size).items():
+            for name, steps_per_s in one_round(ctx, files, windows, group_rows, args.batch_size).items():
                 rates.setdefault(name, []).append(steps_per_s)
         ctx.spark.stop()
     medians = {name: round(statistics.median(values), 1) for name, values in rates.items()}
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def one_round(ctx, folder, windows: np.ndarray, group_rows: int, batch_size: int) -> dict[str, float]:
+def one_round(ctx, files: list[str], windows: np.ndarray, group_rows: int, batch_size: int) -> dict[str, float]:
     """Timed-epoch steps/s of every dataset, once each."""
     steps = -(-len(windows) // batch_size)
-    rates = {name: result["steps_per_s"] for name, result in feed.one_round(ctx, folder, batch_size).items()}
+    rates = {name: result["steps_per_s"] for name, result in feed.one_round(ctx, files, batch_size).items()}
     without = feed.epoch_times(feed_steps_in_memory(windows, group_rows, batch_size, steps), steps)["steps_per_s"]
     return {**rates, "feed_steps_without_petastorm": without}
 

@@ -129,7 +129,7 @@ def profile_udf(args, lake: Path) -> dict[str, Any]:
 
     path = str(scoring.artifact_path(lake, args.family))
     ps.cached_artifact(path)  # one TensorFlow thread, as in a worker
-    table = pq.read_table(common.features_folder(lake, common.SCORE_DAY))
+    table = pq.read_table(common.features_files(lake, common.SCORE_DAY), partitioning=None)
     table = table.append_column("dt", pa.array([common.SCORE_DAY.isoformat()] * table.num_rows, pa.string()))
     batches = table.to_batches(max_chunksize=common.ARROW_BATCH)
     return {"map_in_arrow": profiled(lambda: list(ps.score_arrow_batches(iter(batches), path, "timeseries")), args.top)}

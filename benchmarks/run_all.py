@@ -125,7 +125,8 @@ def gpu_variant(args: argparse.Namespace, scratch: Path, gpus: int) -> dict[str,
 
 
 def scoring_keys(scoring: dict[str, Any]) -> dict[str, Any]:
-    """scoring_ratio, scoring_ratio_cold, model_only_rps and model_load_s of a scoring result."""
+    """scoring_ratio, scoring_ratio_cold, scoring_vs_predict_batch_udf, model_only_rps and model_load_s of a scoring
+    result."""
     first = next(iter(scoring["model_load_s"]))
     by_family = {
         f: {
@@ -138,6 +139,7 @@ def scoring_keys(scoring: dict[str, Any]) -> dict[str, Any]:
     return {
         "scoring_ratio": scoring["scoring_ratio"],
         "scoring_ratio_cold": scoring["scoring_ratio_cold"],
+        "scoring_vs_predict_batch_udf": scoring["scoring_vs_predict_batch_udf"],
         "model_only_rps": scoring["model_only_rps"],
         "model_load_s": {**by_family[first], "family": first, "by_family": by_family},
     }

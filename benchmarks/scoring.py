@@ -101,6 +101,9 @@ def summarize(runs: dict[str, Any], trained: dict[str, Any], sizes: dict[str, An
     return {
         "scoring_ratio": {f: ratio(f, "warm_rps") for f in runs},
         "scoring_ratio_cold": {f: ratio(f, "cold_rps") for f in runs},
+        "scoring_vs_predict_batch_udf": {
+            f: round(runs[f]["spark"]["warm_rps"] / runs[f]["spark"]["predict_batch_udf_rps"], 4) for f in runs
+        },
         "model_only_rps": {f: runs[f]["baseline"]["model_only_rps"] for f in runs},
         "model_load_s": {f: runs[f]["baseline"]["model_load_s"] for f in runs},
         "loads_per_worker": {f: runs[f]["spark"]["loads_per_worker"] for f in runs},
@@ -133,6 +136,7 @@ def phase_spark(args, lake: Path) -> dict[str, Any]:
         cold_process_s = common.process_seconds()
         warm, warm_s = common.timed(run_score_days, ctx.with_new_run(), table, family, [common.SCORE_DAY])
         loads = worker_loads(ctx.spark)
+        udf_rows, udf_s = predict_batch_udf_run(ctx, lake, family)
         ctx.spark.stop()
     check_scored(cold, warm)
     loaded = [count for _, count in loads if count >= 0]
@@ -145,11 +149,72 @@ def phase_spark(args, lake: Path) -> dict[str, Any]:
         "cold_rps": common.rate(cold.rows_in, cold_process_s),
         "cold_job_rps": common.rate(cold.rows_in, cold_s),
         "warm_rps": common.rate(warm.rows_in, warm_s),
+        "predict_batch_udf_s": round(udf_s, 3),
+        "predict_batch_udf_rps": common.rate(udf_rows, udf_s),
         "loads_per_worker": max(loaded, default=0),
         "python_workers": len({pid for pid, count in loads if count >= 0}),
         "probed_workers": len({pid for pid, _ in loads}),
         "peak_rss_mb": rss.peak_mb,
     }
+
+
+def predict_batch_udf_run(ctx, lake: Path, family: str) -> tuple[int, float]:
+    """What a Spark user reaches for first, in the same warm session: `pyspark.ml.functions.predict_batch_udf` with
+    the same artifact (each entity's scaling as Spark column arithmetic, the detector's raw score in the UDF, Arrow
+    batches of the same size), the rows written as a Delta table. No explanation, calibration or accounting.
+    (rows written, seconds)."""
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from anomalake.pipelines.lake.reading import read_partitions
+
+    path = str(artifact_path(lake, family))
+    scaling = load_artifact_of(lake, family).scaling
+    centers = ctx.spark.createDataFrame(
+        [(e, float(scaling.centers[e][0]), float(scaling.scales[e][0])) for e in scaling.centers],
+        "entity_id string, center double, scale double",
+    )
+
+    def make_predict_fn():
+        """In each Python worker, once: the artifact and its detector's raw score over a batch of windows."""
+        from pathlib import Path as Path_
+
+        import numpy as np_
+
+        from anomalake.models.artifacts import load_artifact
+
+        detector = load_artifact(Path_(path)).detector
+        shape = tuple(detector.config.input_shape)
+
+        def predict(x):
+            return np_.asarray(detector.score_samples(x.reshape((-1, *shape)).astype(np_.float32)), dtype=np_.float64)
+
+        return predict
+
+    score = predict_batch_udf(
+        make_predict_fn,
+        return_type=T.DoubleType(),
+        batch_size=common.ARROW_BATCH,
+        input_tensor_shapes=[[common.WINDOW]],
+    )
+    features = read_partitions(ctx.spark, ctx.lake.features(common.TABLE), [common.SCORE_DAY], "features", common.TABLE)
+    scaled = features.join(F.broadcast(centers), "entity_id").select(
+        "entity_id", "ts", "dt", F.transform("x", lambda v: (v - F.col("center")) / F.col("scale")).alias("x")
+    )
+    out = scaled.select("entity_id", "ts", score("x").alias("raw_score"), "dt")
+    target = lake / "predict_batch_udf_scores"
+    began = time.perf_counter()
+    out.write.format("delta").mode("overwrite").partitionBy("dt").save(str(target))
+    seconds = time.perf_counter() - began
+    return len(read_snapshot_rows(target)), seconds
+
+
+def read_snapshot_rows(root: Path):
+    """The rows of a Delta table written here, through its snapshot (no Spark)."""
+    from anomalake.pipelines.lake.delta import read_snapshot
+
+    return read_snapshot(root, {}, ["raw_score"])
 
 
 def check_scored(*results) -> None:
@@ -194,7 +259,7 @@ def phase_baseline(args, lake: Path) -> dict[str, Any]:
         cold = score_day(artifact, lake, family, "cold")
         cold_process_s = common.process_seconds()
         warm = score_day(artifact, lake, family, "warm")
-        samples = read_samples(artifact, common.features_folder(lake, common.SCORE_DAY))[1]
+        samples = read_samples(artifact, common.features_files(lake, common.SCORE_DAY))[1]
         _, model_s = common.timed(score_model_only, artifact, samples)
     rows = warm["rows"]
     return {
@@ -228,9 +293,9 @@ def load_artifact_of(lake: Path, family: str):
     return load_artifact(artifact_path(lake, family))
 
 
-def read_samples(artifact, folder: Path) -> tuple[pa.Table, np.ndarray]:
-    """The partition read with pyarrow and its windows in each entity's units, as the model takes them."""
-    table = pq.read_table(folder)
+def read_samples(artifact, files: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """The partition's files read with pyarrow and its windows in each entity's units, as the model takes them."""
+    table = pq.read_table(files, partitioning=None)
     shape = tuple(artifact.detector.config.input_shape)
     values = np.stack(table.column("x").to_numpy()).astype(np.float64).reshape((-1, *shape))
     return table, artifact.scaling.transform(table.column("entity_id").to_pylist(), values)
@@ -250,7 +315,7 @@ def score_day(artifact, lake: Path, family: str, run: str) -> dict[str, Any]:
     phase."""
     phases: dict[str, float] = {}
     clock = Clock(phases)
-    table = pq.read_table(common.features_folder(lake, common.SCORE_DAY))
+    table = pq.read_table(common.features_files(lake, common.SCORE_DAY), partitioning=None)
     clock.lap("read")
     shape = tuple(artifact.detector.config.input_shape)
     values = np.stack(table.column("x").to_numpy()).astype(np.float64).reshape((-1, *shape))

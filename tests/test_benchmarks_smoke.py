@@ -29,6 +29,7 @@ KEYS = {
     "scoring": (
         "scoring_ratio",
         "scoring_ratio_cold",
+        "scoring_vs_predict_batch_udf",
         "model_only_rps",
         "model_load_s",
         "loads_per_worker",
@@ -49,6 +50,7 @@ KEYS = {
 PERF_KEYS = (
     "scoring_ratio",
     "scoring_ratio_cold",
+    "scoring_vs_predict_batch_udf",
     "windowing_ratio",
     "feed_ratio",
     "scaling_4x",
@@ -117,10 +119,11 @@ def ratios_of(name: str, result: dict) -> list[tuple[float, float, float]]:
     """(ratio, numerator, denominator) of each ratio a benchmark reports, from the absolute figures beside it."""
     if name == "scoring":
         run = result["absolute"]["runs"]["dense_autoencoder"]
+        udf = result["scoring_vs_predict_batch_udf"]["dense_autoencoder"]
         return [
             (result[f"scoring_ratio{cold}"]["dense_autoencoder"], run["spark"][key], run["baseline"][key])
             for cold, key in (("", "warm_rps"), ("_cold", "cold_rps"))
-        ]
+        ] + [(udf, run["spark"]["warm_rps"], run["spark"]["predict_batch_udf_rps"])]
     if name == "windowing":
         return [(result["windowing_ratio"], result["spark_rows_per_s"], result["baseline_rows_per_s"])]
     if name == "feed":

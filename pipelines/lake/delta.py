@@ -156,13 +156,14 @@ def read_snapshot(
     return data.to_table(columns=columns, filter=where).to_pandas()
 
 
-def snapshot_files(root: Path, partition: dict[str, str]) -> list[str]:
-    """The data files of the Delta table at root under `partition` that its current snapshot names (local paths);
-    a removed or orphan file in the same folder is not among them."""
+def snapshot_files(root: Path, partition: dict[str, str], days: list[str] | None = None) -> list[str]:
+    """The data files of the Delta table at root under `partition` (and of `days` when given) that its current
+    snapshot names (local paths); a removed or orphan file in the same folder is not among them."""
     from deltalake import DeltaTable
 
     table = DeltaTable(str(Path(root).resolve()))
-    return sorted(_local_path(uri) for uri in table.file_uris([(k, "=", v) for k, v in partition.items()]))
+    filters = [(k, "=", v) for k, v in partition.items()] + ([("dt", "in", days)] if days is not None else [])
+    return sorted(_local_path(uri) for uri in table.file_uris(filters))
 
 
 def _local_path(uri: str) -> str:

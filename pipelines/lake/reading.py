@@ -31,12 +31,16 @@ def parquet_rows(table: TableConfig, day: date, folder: Path) -> int:
     return _footer_rows(table, day, sorted(folder.glob("*.parquet")))
 
 
-def partition_rows(table: TableConfig, root: Path, day: date, **keys: str) -> int:
-    """Rows of one day (under optional fixed keys) of a lake table, from its files' footers: the files a Delta
-    table's snapshot names (never a removed or orphan file in the folder), or a Parquet folder's files."""
-    if is_delta(root):
-        return _footer_rows(table, day, [Path(f) for f in snapshot_files(root, {**keys, "dt": day.isoformat()})])
-    return parquet_rows(table, day, partition_path(root, **keys, dt=day.isoformat()))
+def partition_rows(table: TableConfig, root: Path, days: Iterable[date], **keys: str) -> dict[str, int]:
+    """Rows of each day (under optional fixed keys) of a lake table, from its files' footers: the files a Delta
+    table's snapshot names (never a removed or orphan file in the folder; the log is read once), or a Parquet
+    folder's files."""
+    if not is_delta(root):
+        return {d.isoformat(): parquet_rows(table, d, partition_path(root, **keys, dt=d.isoformat())) for d in days}
+    files: dict[str, list[Path]] = {d.isoformat(): [] for d in days}
+    for file in map(Path, snapshot_files(root, keys, list(files))):
+        files[file.parent.name.removeprefix("dt=")].append(file)
+    return {day: _footer_rows(table, date.fromisoformat(day), paths) for day, paths in files.items()}
 
 
 def days_with_data(root: Path, days: Iterable[date], **keys: str) -> list[date]:

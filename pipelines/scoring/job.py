@@ -131,7 +131,7 @@ def _score_into_table(
         tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()
         written = run_files(root, keys, day_names, f"-{ctx.run_id}")
         # Rows in, counted apart from the scoring: from the features partitions' Parquet footers (no Spark job).
-        rows_by_day = {d.isoformat(): partition_rows(table, ctx.lake.features(table.name), d) for d in days}
+        rows_by_day = partition_rows(table, ctx.lake.features(table.name), days)
         result = _accounting(tally, sum(rows_by_day.values()), version)
         result.check(where, f"score_{detector}")
         result.check_quarantine(where, table.max_quarantine_share, noun="windows")
