@@ -146,6 +146,7 @@ class TableConfig:
     # Entities the model never saw: quarantined, or scored ("own_baseline", "training_baseline").
     unseen_entities: str = "quarantine"
     events: EventSettings = field(default_factory=EventSettings)  # how window scores become anomaly events
+    format: str = "parquet"  # the raw input: dt=D folders of Parquet files, or a Delta table partitioned by dt
 
     @property
     def lookback_steps(self) -> int:
@@ -232,6 +233,7 @@ class DetectorSpec:
 TABLE_KEYS = (
     "kind",
     "path",
+    "format",
     "entity",
     "time",
     "features",
@@ -326,6 +328,7 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         bounds=_bounds(entry, features, where),
         events=_events(entry, where),
         unseen_entities=_unseen_entities(entry, where),
+        format=_raw_format(entry, where),
     )
     _check_names(table, where)
     return table
@@ -364,6 +367,15 @@ def _events(entry: Mapping[str, Any], where: str) -> EventSettings:
 
 
 UNSEEN_ENTITIES = ("quarantine", "own_baseline", "training_baseline")
+RAW_FORMATS = ("parquet", "delta")
+
+
+def _raw_format(entry: Mapping[str, Any], where: str) -> str:
+    """How the raw input is stored: a folder of dt=D partitions of Parquet files, or a Delta table by dt."""
+    value = str(entry.get("format", "parquet"))
+    if value not in RAW_FORMATS:
+        raise ConfigError(f"{where}: format '{value}' is not one of {', '.join(RAW_FORMATS)}")
+    return value
 
 
 def _unseen_entities(entry: Mapping[str, Any], where: str) -> str:

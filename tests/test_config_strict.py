@@ -150,3 +150,12 @@ def test_specs_built_in_code_can_still_replace_params(tiny_table):
     spec = TINY_DETECTOR.with_params(epochs=1)
     assert spec.params["epochs"] == 1 and spec.params["hidden"] == TINY_DETECTOR.params["hidden"]
     assert dataclasses.replace(spec, name="x").calibration_options == {"method": "robust_z", "threshold_z": 3.0}
+
+
+def test_the_raw_format_is_parquet_by_default_delta_when_asked_and_nothing_else(tmp_path):
+    from anomalake.pipelines.config import parse_table
+
+    assert parse_table("telemetry", TINY_TABLE).format == "parquet"
+    assert parse_table("telemetry", {**TINY_TABLE, "format": "delta"}).format == "delta"
+    with pytest.raises(ConfigError, match="table telemetry: format 'iceberg' is not one of parquet, delta"):
+        parse_table("telemetry", {**TINY_TABLE, "format": "iceberg"})

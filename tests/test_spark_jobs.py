@@ -160,6 +160,30 @@ def test_text_in_a_numeric_column_stops_the_job(ctx, tiny_table):
     assert_no_partition(ctx.lake.features("telemetry"), day)
 
 
+def test_a_raw_delta_table_gives_exactly_the_windows_of_the_same_parquet_folder(ctx, tiny_table):
+    """`format: delta`: the raw input is read through its snapshot; a file in its folder that no commit added (an
+    upstream writer killed before its commit) is not read."""
+    generate(ctx)
+    run_windows(ctx, tiny_table, DAYS)
+    from_parquet = features(ctx)
+    delta_table = dataclasses.replace(tiny_table, path="raw_delta/telemetry", format="delta")
+    raw = ctx.spark.read.parquet(str(ctx.lake.raw(tiny_table)))
+    raw.write.format("delta").partitionBy("dt").save(str(ctx.lake.raw(delta_table)))
+    orphan = partition_path(ctx.lake.raw(delta_table), dt=DAYS[1].isoformat()) / "part-uncommitted.parquet"
+    raw_partition(ctx, tiny_table, DAYS[1]).head(50).to_parquet(orphan, index=False, coerce_timestamps="us")
+    result = run_windows(ctx.with_new_run(), delta_table, DAYS)
+    assert result.rows_in == raw.count()
+    from_delta = features(ctx)
+    pd.testing.assert_frame_equal(from_delta.drop(columns="x"), from_parquet.drop(columns="x"), check_exact=True)
+    np.testing.assert_array_equal(np.stack(from_delta["x"]), np.stack(from_parquet["x"]))
+
+    later = DAYS[-1] + timedelta(days=1)
+    with pytest.raises(JobError, match=f"table telemetry, partition dt={later}: no raw data"):
+        run_windows(ctx.with_new_run(), delta_table, [later])
+    with pytest.raises(JobError, match=r"table telemetry, partition dt=.*: no raw data \(format: delta, but"):
+        run_windows(ctx.with_new_run(), dataclasses.replace(tiny_table, format="delta"), DAYS[1:2])
+
+
 def test_a_date_without_raw_data_is_an_error(ctx, tiny_table):
     generate(ctx)
     missing = DAYS[-1] + timedelta(days=5)

@@ -20,8 +20,14 @@ from anomalake.pipelines.lake import schemas
 from anomalake.pipelines.lake.accounting import RowAccount, add_counts
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import check_written, crash_if, create_table, remove_uncommitted, run_files
-from anomalake.pipelines.lake.layout import has_data, partition_path
-from anomalake.pipelines.lake.reading import footer_counts, parquet_rows, read_raw_days, require_raw_days
+from anomalake.pipelines.lake.reading import (
+    days_with_data,
+    footer_counts,
+    partition_rows,
+    raw_files,
+    read_raw_days,
+    require_raw_days,
+)
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,8 @@ ROWS_PER_TASK = 250_000
 def _read_inputs(ctx: JobContext, table: TableConfig, days: list[date]) -> DataFrame:
     """Target and lookback rows, hash-partitioned by entity into tasks of at most about ROWS_PER_TASK rows."""
     require_raw_days(ctx.lake, table, days)
-    folders = {d: partition_path(ctx.lake.raw(table), dt=d.isoformat()) for d in windowing.days_to_read(table, days)}
-    present = [d for d, folder in folders.items() if has_data(folder)]
-    rows = sum(parquet_rows(table, d, folders[d]) for d in present)
+    present = days_with_data(ctx.lake.raw(table), windowing.days_to_read(table, days))
+    rows = sum(partition_rows(table, ctx.lake.raw(table), present).values())
     tasks = max(ctx.settings.shuffle_partitions, math.ceil(rows / ROWS_PER_TASK))
     raw = read_raw_days(ctx.spark, ctx.lake, table, present)
     return raw.repartition(tasks, "entity_id").sortWithinPartitions("entity_id")  # each entity's rows together
@@ -98,7 +103,7 @@ def _footer_counts(
     unknown."""
     counts = []
     for day in days:
-        found = footer_counts(partition_path(ctx.lake.raw(table), dt=day.isoformat()), list(configured.values()))
+        found = footer_counts(raw_files(ctx.lake, table, day), list(configured.values()))
         if found is None:
             return None
         rows, values = found

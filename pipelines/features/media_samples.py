@@ -21,7 +21,7 @@ from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import input_error
 from anomalake.pipelines.features import decoding
 from anomalake.pipelines.lake.layout import Lake, partition_path
-from anomalake.pipelines.lake.reading import TIME_TYPES, parquet_rows, read_raw_files
+from anomalake.pipelines.lake.reading import TIME_TYPES, parquet_rows, raw_delta_rows, read_raw_files
 
 SAMPLE, QUARANTINE = "window", "quarantine"  # the windows job's outcome names (as features.windowing)
 KEY_REASONS = {
@@ -49,9 +49,12 @@ def _check_columns(table: TableConfig, day: date, schema: T.StructType) -> None:
 
 def read_media_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
     """One raw partition as (entity_id, ts, value, dt, duplicate); file paths are read as bytes."""
-    folder = partition_path(lake.raw(table), dt=day.isoformat())
-    parquet_rows(table, day, folder)
-    df = read_raw_files(spark, table, day, folder)
+    if table.format == "delta":
+        df = raw_delta_rows(spark, lake, table, [day]).drop("dt")
+    else:
+        folder = partition_path(lake.raw(table), dt=day.isoformat())
+        parquet_rows(table, day, folder)
+        df = read_raw_files(spark, table, day, folder)
     _check_columns(table, day, df.schema)
     ts = F.col(table.time).cast("timestamp") if table.time else F.to_timestamp(F.lit(day.isoformat()))
     rows = _with_value(spark, lake, table, df).select(

@@ -65,14 +65,24 @@ def _footer_rows(table: TableConfig, day: date, paths: list[Path]) -> int:
     return rows
 
 
-def footer_counts(folder: Path, columns: list[str]) -> tuple[int, dict[str, int]] | None:
-    """(rows, values per column) of a partition from its Parquet footers' statistics; None where a file has none.
+def raw_files(lake: Lake, table: TableConfig, day: date) -> list[Path]:
+    """The data files of one raw partition: those a Delta table's snapshot names (`format: delta`; none where the
+    folder is no Delta table), or the files of the partition folder."""
+    root = lake.raw(table)
+    if table.format == "delta":
+        return [Path(f) for f in snapshot_files(root, {"dt": day.isoformat()})] if is_delta(root) else []
+    return sorted(partition_path(root, dt=day.isoformat()).glob("*.parquet"))
+
+
+def footer_counts(paths: list[Path], columns: list[str]) -> tuple[int, dict[str, int]] | None:
+    """(rows, values per column) of a partition's files from their Parquet footers' statistics; None where a file
+    has none.
 
     Saves a pass over the data for the row accounting and the all-null check (Spark and pyarrow write null counts).
     """
     rows, values = 0, dict.fromkeys(columns, 0)
     try:
-        for path in sorted(folder.glob("*.parquet")):
+        for path in paths:
             meta = pq.read_metadata(path)
             names = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
             rows += meta.num_rows
@@ -178,6 +188,8 @@ def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> Non
 
 def read_raw_day(spark: SparkSession, lake: Lake, table: TableConfig, day: date) -> DataFrame:
     """One raw partition, checked against the table config, as (entity_id, ts, features..., dt)."""
+    if table.format == "delta":
+        return _read_raw_delta(spark, lake, table, [day])
     folder = partition_path(lake.raw(table), dt=day.isoformat())
     parquet_rows(table, day, folder)
     df = read_raw_files(spark, table, day, folder)
@@ -190,8 +202,11 @@ def read_raw_days(spark: SparkSession, lake: Lake, table: TableConfig, days: lis
 
     Consecutive days whose files share one layout (the usual case) are read in one scan: a read per day cost
     0.18 s of planning each, 10 s for a 55-day series before any window was cut. A day with another layout
-    (schema drift) starts a read of its own, so each is read under its own schema as before.
+    (schema drift) starts a read of its own, so each is read under its own schema as before. A Delta table
+    (`format: delta`) is read in one scan of its snapshot.
     """
+    if table.format == "delta":
+        return _read_raw_delta(spark, lake, table, days)
     runs: list[tuple[object, list[date]]] = []
     for day in days:  # a file that is not Parquet has no layout: read_raw_day names it
         layout = _file_layout(partition_path(lake.raw(table), dt=day.isoformat()))
@@ -200,6 +215,30 @@ def read_raw_days(spark: SparkSession, lake: Lake, table: TableConfig, days: lis
         else:
             runs.append((layout, [day]))
     return reduce(DataFrame.unionByName, [_read_raw_run(spark, lake, table, run) for _, run in runs])
+
+
+def raw_delta_rows(spark: SparkSession, lake: Lake, table: TableConfig, days: list[date]) -> DataFrame:
+    """The rows of `days` of a raw Delta table (`format: delta`) as stored, through its snapshot; dt is its
+    partition column."""
+    root = lake.raw(table)
+    if not is_delta(root):
+        raise _not_delta(table, days[0], root)
+    df = read_delta(spark, root)
+    if not isinstance(df.schema["dt"].dataType if "dt" in df.columns else None, T.StringType):
+        raise input_error(table.name, f"dt={days[0].isoformat()}", "dt", f"the Delta table at {root} has no string dt")
+    return df.where(partition_condition({}, [d.isoformat() for d in days]))
+
+
+def _read_raw_delta(spark: SparkSession, lake: Lake, table: TableConfig, days: list[date]) -> DataFrame:
+    df = raw_delta_rows(spark, lake, table, days)
+    check_raw_schema(table, days[0], T.StructType([f for f in df.schema.fields if f.name != "dt"]))
+    return _as_raw_rows(df, table, F.col("dt"))
+
+
+def _not_delta(table: TableConfig, day: date, root: Path):
+    return input_error(
+        table.name, f"dt={day.isoformat()}", None, f"no raw data (format: delta, but {root} is not a Delta table)"
+    )
 
 
 def _file_layout(folder: Path) -> tuple | None:
@@ -233,11 +272,28 @@ def _read_raw_run(spark: SparkSession, lake: Lake, table: TableConfig, run: list
 
 def require_raw_days(lake: Lake, table: TableConfig, days: Iterable[date]) -> None:
     """A day with no raw data, or only empty or unreadable files, is an error that says so, not an empty success."""
+    if table.format == "delta":
+        _require_raw_delta(lake, table, list(days))
+        return
     for day in days:
         folder = partition_path(lake.raw(table), dt=day.isoformat())
         if not has_data(folder):
             raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data ({folder} is missing or empty)")
         if parquet_rows(table, day, folder) == 0:
+            raise input_error(
+                table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)"
+            )
+
+
+def _require_raw_delta(lake: Lake, table: TableConfig, days: list[date]) -> None:
+    root = lake.raw(table)
+    if not is_delta(root):
+        raise _not_delta(table, days[0], root)
+    present, rows = snapshot_days(root, {}), partition_rows(table, root, days)
+    for day in days:
+        if day.isoformat() not in present:
+            raise input_error(table.name, f"dt={day.isoformat()}", None, f"no raw data (no such partition in {root})")
+        if rows[day.isoformat()] == 0:
             raise input_error(
                 table.name, f"dt={day.isoformat()}", None, "the partition holds no rows (did the upstream write fail?)"
             )

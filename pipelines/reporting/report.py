@@ -165,11 +165,14 @@ def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp
     """The entity's raw rows between start and end (every raw partition those days touch)."""
     frames = []
     for offset in range((end.normalize() - start.normalize()).days + 1):
-        folder = partition_path(lake.raw(table), dt=(start.normalize() + pd.Timedelta(days=offset)).date().isoformat())
-        if has_data(folder):
-            frames.append(
-                pd.read_parquet(folder, engine="pyarrow", columns=[table.entity, table.time, *table.features])
-            )
+        day = (start.normalize() + pd.Timedelta(days=offset)).date().isoformat()
+        columns = [table.entity, table.time, *table.features]
+        folder = partition_path(lake.raw(table), dt=day)
+        if table.format == "delta":
+            frame = read_snapshot(lake.raw(table), {"dt": day}, columns)
+            frames += [frame] if frame is not None else []
+        elif has_data(folder):
+            frames.append(pd.read_parquet(folder, engine="pyarrow", columns=columns))
     if not frames:
         return pd.DataFrame(columns=["ts", *table.features])
     raw = pd.concat(frames, ignore_index=True).rename(columns={table.time: "ts"})
