@@ -109,6 +109,16 @@ def job_process(ctx, tmp_path, crash_at: str, args: list[str]) -> subprocess.Pop
     )
 
 
+def wait_for_kill(process: subprocess.Popen, table: Path, crash_at: str) -> None:
+    """Kill the job once its tasks write into `table` ("writing"), or let it kill itself; it must end killed."""
+    if crash_at == "writing":
+        kill_while_writing(process, table)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode in (137, -signal.SIGKILL), (
+        f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
+    )
+
+
 def score_process(ctx, tmp_path, crash_at: str) -> subprocess.Popen:
     args = [
         "score",
@@ -129,13 +139,7 @@ def test_killed_score_job_leaves_old_or_new_partitions_and_the_rerun_completes(
     ctx, tiny_table, tmp_path, two_models, crash_at
 ):
     old, new, expected = two_models
-    process = score_process(ctx, tmp_path, crash_at)
-    if crash_at == "writing":
-        kill_while_writing(process, ctx.lake.scores("telemetry"))
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode in (137, -signal.SIGKILL), (
-        f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
-    )
+    wait_for_kill(score_process(ctx, tmp_path, crash_at), ctx.lake.scores("telemetry"), crash_at)
 
     seen = versions_by_day(ctx)
     assert set(seen) == set(expected), f"a day vanished after a kill at {crash_at}: {sorted(seen)}"
@@ -179,13 +183,7 @@ def test_killed_windows_job_leaves_old_or_new_features_and_the_rerun_completes(c
             frame = pd.read_parquet(part)
             frame.assign(cpu=frame["cpu"] * 2).to_parquet(part, index=False, coerce_timestamps="us")
     args = ["windows", "--table", "telemetry", "--start", SCORED[0].isoformat(), "--end", SCORED[-1].isoformat()]
-    process = job_process(ctx, tmp_path, crash_at, args)
-    if crash_at == "writing":
-        kill_while_writing(process, ctx.lake.features("telemetry"))
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode in (137, -signal.SIGKILL), (
-        f"the job was not killed at {crash_at}: rc {process.returncode}\n{output[-3000:]}"
-    )
+    wait_for_kill(job_process(ctx, tmp_path, crash_at, args), ctx.lake.features("telemetry"), crash_at)
     seen = features_now(ctx)
     root = ctx.lake.features("telemetry")
     orphans = orphan_files(root, {Path(f) for f in snapshot_files_of(root, {})})
