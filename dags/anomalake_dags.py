@@ -64,6 +64,19 @@ def job(task_id: str, arguments: str, **kwargs) -> BashOperator:
     return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=JOB_ENV, append_env=True, **kwargs)
 
 
+def raw_partition_present(raw_path: Path, fmt: str, day: str) -> bool:
+    """Whether the raw table holds the day: a Parquet folder's dt= folder has files; a Delta table's snapshot names
+    files of the day (its folder may hold files of a write that never committed, which no reader sees)."""
+    if fmt != "delta":
+        folder = raw_path / f"dt={day}"
+        return folder.is_dir() and any(folder.glob("*.parquet"))
+    if not (raw_path / "_delta_log").is_dir():
+        return False
+    from deltalake import DeltaTable  # when poking, not when parsing: the DAG file stays light
+
+    return bool(DeltaTable(str(raw_path)).file_uris([("dt", "=", day)]))
+
+
 def scores_asset(table: str) -> Asset:
     """The Asset a nightly run publishes: the table's scores (the event's extra names the partition)."""
     return Asset(name=f"anomalake_scores_{table}", uri=f"file://{LAKE / 'scores' / table}")
@@ -94,10 +107,9 @@ def nightly_dag(table: str, entry: dict) -> DAG:
             retries=0,
         )
         def wait_for_raw(ds: str | None = None) -> bool:
-            folder = raw_path / f"dt={ds}"
-            present = folder.is_dir() and any(folder.glob("*.parquet"))
+            present = raw_partition_present(raw_path, entry.get("format", "parquet"), ds)
             if not present:
-                print(f"table {table}, partition dt={ds}: raw partition {folder} is not there yet")
+                print(f"table {table}, partition dt={ds}: raw partition {raw_path / f'dt={ds}'} is not there yet")
             return present
 
         def publish(context, result) -> None:

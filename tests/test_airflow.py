@@ -177,6 +177,27 @@ def test_a_missing_raw_partition_fails_the_run_and_publishes_nothing(airflow_env
     ).exists()
 
 
+def test_the_raw_sensor_asks_a_delta_tables_snapshot_not_its_folders(airflow_env, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    raw = tmp_path / "raw"
+    write_deltalake(str(raw), pa.table({"entity_id": ["a"], "dt": ["2026-03-01"]}), partition_by=["dt"])
+    uncommitted = raw / "dt=2026-03-02"  # a write that died before its commit: files, but no day in the snapshot
+    uncommitted.mkdir()
+    pq.write_table(pa.table({"entity_id": ["b"]}), uncommitted / "part-0.parquet")
+    probe = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import anomalake_dags as d\n"
+        "raw = Path(sys.argv[2])\n"
+        "print(repr([d.raw_partition_present(raw, f, day) for f in ('delta', 'parquet')"
+        " for day in ('2026-03-01', '2026-03-02', '2026-03-03')]))"
+    )
+    out = run(airflow_env, sys.executable, "-c", probe, str(REPO / "dags"), str(raw)).stdout.strip().splitlines()[-1]
+    # A Parquet folder has what its dt= folder holds; a Delta table only what its snapshot names.
+    assert eval(out) == [True, False, False, True, True, False]  # noqa: S307 - our probe's repr of booleans
+
+
 def test_training_dag_trains_a_candidate_and_promotes_it(airflow_env):
     models = Path(airflow_env["ANOMALAKE_LAKE"]) / "models" / "dense_autoencoder" / "telemetry"
     before = (models / "CURRENT").read_text().strip()

@@ -481,7 +481,7 @@ def test_bad_configuration(kind, tmp_path, monkeypatch, capsys):
         code = stopped.code
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and re.search(case.message, lines[0]), (code, lines)
-    assert not any((lake / folder).exists() for folder in ("features", "scores", "quarantine", "models", "_runs"))
+    assert not any((lake / folder).exists() for folder in ("features", "scores", "quarantine", "models", "runs"))
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))

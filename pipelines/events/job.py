@@ -193,6 +193,7 @@ def _record_days(ctx, table, detector, version, days, day_scores: DataFrame, row
     counted = {r["dt"]: r for r in counts.collect()}
     windows = {day: r["n"] for day, r in counted.items()}
     total = EventsResult(0, 0, 0, {}, 0, 0, sources)
+    records = {}
     for day in days:
         key = day.isoformat()
         of_day = [r for r in rows if r["dt"] == key]
@@ -207,27 +208,22 @@ def _record_days(ctx, table, detector, version, days, day_scores: DataFrame, row
             sources,
         )
         partition = f"detector={detector}/dt={key}"
-        ctx.record(
-            table.name,
-            f"events_{detector}",
-            day,
-            {
-                "rows_in": result.rows_in,
-                "rows_out": result.rows_out,
-                "context": result.context,
-                "quarantined": {},
-                "anomalies": result.new_events,
-                "detector": detector,
-                "model_version": version,
-                "events": result.events,
-                "new_events": result.new_events,
-                "history": list(sources),
-                "entities": counted[key]["entities"] if key in counted else 0,
-                "fallback_entities": sorted({r["entity_id"] for r in of_day if r["threshold_source"] == "calibration"}),
-                "inputs": [{"table": f"scores_{table.name}", "partition": partition, "rows": result.rows_in}],
-                "outputs": [{"table": f"events_{table.name}", "partition": partition, "rows": result.events}],
-            },
-        )
+        records[day] = {
+            "rows_in": result.rows_in,
+            "rows_out": result.rows_out,
+            "context": result.context,
+            "quarantined": {},
+            "anomalies": result.new_events,
+            "detector": detector,
+            "model_version": version,
+            "events": result.events,
+            "new_events": result.new_events,
+            "history": list(sources),
+            "entities": counted[key]["entities"] if key in counted else 0,
+            "fallback_entities": sorted({r["entity_id"] for r in of_day if r["threshold_source"] == "calibration"}),
+            "inputs": [{"table": f"scores_{table.name}", "partition": partition, "rows": result.rows_in}],
+            "outputs": [{"table": f"events_{table.name}", "partition": partition, "rows": result.events}],
+        }
         total = EventsResult(
             total.rows_in + result.rows_in,
             total.rows_out + result.rows_out,
@@ -237,4 +233,5 @@ def _record_days(ctx, table, detector, version, days, day_scores: DataFrame, row
             total.new_events + result.new_events,
             sources,
         )
+    ctx.record(table.name, f"events_{detector}", records)
     return total

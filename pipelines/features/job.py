@@ -145,8 +145,8 @@ def run_windows(ctx: JobContext, table: TableConfig, days: list[date]) -> Window
             days_with(windowing.QUARANTINE),
             "windows",
         )
-        for day in days:
-            _record_day(ctx, table, day, rows_by_day.get(day.isoformat(), 0), tally)
+        records = {day: _day_record(table, day, rows_by_day.get(day.isoformat(), 0), tally) for day in days}
+        ctx.record(table.name, "windows", records)
     finally:
         out.unpersist()
         if not committed and table.kind == "timeseries":  # a failed run's files (a committed run's are the table's)
@@ -168,8 +168,8 @@ def _accounting(table: TableConfig, tally: list, rows_in: int) -> WindowsResult:
     return result
 
 
-def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, tally: list) -> None:
-    """One run record per day written, so a nightly check reads exactly its partition's accounting."""
+def _day_record(table: TableConfig, day: date, rows_in: int, tally: list) -> dict:
+    """The run record of one day, so a nightly check reads exactly its partition's accounting."""
     rows = [r for r in tally if r["dt"] == day.isoformat()]
     count = lambda o: sum(r["count"] for r in rows if r["outcome"] == o)  # noqa: E731
     quarantined = {r["reason"]: r["count"] for r in rows if r["outcome"] == windowing.QUARANTINE}
@@ -189,4 +189,4 @@ def _record_day(ctx: JobContext, table: TableConfig, day: date, rows_in: int, ta
             },
         ],
     }
-    ctx.record(table.name, "windows", day, record)
+    return record

@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 
 from anomalake.pipelines.lake.delta import DataFile, commit_files, replace_days
 from anomalake.pipelines.lake.layout import Lake
-from anomalake.pipelines.lake.runs import write_run_record
+from anomalake.pipelines.lake.runs import write_run_records
 from anomalake.pipelines.settings import Settings
 
 
@@ -37,9 +37,11 @@ class JobContext:
         into it, in one commit that names this run and `job` (see anomalake.pipelines.lake.delta)."""
         commit_files(root, keys, files, self.run_id, job)
 
-    def record(self, table: str, job: str, day: date, record: dict) -> None:
-        """Write this run's record for one day (lake/_runs/...; refused when its rows do not balance)."""
-        write_run_record(self.lake.root, table, job, day, {"run_id": self.run_id, **record}, self.started_at)
+    def record(self, table: str, job: str, records: dict[date, dict]) -> None:
+        """Append this run's records, one per day, in one commit to the runs table (refused, and nothing written,
+        when a day's rows do not balance)."""
+        stamped = {day: {"run_id": self.run_id, **record} for day, record in records.items()}
+        write_run_records(self.lake.root, table, job, stamped, self.started_at)
 
     def with_new_run(self) -> "JobContext":
         """The same session and settings under a fresh run id (one per job run)."""

@@ -72,6 +72,7 @@ def run_score_days(
     schema, job = schemas.scores_schema(table.kind), f"score_{detector}"
     create_table(ctx.spark, ctx.lake.scores(table.name), schema, ["detector", "dt"], ctx.run_id, job)
     tally, rows_by_day = _score_into_table(ctx, table, detector, days, features, artifact_path, version, unseen, where)
+    records = {}
     for day in days:
         of_day = _accounting(
             [r for r in tally if r["dt"] == day.isoformat()], rows_by_day.get(day.isoformat(), 0), version
@@ -98,7 +99,8 @@ def run_score_days(
                 },
             ],
         }
-        ctx.record(table.name, f"score_{detector}", day, record)
+        records[day] = record
+    ctx.record(table.name, f"score_{detector}", records)
     return _accounting(tally, sum(rows_by_day.values()), version)
 
 

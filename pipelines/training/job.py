@@ -203,18 +203,19 @@ def run_train(
     ctx.record(
         table.name,
         f"train_{detector_name}",
-        end,
         {
-            "detector": detector_name,
-            "model_version": version,
-            "inputs": [
-                {
-                    "table": f"features_{table.name}",
-                    "partition": f"dt={start.isoformat()}..{end.isoformat()}",
-                    "rows": rows,
-                }
-            ],
-            "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows}],
+            end: {
+                "detector": detector_name,
+                "model_version": version,
+                "inputs": [
+                    {
+                        "table": f"features_{table.name}",
+                        "partition": f"dt={start.isoformat()}..{end.isoformat()}",
+                        "rows": rows,
+                    }
+                ],
+                "outputs": [{"table": f"models/{detector_name}/{table.name}", "partition": version, "rows": rows}],
+            },
         },
     )
     return TrainResult(version, str(root / version), rows_train, int(raw.size), calibration.threshold)
