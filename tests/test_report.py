@@ -6,14 +6,13 @@ import dataclasses
 import shutil
 from datetime import timedelta
 
-import pandas as pd
 import pytest
 
-from anomalake.pipelines.events.grouping import anomaly_events
+from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
-from anomalake.pipelines.reporting.report import scores_dir, write_report
+from anomalake.pipelines.reporting.report import RED_FACTOR, flagged_share, scores_dir, write_report
 from anomalake.pipelines.scoring.job import run_score
 from anomalake.pipelines.training.job import run_train
 from tests.conftest import START, TINY_DETECTOR, snapshot_rows
@@ -49,19 +48,22 @@ def scored_lake(ctx, table):
     run_train(ctx.with_new_run(), table, "dense_autoencoder", days[0], days[1], verbose=0, spec=spec)
     for day in days[1:]:
         run_score(ctx.with_new_run(), table, "dense_autoencoder", day)
+        run_events(ctx.with_new_run(), table, "dense_autoencoder", day)
     return days[-1]
 
 
-def test_report_renders(ctx, tiny_table, tmp_path, chromium_path):
+def test_the_report_lists_the_days_events_judges_its_rate_and_plots_in_the_tables_units(
+    ctx, tiny_table, tmp_path, chromium_path
+):
     from playwright.sync_api import sync_playwright
 
     day = scored_lake(ctx, tiny_table)
     path = write_report(ctx.lake, tiny_table, "dense_autoencoder", day)
     assert path == scores_dir(ctx.lake, "telemetry", "dense_autoencoder", day) / "_report.html"
     assert "http" not in path.read_text().split("<body>")[1][:200000].replace("http-equiv", "")  # self-contained
+    events = snapshot_rows(ctx.lake.events("telemetry"), detector="dense_autoencoder", dt=day.isoformat())
+    assert len(events) >= 1, "the low threshold flags windows: the day must have events to show"
     scores = snapshot_rows(ctx.lake.scores("telemetry"), detector="dense_autoencoder", dt=day.isoformat())
-    scores["ts"] = pd.to_datetime(scores["ts"]).dt.tz_localize(None)
-    top_entity = anomaly_events(scores, tiny_table.window.length * tiny_table.step_seconds)["entity_id"].iloc[0]
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, args=FLAGS, headless=True)
@@ -71,7 +73,12 @@ def test_report_renders(ctx, tiny_table, tmp_path, chromium_path):
         page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
         page.goto(path.as_uri(), wait_until="load")
         sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        entities = page.eval_on_selector_all(".entity", "spans => spans.map(s => s.textContent)")
+        listed = page.eval_on_selector_all(".event-row .event-id", "cells => cells.map(c => c.textContent)")
+        links = page.eval_on_selector_all(
+            ".event-id a", "links => links.map(a => [a.textContent, !!document.querySelector(a.hash)])"
+        )
+        alts = page.eval_on_selector_all(".event img", "imgs => imgs.map(i => i.alt)")
+        verdict = page.eval_on_selector(".verdict", "v => [v.className, v.textContent]")
         text = page.inner_text("body")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -79,5 +86,18 @@ def test_report_renders(ctx, tiny_table, tmp_path, chromium_path):
     print(f"screenshot of the rendered report: {shot}")
     assert errors == []
     assert len(sizes) >= 3 and all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
-    assert entities and entities[0] == top_entity and top_entity in text
+    # Every event of the day is listed by its id; the strongest link to their plots, which are on the page.
+    assert sorted(listed) == sorted(events["event_id"]) and links and all(found for _, found in links), links
+    # Their plots are in the table's own units: each names the metric it draws and says so.
+    assert len(alts) == len(links) and all("in the table's units" in a for a in alts), alts
+    assert all(any(f"{feature}" in a for feature in tiny_table.features) for a in alts), alts
+    # The verdict is the share the events give, judged against 10^-threshold and the earlier day.
+    share = flagged_share(ctx.lake, "telemetry", "dense_autoencoder", day)
+    before = flagged_share(ctx.lake, "telemetry", "dense_autoencoder", day - timedelta(days=1))
+    expected = 10.0 ** -float(scores["threshold"].iloc[0])
+    red = share > RED_FACTOR * expected or (share > RED_FACTOR * before and share > expected)
+    assert verdict[0] == f"verdict {'bad' if red else 'ok'}" and f"{share:.2%} today" in verdict[1], verdict
+    assert share == scores["is_anomaly"].mean()  # the events job set is_anomaly from the events
+    run_id = events["run_id"].iloc[0]
+    assert f"model version {scores['model_version'].iloc[0]}" in text and run_id in text
     assert "Run health" in text and "Score distribution" in text and shot.stat().st_size > 10000

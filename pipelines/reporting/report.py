@@ -1,10 +1,15 @@
 """`anomalake report`: one self-contained HTML page about one scored partition (plots embedded, no network).
 
-It shows the run's health (rows per stage, quarantined by reason, anomaly rate against the last 14 days),
-the strongest anomaly events with a picture each (time series: the entity's metrics around the event with
-the event shaded and the metrics that drove it drawn strong; images: the image beside its error map; texts:
-the message with its surprising tokens marked), and the score distribution with the threshold. It reads
-the lake's Parquet and run records directly (pyarrow): one partition is small, and no Spark is needed.
+It names the detector, model version and runs that scored the day, and shows the run's health (rows per stage,
+quarantined by reason) and its alert volume judged twice: against the model's expected rate (its calibration puts
+a share 10^-threshold of normal windows above the threshold) and against the last 14 days; red when the day's
+share of flagged windows is more than twice either (twice the earlier days' only where it is also over the
+expected share), saying which. Then the day's events from the events table
+(id, entity, span, severity, explanation; each links to its plot) and a picture of the strongest (time series:
+the metrics that drove it in the table's own units, the event shaded; images: the image beside its error map;
+texts: the message with its surprising tokens marked); before the events job has run, flagged windows grouped
+instead. Last, the score distribution with the threshold. It reads the lake's tables through their snapshots and
+the run records (pyarrow and delta-rs): one partition is small, and no Spark is needed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import base64
 import html
 import io
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,6 +35,8 @@ from anomalake.pipelines.lake.runs import latest_run_record
 
 TOP_EVENTS = 5
 HISTORY_DAYS = 14
+RED_FACTOR = 2.0  # a day's flagged share over twice the expected or usual share is red
+MAX_DRIVERS = 3  # metrics drawn per event, each in its own units
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
@@ -36,6 +44,7 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#b00020;font-weight:600}
 .ok{color:#1b5e20;font-weight:600}img{max-width:100%;display:block;margin:6px 0}mark{background:#ffcc80}
 .event{border:1px solid #eee;padding:8px 12px;margin:12px 0;border-radius:6px}.muted{color:#777}
+td.text{text-align:left}
 """
 
 
@@ -44,14 +53,14 @@ def scores_dir(lake: Lake, table: str, detector: str, day: date) -> Path:
     return partition_path(lake.scores(table), detector=detector, dt=day.isoformat())
 
 
-def _png(fig) -> str:
-    """A matplotlib figure as an <img> with the PNG inline (base64), then closed."""
+def _png(fig, alt: str = "plot") -> str:
+    """A matplotlib figure as an <img> with the PNG inline (base64) and `alt` text, then closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _pyplot():
@@ -82,7 +91,7 @@ def _read_scores(lake: Lake, table: TableConfig, detector: str, day: date) -> pd
 
 
 def _health(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
-    """Rows per stage, quarantined by reason, and today's anomaly rate beside the last 14 days'."""
+    """Rows per stage and quarantined rows by reason."""
     windows = latest_run_record(lake.root, table.name, "windows", day) or {}
     score = latest_run_record(lake.root, table.name, f"score_{detector}", day) or {}
     rows = [
@@ -90,7 +99,7 @@ def _health(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
         ("windows / samples written", windows.get("rows_out")),
         ("context rows", windows.get("context")),
         ("windows scored", score.get("rows_out")),
-        ("anomalies flagged", score.get("anomalies")),
+        ("windows over the threshold", score.get("anomalies")),
     ]
     quarantined = {
         **{f"windows: {k}": v for k, v in windows.get("quarantined", {}).items()},
@@ -103,36 +112,88 @@ def _health(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
         "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in quarantined.items())
         or "<tr><td>none</td><td>0</td></tr>"
     )
-    rates = _rates(lake, table.name, detector, day)
-    today = rates.get(day)
-    past = [r for d, r in rates.items() if d != day]
-    usual = float(np.mean(past)) if past else None
-    verdict = (
-        ""
-        if today is None or usual is None
-        else (
-            f'<span class="{"bad" if today > 5 * max(usual, 0.002) else "ok"}">{today:.2%} today against {usual:.2%} '
-            f"on average over {len(past)} earlier days</span>"
-        )
-    )
     return (
         f"<h2>Run health</h2><table><tr><th>stage</th><th>rows</th></tr>{stage_table}</table>"
         f"<table><tr><th>quarantined (reason)</th><th>rows</th></tr>{quarantine_table}</table>"
-        f"<p>Anomaly rate: {verdict or 'no history yet'}</p>{_rate_plot(rates, day)}"
     )
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    """A day's flagged share judged against the model's expected share and the earlier days' average."""
+
+    today: float
+    expected: float
+    usual: float | None  # the earlier days' mean share; None without history
+    days: int  # how many earlier days
+
+    @property
+    def over_expected(self) -> bool:
+        return self.today > RED_FACTOR * self.expected
+
+    @property
+    def over_usual(self) -> bool:
+        # and over the expected share: a day the model expects is not red for a history quieter than expected
+        return self.usual is not None and self.today > RED_FACTOR * self.usual and self.today > self.expected
+
+    @property
+    def red(self) -> bool:
+        return self.over_expected or self.over_usual
+
+    def html(self) -> str:
+        expected = (
+            f"the model's expected {self.expected:.2%} (its calibration's share of normal windows above the threshold)"
+        )
+        usual = f"{self.usual:.2%} on average over {self.days} earlier days" if self.usual is not None else "no history"
+        why = [text for over, text in ((self.over_expected, expected), (self.over_usual, usual)) if over]
+        if why:
+            judged = f"red: more than {RED_FACTOR:g}x {' and '.join(why)}"
+        else:
+            judged = f"within {RED_FACTOR:g}x of {expected} and of {usual}"
+        css = "bad" if self.red else "ok"
+        return f'<p>Windows flagged: <span class="verdict {css}">{self.today:.2%} today, {judged}</span></p>'
+
+
+def flagged_share(lake: Lake, table: str, detector: str, day: date) -> float | None:
+    """The share of a day's windows that are flagged: inside events once the events job ran, else over the
+    threshold as scored; None when the day was not scored."""
+    events = latest_run_record(lake.root, table, f"events_{detector}", day)
+    if events and events.get("rows_in"):
+        return events["rows_out"] / events["rows_in"]
+    score = latest_run_record(lake.root, table, f"score_{detector}", day)
+    if score and score.get("rows_out"):
+        return score["anomalies"] / score["rows_out"]
+    return None
+
+
+def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, threshold: float) -> str:
+    """The day's flagged share judged against the expected share and the last days', with the days plotted."""
+    rates = _rates(lake, table.name, detector, day)
+    if day not in rates:
+        return "<h2>Alert volume</h2><p>No run record of this day's scoring.</p>"
+    past = [r for d, r in rates.items() if d != day]
+    verdict = RateVerdict(rates[day], 10.0**-threshold, float(np.mean(past)) if past else None, len(past))
+    events = latest_run_record(lake.root, table.name, f"events_{detector}", day) or {}
+    new = (
+        f"<p>New events: {events['new_events']} over {events['entities']} entities "
+        f"({events['new_events'] / events['entities']:.2f} per entity).</p>"
+        if events.get("entities")
+        else ""
+    )
+    return f"<h2>Alert volume</h2>{verdict.html()}{new}{_rate_plot(rates, day, verdict.expected)}"
 
 
 def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
     out = {}
     for n in range(HISTORY_DAYS, -1, -1):
         d = day - timedelta(days=n)
-        record = latest_run_record(lake.root, table, f"score_{detector}", d)
-        if record and record.get("rows_out"):
-            out[d] = record["anomalies"] / record["rows_out"]
+        share = flagged_share(lake, table, detector, d)
+        if share is not None:
+            out[d] = share
     return out
 
 
-def _rate_plot(rates: dict[date, float], day: date) -> str:
+def _rate_plot(rates: dict[date, float], day: date, expected: float) -> str:
     if not rates:
         return ""
     plt = _pyplot()
@@ -143,8 +204,9 @@ def _rate_plot(rates: dict[date, float], day: date) -> str:
         [100 * rates[d] for d in days],
         color=["tab:red" if d == day else "tab:gray" for d in days],
     )
-    axis.set_ylabel("% flagged")
-    axis.set_title("anomaly rate, last days (red: this partition)", fontsize=9)
+    axis.axhline(100 * expected, color="tab:blue", linestyle="--", linewidth=1, label="expected")
+    axis.set_ylabel("% of windows flagged")
+    axis.set_title("windows flagged, last days (red: this partition; dashed: the model's expected share)", fontsize=9)
     axis.tick_params(axis="x", labelsize=7, rotation=45)
     return _png(fig)
 
@@ -183,6 +245,8 @@ def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp
 
 
 def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd.Series) -> str:
+    """The entity's metrics that drove the event, each in its own panel and the table's own units, the event
+    shaded."""
     step = pd.Timedelta(seconds=table.step_seconds)
     span_start = event["first_window"] - step * (table.window.length - 1)
     raw = _raw_around(
@@ -193,25 +257,19 @@ def _timeseries_event(lake: Lake, table: TableConfig, event: pd.Series, peak: pd
         event["last_window"] + step * table.window.length,
     )
     shares = dict(peak["feature_contributions"]) if peak["feature_contributions"] is not None else {}
-    drivers = [f for f, s in sorted(shares.items(), key=lambda kv: -kv[1]) if s >= 0.2] or [peak["top_feature"]]
+    ranked = [f for f, s in sorted(shares.items(), key=lambda kv: -kv[1]) if s >= 0.2] or [peak["top_feature"]]
+    drivers = ranked[:MAX_DRIVERS]
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(9, 3))
-    for feature in table.features:
-        values = raw[feature].astype(float)
-        spread = values.std() or 1.0
-        strong = feature in drivers
-        axis.plot(
-            raw["ts"],
-            (values - values.mean()) / spread,
-            linewidth=1.6 if strong else 0.7,
-            color=None if strong else "lightgray",
-            label=f"{feature} ({shares.get(feature, 0):.0%})" if strong else None,
-        )
-    axis.axvspan(span_start, event["last_window"], color="tab:red", alpha=0.15, label="anomalous span")
-    axis.set_ylabel("standardised value")
-    axis.legend(fontsize=7, loc="upper left")
-    caption = ", ".join(f"<b>{html.escape(f)}</b> {shares.get(f, 0):.0%}" for f in drivers)
-    return f"<p>Metrics that drove it: {caption} (grey: the others)</p>{_png(fig)}"
+    fig, axes = plt.subplots(len(drivers), 1, figsize=(9, 1.2 + 1.6 * len(drivers)), sharex=True, squeeze=False)
+    for axis, feature in zip(axes[:, 0], drivers):
+        axis.plot(raw["ts"], raw[feature].astype(float), linewidth=1.2, color="tab:blue")
+        axis.axvspan(span_start, event["last_window"], color="tab:red", alpha=0.15)
+        axis.set_ylabel(feature, fontsize=8)  # the column's own values: the table's units
+        axis.set_title(f"{feature} ({shares.get(feature, 0):.0%} of the error)", fontsize=8, loc="left")
+    axes[0, 0].set_title("event shaded", fontsize=8, loc="right", color="tab:red")
+    caption = ", ".join(f"<b>{html.escape(f)}</b> {shares.get(f, 0):.0%}" for f in ranked)
+    alt = f"{event['entity_id']}: {', '.join(drivers)} in the table's units around the event (shaded)"
+    return f"<p>Metrics that drove it: {caption}</p>{_png(fig, alt)}"
 
 
 def _sample(lake: Lake, table: TableConfig, entity: str, day: date) -> pd.DataFrame:
@@ -256,7 +314,8 @@ def _text_event(lake: Lake, table: TableConfig, peak: pd.Series, day: date) -> s
     return f"<blockquote>{quoted}</blockquote><p>Most surprising tokens (nats): {listed}</p>"
 
 
-def _events(scores: pd.DataFrame, table: TableConfig) -> pd.DataFrame:
+def _flagged_groups(scores: pd.DataFrame, table: TableConfig) -> pd.DataFrame:
+    """Before the events job has run: flagged windows grouped (time series) or flagged samples, strongest first."""
     if table.kind == "timeseries":
         return anomaly_events(scores, table.window.length * table.step_seconds)
     flagged = scores[scores["is_anomaly"]].sort_values("score", ascending=False, kind="stable")
@@ -265,24 +324,89 @@ def _events(scores: pd.DataFrame, table: TableConfig) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _top_events(lake: Lake, table: TableConfig, scores: pd.DataFrame, day: date) -> str:
-    events = _events(scores, table).head(TOP_EVENTS)
+def _day_events(lake: Lake, table: TableConfig, detector: str, day: date) -> pd.DataFrame | None:
+    """The day's rows of the events table, new and most severe first; None when the events job has not run."""
+    if latest_run_record(lake.root, table.name, f"events_{detector}", day) is None:
+        return None
+    events = read_snapshot(lake.events(table.name), {"detector": detector, "dt": day.isoformat()})
+    if events is None:
+        return pd.DataFrame(columns=["event_id", "entity_id", "start", "end", "severity", "windows", "new", "open"])
+    for column in ("start", "end", "peak_ts"):
+        events[column] = _utc_naive(events[column])
+    return events.sort_values(["new", "severity"], ascending=[False, False], kind="stable").reset_index(drop=True)
+
+
+def _explanation(event: pd.Series, kind: str) -> str:
+    """One line of what drove an event (its strongest window's explanation)."""
+    if kind == "timeseries":
+        shares = dict(event["feature_contributions"]) if event["feature_contributions"] is not None else {}
+        return ", ".join(f"{f} {v:.0%}" for f, v in sorted(shares.items(), key=lambda kv: -kv[1])[:3])
+    if kind == "image":
+        regions = event["top_regions"] if event["top_regions"] is not None else []
+        return "; ".join(f"rows {r['row0']}-{r['row1']}, columns {r['col0']}-{r['col1']}" for r in regions[:2])
+    tokens = event["top_tokens"] if event["top_tokens"] is not None else []
+    return ", ".join(str(t["token"]) for t in tokens[:5])
+
+
+def _events_list(events: pd.DataFrame, kind: str, plotted: set[str]) -> str:
+    """Every event of the day as a table row; those with a plot link to it."""
     if events.empty:
+        return "<h2>Events</h2><p>No event on this day.</p>"
+    rows = []
+    for _, event in events.iterrows():
+        ident = html.escape(str(event["event_id"]))
+        link = f'<a href="#event-{ident}">{ident}</a>' if event["event_id"] in plotted else ident
+        state = ("new" if event["new"] else "goes on") + (", open" if event["open"] else "")
+        rows.append(
+            f'<tr class="event-row"><td class="event-id">{link}</td><td>{html.escape(str(event["entity_id"]))}</td>'
+            f'<td class="text">{event["start"]} .. {event["end"]}</td><td>{event["severity"]:.2f}</td>'
+            f'<td class="text">{state}</td><td class="text">{html.escape(_explanation(event, kind))}</td></tr>'
+        )
+    head = "<tr><th>event</th><th>entity</th><th>span</th><th>severity</th><th>state</th><th>explanation</th></tr>"
+    new = int(events["new"].sum())
+    return f"<h2>Events ({len(events)}, {new} new)</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _event_picture(lake: Lake, table: TableConfig, event: pd.Series, peak: pd.Series, day: date) -> tuple[str, str]:
+    """(when, picture) of one event."""
+    if table.kind == "timeseries":
+        return f"{event['first_window']} .. {event['last_window']}, {event['windows']} windows", _timeseries_event(
+            lake, table, event, peak
+        )
+    return "one sample", (_image_event if table.kind == "image" else _text_event)(lake, table, peak, day)
+
+
+def _pictures(lake: Lake, table: TableConfig, shown: list[tuple[str, pd.Series, pd.Series]], day: date) -> str:
+    """A picture per (anchor, event, strongest window) under the 'Top anomalies' heading."""
+    if not shown:
         return "<h2>Top anomalies</h2><p>No anomaly flagged in this partition.</p>"
-    parts = [f"<h2>Top anomalies ({len(events)} strongest events)</h2>"]
-    for rank, event in events.iterrows():
-        peak = scores.loc[event["peak_index"]]
-        if table.kind == "timeseries":
-            when = f"{event['first_window']} .. {event['last_window']}, {event['windows']} windows"
-            body = _timeseries_event(lake, table, event, peak)
-        else:
-            when = "one sample"
-            body = (_image_event if table.kind == "image" else _text_event)(lake, table, peak, day)
+    parts = [f"<h2>Top anomalies ({len(shown)} strongest events)</h2>"]
+    for rank, (anchor, event, peak) in enumerate(shown):
+        when, body = _event_picture(lake, table, event, peak, day)
         parts.append(
-            f'<div class="event"><h3>{rank + 1}. <span class="entity">{html.escape(str(event["entity_id"]))}</span>'
-            f' — score {event["peak_score"]:.2f} <span class="muted">({when})</span></h3>{body}</div>'
+            f'<div class="event" id="{html.escape(anchor)}"><h3>{rank + 1}. <span class="entity">'
+            f"{html.escape(str(event['entity_id']))}</span> — score {event['peak_score']:.2f} "
+            f'<span class="muted">({when})</span></h3>{body}</div>'
         )
     return "".join(parts)
+
+
+def _anomalies(lake: Lake, table: TableConfig, detector: str, scores: pd.DataFrame, day: date) -> str:
+    """The day's events listed and the strongest pictured; flagged windows grouped before the events job ran."""
+    events = _day_events(lake, table, detector, day)
+    if events is None:
+        groups = _flagged_groups(scores, table).head(TOP_EVENTS)
+        shown = [(f"group-{n}", g, scores.loc[g["peak_index"]]) for n, g in groups.iterrows()]
+        note = '<p class="muted">The events job has not run for this day: flagged windows, grouped.</p>'
+        return note + _pictures(lake, table, shown, day)
+    strongest = events.sort_values("severity", ascending=False, kind="stable").head(TOP_EVENTS)
+    # Shown as the grouped windows are: the span, and the calibrated score (severity) as the event's score.
+    as_group = strongest.drop(columns="peak_score").rename(
+        columns={"start": "first_window", "end": "last_window", "severity": "peak_score"}
+    )
+    shown = [(f"event-{e['event_id']}", e, e) for _, e in as_group.iterrows()]
+    listed = _events_list(events, table.kind, set(strongest["event_id"]))
+    return listed + _pictures(lake, table, shown, day)
 
 
 def build_report(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
@@ -290,11 +414,23 @@ def build_report(lake: Lake, table: TableConfig, detector: str, day: date) -> st
     scores = _read_scores(lake, table, detector, day)
     title = f"anomalake: {table.name}, dt={day}, detector {detector}"
     threshold, version = float(scores["threshold"].iloc[0]), html.escape(str(scores["model_version"].iloc[0]))
+    runs = [
+        f"{job} run {html.escape(str(record['run_id']))}"
+        for job in (f"score_{detector}", f"events_{detector}")
+        if (record := latest_run_record(lake.root, table.name, job, day))
+    ]
     summary = (
-        f"<p>{len(scores):,} rows scored, {int(scores['is_anomaly'].sum()):,} flagged (score above the threshold "
-        f"{threshold:.2f}); model {version}.</p>"
+        f"<p>Scored by detector <b>{html.escape(detector)}</b>, model version <b>{version}</b> "
+        f"({', '.join(runs) or 'no run record'}). {len(scores):,} rows scored, {int(scores['is_anomaly'].sum()):,} "
+        f"flagged; threshold {threshold:.2f} on the calibrated score.</p>"
     )
-    body = summary + _health(lake, table, detector, day) + _top_events(lake, table, scores, day) + _distribution(scores)
+    body = (
+        summary
+        + _health(lake, table, detector, day)
+        + _alert_volume(lake, table, detector, day, threshold)
+        + _anomalies(lake, table, detector, scores, day)
+        + _distribution(scores)
+    )
     head = f'<meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style>'
     return f'<!DOCTYPE html><html lang="en"><head>{head}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>'
 
