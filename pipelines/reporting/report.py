@@ -5,7 +5,7 @@ quarantined by reason) and its alert volume judged twice: against the model's ex
 a share 10^-threshold of normal windows above the threshold) and against the last 14 days; red when the day's
 share of flagged windows is more than twice either (twice the earlier days' only where it is also over the
 expected share), saying which. Then the day's events from the events table
-(id, entity, span, severity, explanation; each links to its plot) and a picture of the strongest (time series:
+(id, entity, span, severity, explanation; each of the 20 most severe links to its picture; time series:
 the metrics that drove it in the table's own units, the event shaded; images: the image beside its error map;
 texts: the message with its surprising tokens marked); before the events job has run, flagged windows grouped
 instead. Last, the score distribution with the threshold. It reads the lake's tables through their snapshots and
@@ -33,7 +33,8 @@ from anomalake.pipelines.lake.delta import read_snapshot
 from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
 from anomalake.pipelines.lake.runs import latest_run_record
 
-TOP_EVENTS = 5
+TOP_EVENTS = 5  # groups of flagged windows pictured before the events job has run
+PICTURED_EVENTS = 20  # events pictured (the most severe), each linked from the day's list
 HISTORY_DAYS = 14
 RED_FACTOR = 2.0  # a day's flagged share over twice the expected or usual share is red
 MAX_DRIVERS = 3  # metrics drawn per event, each in its own units
@@ -380,7 +381,7 @@ def _pictures(lake: Lake, table: TableConfig, shown: list[tuple[str, pd.Series, 
     """A picture per (anchor, event, strongest window) under the 'Top anomalies' heading."""
     if not shown:
         return "<h2>Top anomalies</h2><p>No anomaly flagged in this partition.</p>"
-    parts = [f"<h2>Top anomalies ({len(shown)} strongest events)</h2>"]
+    parts = [f"<h2>Top anomalies ({len(shown)} strongest events)</h2>"]  # the media tests read this heading
     for rank, (anchor, event, peak) in enumerate(shown):
         when, body = _event_picture(lake, table, event, peak, day)
         parts.append(
@@ -399,7 +400,7 @@ def _anomalies(lake: Lake, table: TableConfig, detector: str, scores: pd.DataFra
         shown = [(f"group-{n}", g, scores.loc[g["peak_index"]]) for n, g in groups.iterrows()]
         note = '<p class="muted">The events job has not run for this day: flagged windows, grouped.</p>'
         return note + _pictures(lake, table, shown, day)
-    strongest = events.sort_values("severity", ascending=False, kind="stable").head(TOP_EVENTS)
+    strongest = events.sort_values("severity", ascending=False, kind="stable").head(PICTURED_EVENTS)
     # Shown as the grouped windows are: the span, and the calibrated score (severity) as the event's score.
     as_group = strongest.drop(columns="peak_score").rename(
         columns={"start": "first_window", "end": "last_window", "severity": "peak_score"}
