@@ -12,6 +12,7 @@ from anomalake.pipelines.events.job import run_events
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
+from anomalake.pipelines.lake.runs import latest_run_record
 from anomalake.pipelines.reporting.report import (
     PICTURED_EVENTS,
     RED_FACTOR,
@@ -100,11 +101,15 @@ def test_the_report_lists_the_days_events_judges_its_rate_and_plots_in_the_table
     assert all(any(f"{feature}" in a for feature in tiny_table.features) for a in alts), alts
     # The verdict is the share the events give, judged against 10^-threshold and the earlier day.
     share = flagged_share(ctx.lake, "telemetry", "dense_autoencoder", day)
-    before = flagged_share(ctx.lake, "telemetry", "dense_autoencoder", day - timedelta(days=1))
+    before_day = day - timedelta(days=1)
+    before = flagged_share(ctx.lake, "telemetry", "dense_autoencoder", before_day)
     expected = 10.0 ** -float(scores["threshold"].iloc[0])
     red = share > RED_FACTOR * expected or (share > RED_FACTOR * before and share > expected)
     assert verdict[0] == f"verdict {'bad' if red else 'ok'}" and f"{share:.2%} today" in verdict[1], verdict
     assert share == scores["is_anomaly"].mean()  # the events job set is_anomaly from the events
+    records = [latest_run_record(ctx.lake.root, "telemetry", "events_dense_autoencoder", d) for d in (before_day, day)]
+    earlier, today = (r["new_events"] / r["entities"] for r in records)
+    assert f"({today:.2f} per entity; {earlier:.2f} on average over 1 earlier day)" in text
     run_id = events["run_id"].iloc[0]
     assert f"model version {scores['model_version'].iloc[0]}" in text and run_id in text
     assert "Run health" in text and "Score distribution" in text and shot.stat().st_size > 10000

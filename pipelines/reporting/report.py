@@ -145,7 +145,7 @@ class RateVerdict:
         expected = (
             f"the model's expected {self.expected:.2%} (its calibration's share of normal windows above the threshold)"
         )
-        usual = f"{self.usual:.2%} on average over {self.days} earlier days" if self.usual is not None else "no history"
+        usual = "no history" if self.usual is None else f"{self.usual:.2%} on average over {_earlier_days(self.days)}"
         why = [text for over, text in ((self.over_expected, expected), (self.over_usual, usual)) if over]
         if why:
             judged = f"red: more than {RED_FACTOR:g}x {' and '.join(why)}"
@@ -153,6 +153,10 @@ class RateVerdict:
             judged = f"within {RED_FACTOR:g}x of {expected} and of {usual}"
         css = "bad" if self.red else "ok"
         return f'<p>Windows flagged: <span class="verdict {css}">{self.today:.2%} today, {judged}</span></p>'
+
+
+def _earlier_days(n: int) -> str:
+    return f"{n} earlier day{'s' if n != 1 else ''}"
 
 
 def flagged_share(lake: Lake, table: str, detector: str, day: date) -> float | None:
@@ -174,14 +178,27 @@ def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, thre
         return "<h2>Alert volume</h2><p>No run record of this day's scoring.</p>"
     past = [r for d, r in rates.items() if d != day]
     verdict = RateVerdict(rates[day], 10.0**-threshold, float(np.mean(past)) if past else None, len(past))
-    events = latest_run_record(lake.root, table.name, f"events_{detector}", day) or {}
-    new = (
-        f"<p>New events: {events['new_events']} over {events['entities']} entities "
-        f"({events['new_events'] / events['entities']:.2f} per entity).</p>"
-        if events.get("entities")
+    return f"<h2>Alert volume</h2>{verdict.html()}{_new_events(lake, table.name, detector, day)}" + _rate_plot(
+        rates, day, verdict.expected
+    )
+
+
+def _new_events(lake: Lake, table: str, detector: str, day: date) -> str:
+    """The day's new events per entity beside the earlier days' (the nightly check's alert-volume figure)."""
+    per_entity = {}
+    for n in range(HISTORY_DAYS, -1, -1):
+        record = latest_run_record(lake.root, table, f"events_{detector}", day - timedelta(days=n))
+        if record and record.get("entities"):
+            per_entity[day - timedelta(days=n)] = (record["new_events"], record["entities"])
+    if day not in per_entity:
+        return ""
+    new, entities = per_entity.pop(day)
+    usual = (
+        f"; {np.mean([n / e for n, e in per_entity.values()]):.2f} on average over {_earlier_days(len(per_entity))}"
+        if per_entity
         else ""
     )
-    return f"<h2>Alert volume</h2>{verdict.html()}{new}{_rate_plot(rates, day, verdict.expected)}"
+    return f"<p>New events: {new} over {entities} entities ({new / entities:.2f} per entity{usual}).</p>"
 
 
 def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
