@@ -24,3 +24,11 @@ def test_a_day_under_the_expected_share_is_green_whatever_a_quiet_history_says()
     assert 'class="verdict ok"' in RateVerdict(0.0015, 0.001, None, 0).html()
     over_history = RateVerdict(today=0.0015, expected=0.001, usual=0.0005, days=5)
     assert over_history.red and not over_history.over_expected
+
+
+def test_new_events_per_entity_are_judged_the_same_way_against_their_bound():
+    verdict = RateVerdict(today=3.0, expected=1.2, usual=0.5, days=7, events=True)
+    assert verdict.red and verdict.over_expected and verdict.over_usual
+    page = verdict.html()
+    assert page.startswith("<p>New events:") and "3.00 per entity today" in page and "at most 1.20 per entity" in page
+    assert not RateVerdict(today=0.4, expected=1.2, usual=0.1, days=7, events=True).red  # under the bound: quiet

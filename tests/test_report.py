@@ -85,12 +85,13 @@ def test_the_report_lists_the_days_events_judges_its_rate_and_plots_in_the_table
             ".event-id a", "links => links.map(a => [a.textContent, !!document.querySelector(a.hash)])"
         )
         alts = page.eval_on_selector_all(".event img", "imgs => imgs.map(i => i.alt)")
-        verdict = page.eval_on_selector(".verdict", "v => [v.className, v.textContent]")
+        verdicts = page.eval_on_selector_all(".verdict", "vs => vs.map(v => [v.className, v.textContent])")
         text = page.inner_text("body")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     print(f"screenshot of the rendered report: {shot}")
+    verdict, events_verdict = verdicts  # the flagged share, then new events per entity
     assert errors == []
     assert len(sizes) >= 3 and all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
     # Every event of the day is listed by its id; the most severe link to their plots, which are on the page.
@@ -109,7 +110,10 @@ def test_the_report_lists_the_days_events_judges_its_rate_and_plots_in_the_table
     assert share == scores["is_anomaly"].mean()  # the events job set is_anomaly from the events
     records = [latest_run_record(ctx.lake.root, "telemetry", "events_dense_autoencoder", d) for d in (before_day, day)]
     earlier, today = (r["new_events"] / r["entities"] for r in records)
-    assert f"({today:.2f} per entity; {earlier:.2f} on average over 1 earlier day)" in text
+    expected_events = records[1]["rows_in"] / records[1]["entities"] * expected  # a bound: each exceedance an event
+    red = today > RED_FACTOR * expected_events or (today > RED_FACTOR * earlier and today > expected_events)
+    assert events_verdict[0] == f"verdict {'bad' if red else 'ok'}", events_verdict
+    assert f"{today:.2f} per entity today" in events_verdict[1] and f"{earlier:.2f} per entity on average" in text
     run_id = events["run_id"].iloc[0]
     assert f"model version {scores['model_version'].iloc[0]}" in text and run_id in text
     assert "Run health" in text and "Score distribution" in text and shot.stat().st_size > 10000

@@ -4,7 +4,8 @@ It names the detector, model version and runs that scored the day, and shows the
 quarantined by reason) and its alert volume judged twice: against the model's expected rate (its calibration puts
 a share 10^-threshold of normal windows above the threshold) and against the last 14 days; red when the day's
 share of flagged windows is more than twice either (twice the earlier days' only where it is also over the
-expected share), saying which. Then the day's events from the events table
+expected share), saying which; the day's new events per entity are judged the same way (the expected bound: each
+entity's windows of the day times 10^-threshold). Then the day's events from the events table
 (id, entity, span, severity, explanation; each of the 20 most severe links to its picture; time series:
 the metrics that drove it in the table's own units, the event shaded; images: the image beside its error map;
 texts: the message with its surprising tokens marked); before the events job has run, flagged windows grouped
@@ -121,12 +122,14 @@ def _health(lake: Lake, table: TableConfig, detector: str, day: date) -> str:
 
 @dataclass(frozen=True)
 class RateVerdict:
-    """A day's flagged share judged against the model's expected share and the earlier days' average."""
+    """A day's alert volume judged against what the model expects and the earlier days' average: the share of
+    windows flagged (the default), or new events per entity (`events=True`)."""
 
     today: float
     expected: float
-    usual: float | None  # the earlier days' mean share; None without history
+    usual: float | None  # the earlier days' mean; None without history
     days: int  # how many earlier days
+    events: bool = False
 
     @property
     def over_expected(self) -> bool:
@@ -134,25 +137,39 @@ class RateVerdict:
 
     @property
     def over_usual(self) -> bool:
-        # and over the expected share: a day the model expects is not red for a history quieter than expected
+        # and over the expected volume: a day the model expects is not red for a history quieter than expected
         return self.usual is not None and self.today > RED_FACTOR * self.usual and self.today > self.expected
 
     @property
     def red(self) -> bool:
         return self.over_expected or self.over_usual
 
+    def _value(self, value: float) -> str:
+        return f"{value:.2f} per entity" if self.events else f"{value:.2%}"
+
     def html(self) -> str:
         expected = (
-            f"the model's expected {self.expected:.2%} (its calibration's share of normal windows above the threshold)"
+            f"the model's expected at most {self._value(self.expected)} (each entity's windows of the day times "
+            "10^-threshold, as if every window over the threshold began an event)"
+            if self.events
+            else f"the model's expected {self._value(self.expected)} (its calibration's share of normal windows "
+            "above the threshold)"
         )
-        usual = "no history" if self.usual is None else f"{self.usual:.2%} on average over {_earlier_days(self.days)}"
+        usual = (
+            "no history"
+            if self.usual is None
+            else f"{self._value(self.usual)} on average over {_earlier_days(self.days)}"
+        )
         why = [text for over, text in ((self.over_expected, expected), (self.over_usual, usual)) if over]
         if why:
             judged = f"red: more than {RED_FACTOR:g}x {' and '.join(why)}"
         else:
             judged = f"within {RED_FACTOR:g}x of {expected} and of {usual}"
-        css = "bad" if self.red else "ok"
-        return f'<p>Windows flagged: <span class="verdict {css}">{self.today:.2%} today, {judged}</span></p>'
+        what = "New events" if self.events else "Windows flagged"
+        return (
+            f'<p>{what}: <span class="verdict {"bad" if self.red else "ok"}">{self._value(self.today)} today, '
+            f"{judged}</span></p>"
+        )
 
 
 def _earlier_days(n: int) -> str:
@@ -178,27 +195,24 @@ def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, thre
         return "<h2>Alert volume</h2><p>No run record of this day's scoring.</p>"
     past = [r for d, r in rates.items() if d != day]
     verdict = RateVerdict(rates[day], 10.0**-threshold, float(np.mean(past)) if past else None, len(past))
-    return f"<h2>Alert volume</h2>{verdict.html()}{_new_events(lake, table.name, detector, day)}" + _rate_plot(
-        rates, day, verdict.expected
-    )
+    new_events = _new_events(lake, table.name, detector, day, threshold)
+    return f"<h2>Alert volume</h2>{verdict.html()}{new_events}{_rate_plot(rates, day, verdict.expected)}"
 
 
-def _new_events(lake: Lake, table: str, detector: str, day: date) -> str:
-    """The day's new events per entity beside the earlier days' (the nightly check's alert-volume figure)."""
+def _new_events(lake: Lake, table: str, detector: str, day: date, threshold: float) -> str:
+    """The day's new events per entity (the nightly check's alert-volume figure) judged as the flagged share is."""
     per_entity = {}
     for n in range(HISTORY_DAYS, -1, -1):
         record = latest_run_record(lake.root, table, f"events_{detector}", day - timedelta(days=n))
         if record and record.get("entities"):
-            per_entity[day - timedelta(days=n)] = (record["new_events"], record["entities"])
+            per_entity[day - timedelta(days=n)] = record
     if day not in per_entity:
         return ""
-    new, entities = per_entity.pop(day)
-    usual = (
-        f"; {np.mean([n / e for n, e in per_entity.values()]):.2f} on average over {_earlier_days(len(per_entity))}"
-        if per_entity
-        else ""
-    )
-    return f"<p>New events: {new} over {entities} entities ({new / entities:.2f} per entity{usual}).</p>"
+    record = per_entity.pop(day)
+    usual = float(np.mean([r["new_events"] / r["entities"] for r in per_entity.values()])) if per_entity else None
+    expected = record["rows_in"] / record["entities"] * 10.0**-threshold
+    verdict = RateVerdict(record["new_events"] / record["entities"], expected, usual, len(per_entity), events=True)
+    return verdict.html() + f"<p>({record['new_events']} new events over {record['entities']} entities.)</p>"
 
 
 def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
