@@ -99,7 +99,8 @@ def test_generate_windows_train_score_sql(tmp_path):
     ), "one windows run wrote both"
 
     # The persistent catalog: plain spark-sql sees the tables, and a new night needs no registration.
-    assert "registered features_telemetry, labels_telemetry" in anomalake(lake, "catalog").stdout
+    registered = anomalake(lake, "catalog").stdout
+    assert "registered features_telemetry, labels_telemetry" in registered and ", runs," in registered, registered
     assert "registered nothing new" in anomalake(lake, "catalog").stdout
     anomalake(lake, "score", "--detector", "dense_autoencoder", "--table", "telemetry", "--date", "2026-03-02")
     env = {**os.environ, "SPARK_CONF_DIR": str(lake / "_catalog" / "conf"), "PYSPARK_PYTHON": sys.executable}
@@ -107,10 +108,13 @@ def test_generate_windows_train_score_sql(tmp_path):
         str(Path(sys.executable).parent / "spark-sql"),
         "-e",
         "SELECT dt, count(*) FROM scores_telemetry GROUP BY dt ORDER BY dt; "
-        "SELECT count(DISTINCT job) FROM quarantine_telemetry",  # a Delta table
+        "SELECT count(DISTINCT job) FROM quarantine_telemetry; "  # a Delta table
+        "SELECT job, count(*) FROM runs GROUP BY job ORDER BY job",  # a record per job run and day
     ]
     out = subprocess.run(spark_sql, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path).stdout
-    assert out.split() == ["2026-03-02", "576", "2026-03-03", "576", "1"]
+    assert out.split() == ["2026-03-02", "576", "2026-03-03", "576", "1"] + [
+        *("score_dense_autoencoder", "2", "train_dense_autoencoder", "1", "windows", "3")
+    ]
 
 
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):

@@ -1,8 +1,8 @@
 """A persistent Spark SQL catalog of the lake's tables (Hive metastore on embedded Derby, under the lake).
 
-`anomalake catalog` (run by the nightly DAG after each night) creates `raw_/features_/scores_/quarantine_/
-labels_<table>` as external tables over the lake's folders (Delta tables, or Parquet for raw input and labels, whose
-partitions are found at query time), and writes
+`anomalake catalog` (run by the nightly DAG after each night) creates `raw_/features_/scores_/events_/quarantine_/
+labels_<table>`, `runs` and `detection_metrics` as external tables over the lake's folders (Delta tables, or
+Parquet for raw input and labels, whose partitions are found at query time), and writes
 lake/_catalog/conf/spark-defaults.conf so that `SPARK_CONF_DIR=lake/_catalog/conf spark-sql` or a notebook's
 SparkSession sees the same tables with no other set-up. Embedded Derby admits one process at a time, so the
 jobs themselves keep to session views (`anomalake sql`) and only this step opens the metastore, and only when
@@ -17,7 +17,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
-from anomalake.pipelines.lake.layout import Lake, is_delta, table_locations
+from anomalake.pipelines.lake.layout import Lake, is_delta, lake_locations, table_locations
 
 
 def catalog_dir(lake: Lake) -> Path:
@@ -62,6 +62,7 @@ def unregistered(lake: Lake, tables: list[TableConfig]) -> dict[str, Path]:
     """Folders with data whose table is not in the catalog yet, or is there in another format (checked without
     opening the metastore)."""
     found = {name: path for table in tables for name, path in table_locations(lake, table).items()}
+    found.update(lake_locations(lake))
     return {
         name: path
         for name, path in found.items()

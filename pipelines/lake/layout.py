@@ -33,6 +33,10 @@ class Lake:
     def labels(self, table: str) -> Path:
         return self.root / "labels" / table
 
+    def runs(self) -> Path:
+        """The run records of every table and job (partitioned by table, job and dt; see lake.runs)."""
+        return self.root / "runs"
+
     def detection_metrics(self) -> Path:
         """One table for every labelled table (partitioned by table, detector and dt), written by the nightly check."""
         return self.root / "detection_metrics"
@@ -79,9 +83,18 @@ def table_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:
         f"quarantine_{table.name}": lake.quarantine(table.name),
         f"labels_{table.name}": lake.labels(table.name),
     }
-    return {
-        name: path for name, path in names.items() if is_delta(path) or (path.exists() and any(path.rglob("*.parquet")))
-    }
+    return {name: path for name, path in names.items() if _holds_data(path)}
+
+
+def _holds_data(path: Path) -> bool:
+    """A Delta table, or a Parquet folder with files (raw input, labels, a table written before Delta)."""
+    return is_delta(path) or (path.exists() and any(path.rglob("*.parquet")))
+
+
+def lake_locations(lake: Lake) -> dict[str, Path]:
+    """The lake-wide tables (run records, detection metrics) that hold data, by their SQL name."""
+    names = {"runs": lake.runs(), "detection_metrics": lake.detection_metrics()}
+    return {name: path for name, path in names.items() if _holds_data(path)}
 
 
 def delta_locations(lake: Lake, table: TableConfig) -> dict[str, Path]:

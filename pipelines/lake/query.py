@@ -11,8 +11,7 @@ from pyspark.sql import SparkSession
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import history, read_table
-from anomalake.pipelines.lake.layout import Lake, delta_locations, is_delta, table_locations
-from anomalake.pipelines.lake.runs import read_runs
+from anomalake.pipelines.lake.layout import Lake, delta_locations, lake_locations, table_locations
 
 FORMATS = ("table", "csv", "json")
 
@@ -30,12 +29,8 @@ def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfi
 def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int = 1000) -> pd.DataFrame:
     """Register every existing table of the catalog and `runs`, run `query`, return at most `limit` rows."""
     register_tables(ctx.spark, ctx.lake, tables)
-    runs = read_runs(ctx.spark, ctx.lake.root)
-    if runs is not None:
-        runs.createOrReplaceTempView("runs")
-    detection = ctx.lake.detection_metrics()  # written by the nightly check of labelled tables
-    if is_delta(detection) or (detection.is_dir() and any(detection.rglob("*.parquet"))):
-        read_table(ctx.spark, detection).createOrReplaceTempView("detection_metrics")
+    for view, root in lake_locations(ctx.lake).items():  # runs, and detection_metrics of labelled tables
+        read_table(ctx.spark, root).createOrReplaceTempView(view)
     return ctx.spark.sql(query).limit(limit).toPandas()
 
 

@@ -23,15 +23,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from anomalake.pipelines.lake.accounting import RowAccount
-from anomalake.pipelines.lake.delta import read_delta, read_snapshot
-from anomalake.pipelines.lake.layout import is_delta
+from anomalake.pipelines.lake.delta import read_snapshot
+from anomalake.pipelines.lake.layout import Lake, is_delta
 from anomalake.pipelines.lake.schemas import RUNS
 
-RUNS_TABLE = "runs"
 PARTITION_COLUMNS = ["table", "job", "dt"]
 RECORD_SCHEMA = to_arrow_schema(RUNS).append(pa.field("record", pa.string()))
 LEGACY_RUNS_DIR = "_runs"  # one JSON file per record, before the table existed
@@ -39,7 +37,7 @@ LEGACY_RUNS_DIR = "_runs"  # one JSON file per record, before the table existed
 
 def runs_root(lake: Path) -> Path:
     """lake/runs: the run records' Delta table."""
-    return Path(lake) / RUNS_TABLE
+    return Lake(Path(lake)).runs()
 
 
 def code_version() -> str:
@@ -129,9 +127,3 @@ def latest_run_record(lake: Path, table: str, job: str, day: date | str) -> dict
     """The most recently finished run record of a job for a day, or None."""
     records = run_records(lake, table, job, day)
     return records[-1] if records else None
-
-
-def read_runs(spark: SparkSession, lake: Path) -> DataFrame | None:
-    """Every run record of the lake as one DataFrame (the `runs` view), or None before the first run."""
-    root = runs_root(lake)
-    return read_delta(spark, root) if is_delta(root) else None
