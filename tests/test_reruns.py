@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import START, TINY_DETECTOR, committed_by, read_rows
 
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.features.job import run_windows
 from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 from anomalake.pipelines.lake.layout import day_range
@@ -101,3 +102,8 @@ def test_every_job_rerun_gives_identical_rows_and_runs_are_queryable(ctx, tiny_t
     elapsed = pd.to_datetime(timing["finished_at"]) - pd.to_datetime(timing["started_at"])
     assert np.allclose(elapsed.dt.total_seconds(), timing["seconds"], atol=1e-3) and (timing["seconds"] > 0).all()
     assert (runs["code_version"] == version("anomalake")).all()
+    # A query Spark refuses is one line naming what is wrong, not a Java or Python trace.
+    for query, cause in (("SELEC 1", "[PARSE_SYNTAX_ERROR]"), ("SELECT * FROM runz", "[TABLE_OR_VIEW_NOT_FOUND]")):
+        with pytest.raises(JobError) as refused:
+            run_sql(ctx, [tiny_table], query)
+        assert str(refused.value).startswith(f"query: {cause}") and "\n" not in str(refused.value), refused.value

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Iterable
 
 import pandas as pd
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import history, read_table
 from anomalake.pipelines.lake.layout import Lake, delta_locations, lake_locations, table_locations
@@ -27,11 +29,15 @@ def register_tables(spark: SparkSession, lake: Lake, tables: Iterable[TableConfi
 
 
 def run_sql(ctx: JobContext, tables: list[TableConfig], query: str, limit: int = 1000) -> pd.DataFrame:
-    """Register every existing table of the catalog and `runs`, run `query`, return at most `limit` rows."""
+    """Register every existing table of the catalog, `runs` and `detection_metrics`, run `query`, return at most
+    `limit` rows; a query Spark refuses (syntax, unknown table or column) is a JobError of one line."""
     register_tables(ctx.spark, ctx.lake, tables)
     for view, root in lake_locations(ctx.lake).items():  # runs, and detection_metrics of labelled tables
         read_table(ctx.spark, root).createOrReplaceTempView(view)
-    return ctx.spark.sql(query).limit(limit).toPandas()
+    try:
+        return ctx.spark.sql(query).limit(limit).toPandas()
+    except AnalysisException as error:  # a syntax error, an unknown table or column: the user's query, one line
+        raise JobError(f"query: {str(error).strip().splitlines()[0]}") from None
 
 
 HISTORY_COLUMNS = ["table", "version", "time", "run_id", "job", "operation", "partitions"]
