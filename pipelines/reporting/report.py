@@ -31,7 +31,8 @@ from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.errors import JobError
 from anomalake.pipelines.events.grouping import anomaly_events
 from anomalake.pipelines.lake.delta import read_snapshot
-from anomalake.pipelines.lake.layout import Lake, has_data, partition_path
+from anomalake.pipelines.lake.layout import Lake, partition_path
+from anomalake.pipelines.lake.reading import raw_files
 from anomalake.pipelines.lake.runs import latest_run_record
 
 TOP_EVENTS = 5  # groups of flagged windows pictured before the events job has run
@@ -256,17 +257,13 @@ def _distribution(scores: pd.DataFrame) -> str:
 
 
 def _raw_around(lake: Lake, table: TableConfig, entity: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The entity's raw rows between start and end (every raw partition those days touch)."""
+    """The entity's raw rows between start and end (every raw partition those days touch, through the raw table's
+    reader: a Delta table's snapshot or a Parquet folder's files)."""
+    columns = [table.entity, table.time, *table.features]
     frames = []
     for offset in range((end.normalize() - start.normalize()).days + 1):
-        day = (start.normalize() + pd.Timedelta(days=offset)).date().isoformat()
-        columns = [table.entity, table.time, *table.features]
-        folder = partition_path(lake.raw(table), dt=day)
-        if table.format == "delta":
-            frame = read_snapshot(lake.raw(table), {"dt": day}, columns)
-            frames += [frame] if frame is not None else []
-        elif has_data(folder):
-            frames.append(pd.read_parquet(folder, engine="pyarrow", columns=columns))
+        day = (start.normalize() + pd.Timedelta(days=offset)).date()
+        frames += [pd.read_parquet(path, engine="pyarrow", columns=columns) for path in raw_files(lake, table, day)]
     if not frames:
         return pd.DataFrame(columns=["ts", *table.features])
     raw = pd.concat(frames, ignore_index=True).rename(columns={table.time: "ts"})
