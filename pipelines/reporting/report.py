@@ -428,6 +428,8 @@ def _anomalies(lake: Lake, table: TableConfig, detector: str, scores: pd.DataFra
         shown = [(f"group-{n}", g, scores.loc[g["peak_index"]]) for n, g in groups.iterrows()]
         note = '<p class="muted">The events job has not run for this day: flagged windows, grouped.</p>'
         return note + _pictures(lake, table, shown, day)
+    if events.empty:  # the events job ran and found none
+        return _events_list(events, table.kind, set()) + _pictures(lake, table, [], day)
     strongest = events.sort_values("severity", ascending=False, kind="stable").head(PICTURED_EVENTS)
     # Shown as the grouped windows are: the span, and the calibrated score (severity) as the event's score.
     as_group = strongest.drop(columns="peak_score").rename(
