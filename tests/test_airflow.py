@@ -205,7 +205,7 @@ def test_training_dag_trains_a_candidate_and_promotes_it(airflow_env):
         {"table": "telemetry", "detector": "dense_autoencoder", "start": "2026-02-02", "end": "2026-02-04"}
     )
     result, log = dags_test(airflow_env, "anomalake_train", "2026-02-07", "--conf", conf)
-    assert "state=success" in log, log[-3000:]
+    assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
     after = (models / "CURRENT").read_text().strip()
     decision = json.loads((models / "decisions" / f"{after}.json").read_text())
     assert after != before and decision["promoted"] and decision["current_before"] == before
@@ -284,7 +284,7 @@ def test_nightly_runs_rerun_identically_and_a_backfill_gives_their_partitions(ai
     days = ["2026-02-04", "2026-02-05"]  # two days: the backfill runs them at once, as it would a month
     for day in days:
         result, log = dags_test(airflow_env, DAG_ID, day)
-        assert "state=success" in log, log[-3000:]
+        assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
     nightly = {day: scores(airflow_env, day) for day in days}
     for day in days:  # the events task ran after scoring and saw every scored window
         record = latest_run_record(Path(airflow_env["ANOMALAKE_LAKE"]), "telemetry", "events_dense_autoencoder", day)
@@ -297,7 +297,7 @@ def test_nightly_runs_rerun_identically_and_a_backfill_gives_their_partitions(ai
     )
     first_run = written_by(airflow_env, "2026-02-05")
     result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
-    assert "state=success" in log, log[-3000:]
+    assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
     assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
     pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
 
