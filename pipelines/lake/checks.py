@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from anomalake.pipelines.config import TableConfig
 from anomalake.pipelines.lake.accounting import RowAccount
 from anomalake.pipelines.lake.layout import Lake
-from anomalake.pipelines.lake.runs import latest_run_record
+from anomalake.pipelines.lake.runs import latest_run_record, latest_run_records
 
 HISTORY_DAYS = 14
 JUMP_FACTOR = 5.0
@@ -40,8 +40,8 @@ def events_per_entity(record: dict) -> float:
 
 
 def _jump(lake: Lake, table: str, job: str, day: date, rate: float) -> list[str]:
-    history = [latest_run_record(lake.root, table, job, day - timedelta(days=n)) for n in range(1, HISTORY_DAYS + 1)]
-    rates = [events_per_entity(r) for r in history if r]
+    history = latest_run_records(lake.root, table, job, [day - timedelta(days=n) for n in range(1, HISTORY_DAYS + 1)])
+    rates = [events_per_entity(r) for r in history.values()]
     if len(rates) < 3:
         return []
     usual = max(sum(rates) / len(rates), RATE_FLOOR)

@@ -20,9 +20,10 @@ import json
 from datetime import date, datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from anomalake.pipelines.lake.accounting import RowAccount
@@ -121,6 +122,20 @@ def run_records(lake: Path, table: str, job: str, day: date | str) -> list[dict[
     rows = read_snapshot(runs_root(lake), {"table": table, "job": job, "dt": dt}, columns=["record"])
     records = [] if rows is None else [json.loads(r) for r in rows["record"]]
     return sorted(records, key=lambda r: r["finished_at"])
+
+
+def latest_run_records(lake: Path, table: str, job: str, days: Iterable[date]) -> dict[date, dict[str, Any]]:
+    """The most recently finished record of each of `days` that has one, in one read of the table."""
+    by_name = {day.isoformat(): day for day in days}
+    rows = read_snapshot(
+        runs_root(lake), {"table": table, "job": job}, ["dt", "record"], ds.field("dt").isin(list(by_name))
+    )
+    latest: dict[date, dict[str, Any]] = {}
+    for dt, text in [] if rows is None else zip(rows["dt"], rows["record"]):
+        record, day = json.loads(text), by_name[dt]
+        if day not in latest or record["finished_at"] > latest[day]["finished_at"]:
+            latest[day] = record
+    return latest
 
 
 def latest_run_record(lake: Path, table: str, job: str, day: date | str) -> dict[str, Any] | None:

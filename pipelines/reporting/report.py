@@ -33,7 +33,7 @@ from anomalake.pipelines.events.grouping import anomaly_events
 from anomalake.pipelines.lake.delta import read_snapshot
 from anomalake.pipelines.lake.layout import Lake, partition_path
 from anomalake.pipelines.lake.reading import raw_files
-from anomalake.pipelines.lake.runs import latest_run_record
+from anomalake.pipelines.lake.runs import latest_run_record, latest_run_records
 
 TOP_EVENTS = 5  # groups of flagged windows pictured before the events job has run
 PICTURED_EVENTS = 20  # events pictured (the most severe), each linked from the day's list
@@ -177,16 +177,23 @@ def _earlier_days(n: int) -> str:
     return f"{n} earlier day{'s' if n != 1 else ''}"
 
 
+def flagged_shares(lake: Lake, table: str, detector: str, days: list[date]) -> dict[date, float]:
+    """The share of each day's windows that are flagged: inside events once the events job ran, else over the
+    threshold as scored; days that were not scored are left out."""
+    events = latest_run_records(lake.root, table, f"events_{detector}", days)
+    scores = latest_run_records(lake.root, table, f"score_{detector}", days)
+    shares = {}
+    for day in days:
+        if events.get(day, {}).get("rows_in"):
+            shares[day] = events[day]["rows_out"] / events[day]["rows_in"]
+        elif scores.get(day, {}).get("rows_out"):
+            shares[day] = scores[day]["anomalies"] / scores[day]["rows_out"]
+    return shares
+
+
 def flagged_share(lake: Lake, table: str, detector: str, day: date) -> float | None:
-    """The share of a day's windows that are flagged: inside events once the events job ran, else over the
-    threshold as scored; None when the day was not scored."""
-    events = latest_run_record(lake.root, table, f"events_{detector}", day)
-    if events and events.get("rows_in"):
-        return events["rows_out"] / events["rows_in"]
-    score = latest_run_record(lake.root, table, f"score_{detector}", day)
-    if score and score.get("rows_out"):
-        return score["anomalies"] / score["rows_out"]
-    return None
+    """One day's flagged share (see `flagged_shares`); None when the day was not scored."""
+    return flagged_shares(lake, table, detector, [day]).get(day)
 
 
 def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, threshold: float) -> str:
@@ -202,11 +209,8 @@ def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, thre
 
 def _new_events(lake: Lake, table: str, detector: str, day: date, threshold: float) -> str:
     """The day's new events per entity (the nightly check's alert-volume figure) judged as the flagged share is."""
-    per_entity = {}
-    for n in range(HISTORY_DAYS, -1, -1):
-        record = latest_run_record(lake.root, table, f"events_{detector}", day - timedelta(days=n))
-        if record and record.get("entities"):
-            per_entity[day - timedelta(days=n)] = record
+    records = latest_run_records(lake.root, table, f"events_{detector}", _history_days(day))
+    per_entity = {d: record for d, record in records.items() if record.get("entities")}
     if day not in per_entity:
         return ""
     record = per_entity.pop(day)
@@ -216,14 +220,13 @@ def _new_events(lake: Lake, table: str, detector: str, day: date, threshold: flo
     return verdict.html() + f"<p>({record['new_events']} new events over {record['entities']} entities.)</p>"
 
 
+def _history_days(day: date) -> list[date]:
+    """The HISTORY_DAYS days before `day`, then `day`, oldest first."""
+    return [day - timedelta(days=n) for n in range(HISTORY_DAYS, -1, -1)]
+
+
 def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
-    out = {}
-    for n in range(HISTORY_DAYS, -1, -1):
-        d = day - timedelta(days=n)
-        share = flagged_share(lake, table, detector, d)
-        if share is not None:
-            out[d] = share
-    return out
+    return flagged_shares(lake, table, detector, _history_days(day))  # oldest first, as the plot draws them
 
 
 def _rate_plot(rates: dict[date, float], day: date, expected: float) -> str:
