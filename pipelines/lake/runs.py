@@ -140,5 +140,5 @@ def latest_run_records(lake: Path, table: str, job: str, days: Iterable[date]) -
 
 def latest_run_record(lake: Path, table: str, job: str, day: date | str) -> dict[str, Any] | None:
     """The most recently finished run record of a job for a day, or None."""
-    records = run_records(lake, table, job, day)
-    return records[-1] if records else None
+    day = date.fromisoformat(day) if isinstance(day, str) else day
+    return latest_run_records(lake, table, job, [day]).get(day)

@@ -180,8 +180,17 @@ def _earlier_days(n: int) -> str:
 def flagged_shares(lake: Lake, table: str, detector: str, days: list[date]) -> dict[date, float]:
     """The share of each day's windows that are flagged: inside events once the events job ran, else over the
     threshold as scored; days that were not scored are left out."""
+    return _shares(*_events_and_score_records(lake, table, detector, days), days)
+
+
+def _events_and_score_records(lake: Lake, table: str, detector: str, days: list[date]) -> tuple[dict, dict]:
+    """The days' latest events records and score records of a detector (one read of the runs table each)."""
     events = latest_run_records(lake.root, table, f"events_{detector}", days)
-    scores = latest_run_records(lake.root, table, f"score_{detector}", days)
+    return events, latest_run_records(lake.root, table, f"score_{detector}", days)
+
+
+def _shares(events: dict[date, dict], scores: dict[date, dict], days: list[date]) -> dict[date, float]:
+    """`flagged_shares` from the days' latest events and score records."""
     shares = {}
     for day in days:
         if events.get(day, {}).get("rows_in"):
@@ -198,18 +207,20 @@ def flagged_share(lake: Lake, table: str, detector: str, day: date) -> float | N
 
 def _alert_volume(lake: Lake, table: TableConfig, detector: str, day: date, threshold: float) -> str:
     """The day's flagged share judged against the expected share and the last days', with the days plotted."""
-    rates = _rates(lake, table.name, detector, day)
+    days = _history_days(day)
+    events, scores = _events_and_score_records(lake, table.name, detector, days)
+    rates = _shares(events, scores, days)
     if day not in rates:
         return "<h2>Alert volume</h2><p>No run record of this day's scoring.</p>"
     past = [r for d, r in rates.items() if d != day]
     verdict = RateVerdict(rates[day], 10.0**-threshold, float(np.mean(past)) if past else None, len(past))
-    new_events = _new_events(lake, table.name, detector, day, threshold)
+    new_events = _new_events(events, day, threshold)
     return f"<h2>Alert volume</h2>{verdict.html()}{new_events}{_rate_plot(rates, day, verdict.expected)}"
 
 
-def _new_events(lake: Lake, table: str, detector: str, day: date, threshold: float) -> str:
-    """The day's new events per entity (the nightly check's alert-volume figure) judged as the flagged share is."""
-    records = latest_run_records(lake.root, table, f"events_{detector}", _history_days(day))
+def _new_events(records: dict[date, dict], day: date, threshold: float) -> str:
+    """The day's new events per entity (the nightly check's alert-volume figure) judged as the flagged share is,
+    from the days' latest events records."""
     per_entity = {d: record for d, record in records.items() if record.get("entities")}
     if day not in per_entity:
         return ""
@@ -221,12 +232,8 @@ def _new_events(lake: Lake, table: str, detector: str, day: date, threshold: flo
 
 
 def _history_days(day: date) -> list[date]:
-    """The HISTORY_DAYS days before `day`, then `day`, oldest first."""
+    """The HISTORY_DAYS days before `day`, then `day`, oldest first (as the rate plot draws them)."""
     return [day - timedelta(days=n) for n in range(HISTORY_DAYS, -1, -1)]
-
-
-def _rates(lake: Lake, table: str, detector: str, day: date) -> dict[date, float]:
-    return flagged_shares(lake, table, detector, _history_days(day))  # oldest first, as the plot draws them
 
 
 def _rate_plot(rates: dict[date, float], day: date, expected: float) -> str:
