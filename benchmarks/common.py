@@ -54,7 +54,7 @@ def table_entry() -> dict[str, Any]:
         "time": "ts",
         "features": [FEATURE],
         "step": "1min",
-        "fill_limit": 0,
+        "gaps": {"fill_limit": 0},
         "window": {"length": WINDOW, "stride": 1},
         "detectors": list(FAMILIES),
         "max_quarantine_share": 0.2,

@@ -116,6 +116,35 @@ def replace_events(events: EventSettings, changes: Mapping[str, Any], where: str
         raise ConfigError(f"{where}: events: {error}") from None
 
 
+IMPUTATIONS = ("linear", "previous")
+AGGREGATIONS = ("mean", "last", "min", "max", "sum", "none")
+
+
+@dataclass(frozen=True)
+class GapFill:
+    """How missing grid steps of one feature are filled: runs of at most `limit` steps, by `method`."""
+
+    limit: int
+    method: str = "linear"  # linear: between the neighbours; previous: the last reading carried forward
+
+
+@dataclass(frozen=True)
+class GapPolicy:
+    """How a table's irregular rows become a regular grid (the table config's `gaps:` block).
+
+    Readings of one entity that snap to the same grid step are combined by `aggregate` (none: all but the first are
+    quarantined as duplicate keys; identical timestamps always are); missing steps are filled per feature (`fill`,
+    in feature order); a window that still holds a missing step is quarantined (gap_exceeds_fill_limit).
+    """
+
+    fill: tuple[GapFill, ...]
+    aggregate: str = "mean"
+
+    @property
+    def longest_fill(self) -> int:
+        return max((f.limit for f in self.fill), default=0)
+
+
 @dataclass(frozen=True)
 class TableConfig:
     """One lake table anomalake reads: where it is, its key columns, its features, how to window it.
@@ -131,7 +160,7 @@ class TableConfig:
     time: str
     features: tuple[str, ...]
     step_seconds: int
-    fill_limit: int
+    gaps: GapPolicy
     window: WindowSpec
     detectors: tuple[str, ...]
     max_quarantine_share: float = 0.2
@@ -151,7 +180,7 @@ class TableConfig:
     @property
     def lookback_steps(self) -> int:
         """Grid steps before a window's end that the window, and the gap filling at its start, can need."""
-        return self.window.length - 1 + self.fill_limit + 1
+        return self.window.length - 1 + self.gaps.longest_fill + 1
 
     def with_events(self, **changes: Any) -> "TableConfig":
         """The same table with some `events:` settings replaced (sweeps), checked as the yml's are."""
@@ -238,7 +267,7 @@ TABLE_KEYS = (
     "time",
     "features",
     "step",
-    "fill_limit",
+    "gaps",
     "window",
     "detectors",
     "max_quarantine_share",
@@ -250,6 +279,7 @@ TABLE_KEYS = (
 )
 SECTION_KEYS = {
     "window": ("length", "stride"),
+    "gaps": ("fill_limit", "impute", "aggregate", "features"),
     "image": ("column", "path_column", "height", "width", "channels", "resize", "convert_channels"),
     "text": ("column", "max_chars", "max_record_chars"),
     "events": tuple(f.name for f in dataclasses.fields(EventSettings)),
@@ -282,6 +312,8 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
     """Validate one catalog entry and freeze it (`source`: the file it came from, named in errors)."""
     check_name("table", name)
     where = f"{source}: table {name}" if source else f"table {name}"
+    if "fill_limit" in entry:
+        raise ConfigError(f"{where}: fill_limit moved into the gaps block: gaps: {{fill_limit: {entry['fill_limit']}}}")
     check_keys(where, entry, TABLE_KEYS)
     for section, allowed in SECTION_KEYS.items():
         if section in entry:
@@ -314,7 +346,7 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         time=entry.get("time", "ts" if kind == "timeseries" else ""),
         features=features,
         step_seconds=int(step.total_seconds()),
-        fill_limit=int(entry.get("fill_limit", 0)),
+        gaps=_gaps(entry, features, spec, where),
         window=spec,
         detectors=tuple(entry.get("detectors", (DEFAULT_DETECTORS[kind],))),
         max_quarantine_share=float(entry.get("max_quarantine_share", 0.2)),
@@ -356,6 +388,38 @@ def _bounds(entry: Mapping[str, Any], features: tuple[str, ...], where: str) -> 
             raise ConfigError(f"{where}: bounds of {feature} must be [low, high] with low < high, got {pair}")
         bounds.append((feature, low, high))
     return tuple(bounds)
+
+
+def _gaps(entry: Mapping[str, Any], features: tuple[str, ...], window: WindowSpec, where: str) -> GapPolicy:
+    """The table's `gaps:` block: fill_limit (steps; default the window length, so only a gap longer than a window
+    quarantines), impute (linear or previous), aggregate, and per-feature overrides (`features: {name: {fill_limit,
+    impute}}`, for a slow metric written only on change)."""
+    block = entry.get("gaps") or {}
+    default = _gap_fill(block, GapFill(window.length), f"{where}: gaps")
+    overrides = check_keys(f"{where}: gaps: features", block.get("features") or {}, features)
+    fill = tuple(
+        _gap_fill(
+            check_keys(f"{where}: gaps: features: {f}", overrides[f], ("fill_limit", "impute")),
+            default,
+            f"{where}: gaps: features: {f}",
+        )
+        if f in overrides
+        else default
+        for f in features
+    )
+    aggregate = str(block.get("aggregate", "mean"))
+    if aggregate not in AGGREGATIONS:
+        raise ConfigError(f"{where}: gaps: aggregate '{aggregate}' is not one of {', '.join(AGGREGATIONS)}")
+    return GapPolicy(fill, aggregate)
+
+
+def _gap_fill(block: Mapping[str, Any], default: GapFill, where: str) -> GapFill:
+    limit, method = block.get("fill_limit", default.limit), str(block.get("impute", default.method))
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"{where}: fill_limit: expected a number of steps >= 0, got {limit!r}")
+    if method not in IMPUTATIONS:
+        raise ConfigError(f"{where}: impute '{method}' is not one of {', '.join(IMPUTATIONS)}")
+    return GapFill(limit, method)
 
 
 def _events(entry: Mapping[str, Any], where: str) -> EventSettings:

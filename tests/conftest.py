@@ -34,7 +34,7 @@ TINY_TABLE = {
     "time": "ts",
     "features": ["cpu", "memory", "latency", "requests"],
     "step": "5min",
-    "fill_limit": 2,
+    "gaps": {"fill_limit": 2},
     "window": {"length": 8, "stride": 1},
     "detectors": ["dense_autoencoder"],
     "max_quarantine_share": 0.5,

@@ -74,6 +74,7 @@ class Case:
     error: tuple[type, str] | None = None  # (exception type, regex of its message)
     quarantined: dict[str, int] = field(default_factory=dict)
     table: dict = field(default_factory=lambda: TINY_TABLE)
+    context: int = 0  # raw rows on the grid that end no window (stride 1: only readings folded into a step)
 
 
 def raw_day(ctx, table, day=DAY) -> pd.DataFrame:
@@ -95,6 +96,13 @@ def at(frame: pd.DataFrame, row: int, **values) -> pd.DataFrame:
             )
         frame.loc[row, column] = value
     return frame
+
+
+def second_reading(frame: pd.DataFrame) -> pd.DataFrame:
+    """Row 10 read again 30 seconds later (the same grid step), with another cpu value."""
+    return pd.concat(
+        [frame, at(frame, 10, ts=frame["ts"][10] + pd.Timedelta(seconds=30), cpu=99.0).iloc[[10]]], ignore_index=True
+    )
 
 
 def gap(frame: pd.DataFrame) -> pd.DataFrame:
@@ -284,17 +292,13 @@ CASES = {
         lambda c, t: rewrite(c, t, lambda f: pd.concat([f, f.iloc[[10]]], ignore_index=True)),
         quarantined={"duplicate_key": 1},
     ),
-    "duplicate_timestamp": Case(
+    "duplicate_timestamp": Case(  # a second reading in one step, where the table allows one (aggregate: none)
         "windows",
-        lambda c, t: rewrite(
-            c,
-            t,
-            lambda f: pd.concat(
-                [f, at(f, 10, ts=f["ts"][10] + pd.Timedelta(seconds=30), cpu=99.0).iloc[[10]]], ignore_index=True
-            ),
-        ),
+        lambda c, t: rewrite(c, t, second_reading),
         quarantined={"duplicate_key": 1},
+        table={**TINY_TABLE, "gaps": {**TINY_TABLE["gaps"], "aggregate": "none"}},
     ),
+    "second_reading_in_a_step": Case("windows", lambda c, t: rewrite(c, t, second_reading), context=1),  # resampled
     "out_of_order_timestamps": Case(
         "windows", lambda c, t: rewrite(c, t, lambda f: f.sample(frac=1.0, random_state=3))
     ),
@@ -452,6 +456,12 @@ CONFIG_CASES = {
         WINDOWS, r"path '../../home' must be a relative folder inside the lake", {"path": "../../home"}
     ),
     "misspelt_setting": ConfigCase(WINDOWS, r"tables.yml: table telemetry: unknown key 'fill_limt'", {"fill_limt": 2}),
+    "fill_limit_outside_gaps": ConfigCase(
+        WINDOWS, r"tables.yml: table telemetry: fill_limit moved into the gaps block", {"fill_limit": 2}
+    ),
+    "bad_imputation": ConfigCase(
+        WINDOWS, r"table telemetry: gaps: impute 'spline' is not one of", {"gaps": {"impute": "spline"}}
+    ),
 }
 
 
@@ -463,8 +473,8 @@ def rows(ctx, root, **keys) -> pd.DataFrame:
 
 
 def test_every_kind_of_bad_input_is_a_case():
-    # 47 kinds: the README's count. A kind added or dropped must change both.
-    assert len(CASES) + len(CONFIG_CASES) == 47
+    # 50 kinds: the README's count. A kind added or dropped must change both.
+    assert len(CASES) + len(CONFIG_CASES) == 50
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIG_CASES))
@@ -519,9 +529,9 @@ def test_bad_input(ctx, kind, request, caplog):
         rows_out, context = len(rows(ctx, ctx.lake.scores(table.name), detector=DETECTOR, dt=day.isoformat())), 0
     else:
         rows_in = len(raw_day(ctx, table, day))
-        # Stride 1: every target row ends a window or is quarantined; the job's own context count must say 0.
-        assert result.context == 0, f"{kind}: {result.context} context rows with stride 1"
-        rows_out, context = len(rows(ctx, ctx.lake.features(table.name), dt=day.isoformat())), 0
+        # Stride 1: every target row ends a window, is folded into its step's reading or is quarantined.
+        assert result.context == case.context, f"{kind}: {result.context} context rows, expected {case.context}"
+        rows_out, context = len(rows(ctx, ctx.lake.features(table.name), dt=day.isoformat())), case.context
     assert reasons == expected, f"{kind}: quarantine reasons {reasons}, expected {expected}"
     assert rows_in == rows_out + context + len(quarantine) > 0, (
         f"{kind}: {rows_in} rows in, {rows_out} out, {context} context, {len(quarantine)} quarantined"

@@ -161,3 +161,32 @@ def test_an_event_must_also_be_unusual_against_the_calibration():
     assert events(values) == []
     lenient = dataclasses.replace(SETTINGS, above_calibration=False)
     assert [e["dt"] for e in events(values, settings=lenient)] == [DAYS[7].isoformat()]
+
+
+def outage(values: np.ndarray, first: int, last: int) -> pd.DataFrame:
+    """The windows of `values` without those of [first, last): the entity sent nothing then."""
+    return frame(values).drop(index=range(first, last)).reset_index(drop=True)
+
+
+def test_a_long_outage_gives_no_event_inside_it():
+    values = quiet()
+    down, up = at(8, 6), at(8, 16)  # ten hours without windows
+    values[down - 6 : down] += 5.0  # unusual just before the host went down ...
+    values[up : up + 6] += 5.0  # ... and again as it came back
+    found = entity_events("host-1", outage(values, down, up), DAYS, SETTINGS, CALIBRATED, "dense_autoencoder")
+    went_down, came_back = frame(values)["ts"][down], frame(values)["ts"][up]
+    assert len(found) == 2, [(e["start"], e["end"]) for e in found]
+    for event in found:
+        assert event["end"] < went_down or event["start"] >= came_back, (event["start"], event["end"])
+    # Before the fix, padding and merging bridged the ten hours: one event from 05:30 to 16:30.
+
+
+def test_an_event_before_an_outage_over_midnight_closes_and_tomorrow_starts_anew():
+    values = quiet()
+    down, up = at(8, 20), at(9, 6)
+    values[down - 6 : down] += 6.0
+    values[up : up + 6] += 6.0
+    found = entity_events("host-1", outage(values, down, up), DAYS, SETTINGS, CALIBRATED, "dense_autoencoder")
+    assert [e["dt"] for e in found] == [DAYS[8].isoformat(), DAYS[9].isoformat()]
+    evening, morning = found
+    assert not evening["open"] and morning["new"] and morning["event_id"] != evening["event_id"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from datetime import date, timedelta
+
 import numpy as np
 import pandas as pd
 
+from anomalake.pipelines.config import CONF_DIR, GapFill, load_tables, parse_table
 from anomalake.pipelines.features import windowing
+from anomalake.pipelines.ingest.generate import FEATURES, GenerateSpec, generate_frames
 from anomalake.pipelines.lake.schemas import FEATURE_FILE
 from anomalake.pipelines.lake.task_files import TaskFiles
 
@@ -90,15 +96,30 @@ def test_timestamps_are_snapped_to_the_nearest_grid_step(tiny_table):
         np.testing.assert_array_equal(np.stack(out["x"]), np.stack(on_grid["x"]))  # the same values at the same steps
     jumped = rows()
     jumped.loc[38, "ts"] += pd.Timedelta("160s")  # over half a step: onto row 39's step, which is then taken twice
-    out = windowing.cut_windows(jumped, tiny_table, TARGET).set_index("ts")
+    strict = dataclasses.replace(tiny_table, gaps=dataclasses.replace(tiny_table.gaps, aggregate="none"))
+    out = windowing.cut_windows(jumped, strict, TARGET).set_index("ts")
     assert out.loc[jumped.loc[38, "ts"], "outcome"] == windowing.WINDOW  # the earlier of the two keeps the step
     assert out.loc[jumped.loc[39, "ts"], "reason"] == "duplicate_key"
+    # Resampled (the default): the step's reading is the mean of both, owned by the later row; step 38 is filled.
+    out = windowing.cut_windows(jumped, tiny_table, TARGET).set_index("ts")
+    assert out.loc[jumped.loc[38, "ts"], "outcome"] == windowing.CONTEXT
+    window = np.asarray(out.loc[jumped.loc[39, "ts"], "x"]).reshape(8, 4)[:, 0]
+    np.testing.assert_allclose(window[-3:], [37.0, 37.75, 38.5])  # 38 lies between 37 and the step's mean 38.5
 
 
 def test_fill_short_gaps_leaves_open_ends_alone():
     grid = np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]])
-    filled = windowing.fill_short_gaps(grid.copy(), 2)
+    filled = windowing.fill_short_gaps(grid.copy(), (GapFill(2),))
     assert np.isnan(filled[0, 0]) and filled[2, 0] == 2.0 and np.isnan(filled[4, 0])
+
+
+def test_gaps_are_filled_per_feature_by_its_own_limit_and_method():
+    grid = np.array([[0.0, 10.0], [np.nan, np.nan], [np.nan, np.nan], [np.nan, np.nan], [4.0, 50.0]])
+    filled = windowing.fill_short_gaps(grid.copy(), (GapFill(3, "linear"), GapFill(2, "previous")))
+    np.testing.assert_array_equal(filled[1:4, 0], [1.0, 2.0, 3.0])
+    assert np.isnan(filled[1:4, 1]).all()  # 3 missing steps > this feature's limit of 2: left missing
+    filled = windowing.fill_short_gaps(grid.copy(), (GapFill(3, "linear"), GapFill(3, "previous")))
+    np.testing.assert_array_equal(filled[1:4, 1], [10.0, 10.0, 10.0])
 
 
 def test_entities_come_whole_across_batch_boundaries_with_nulls_as_one_group():
@@ -157,3 +178,42 @@ def test_windows_counted_but_not_written_stop_the_job(tmp_path):
     with pytest.raises(JobError, match="table telemetry, partition dt=2026-02-03: 6 windows counted but 5 written"):
         check_written("telemetry", written, {"2026-02-03": 6}, "windows")
     assert run_files(tmp_path, {}, ["2026-02-03"], "-run2") == {"2026-02-03": []}, "another run's files are not ours"
+
+
+def _windows_of(raw: pd.DataFrame, table, days: frozenset[str]) -> pd.DataFrame:
+    raw = raw.assign(dt=raw["ts"].dt.strftime("%Y-%m-%d"))
+    return pd.concat([windowing.cut_windows(rows, table, days) for _, rows in raw.groupby("entity_id")])
+
+
+GAPPY = GenerateSpec("telemetry", date(2026, 3, 1), 6, 3, 7, gaps=True)
+SCORED_DAYS = frozenset((GAPPY.start + timedelta(days=d)).isoformat() for d in range(1, GAPPY.days))
+
+
+def test_a_gappy_table_is_mostly_windowed_by_the_default_gap_policy():
+    raw, _ = generate_frames(GAPPY)
+    regular, _ = generate_frames(dataclasses.replace(GAPPY, gaps=False))
+    assert len(raw) < 0.97 * len(regular)  # outages and lost readings, though some steps were read twice
+    table = parse_table("gappy", {"features": list(FEATURES), "window": {"length": 64}})  # no gaps block
+    out = _windows_of(raw, table, SCORED_DAYS)
+    share = (out["outcome"] == windowing.WINDOW).mean()
+    assert share >= 0.9, f"{share:.1%} of the rows end a window: {out['reason'].value_counts().to_dict()}"
+    assert (out["outcome"] == windowing.CONTEXT).any()  # second readings in a step are folded into it
+    strict = parse_table("gappy", {"features": list(FEATURES), "window": {"length": 64}, "gaps": {"fill_limit": 3}})
+    assert (_windows_of(raw, strict, SCORED_DAYS)["outcome"] == windowing.WINDOW).mean() < share - 0.1
+
+
+def test_windows_of_a_regular_table_are_those_before_gap_policies():
+    # Digest of the generated regular table's windows (with three bad values filled) by the windowing code before
+    # the gaps block existed (fill_limit 3, duplicates quarantined): the same bytes today.
+    raw, _ = generate_frames(GenerateSpec("telemetry", date(2026, 3, 1), 3, 3, 5))
+    raw.loc[[100, 101, 700], "cpu"] = np.nan
+    table = load_tables(CONF_DIR / "tables.yml")["telemetry"]
+    digest = hashlib.sha256()
+    for _, rows in raw.assign(dt=raw["ts"].dt.strftime("%Y-%m-%d")).groupby("entity_id"):
+        out = windowing.cut_windows(rows, table, frozenset({"2026-03-02", "2026-03-03"}))
+        digest.update(out[["outcome"]].to_csv().encode())
+        digest.update(str(out["reason"].tolist()).encode())
+        for x in out["x"]:
+            if x is not None:
+                digest.update(np.asarray(x, dtype=np.float32).tobytes())
+    assert digest.hexdigest() == "a89a323d3b99bc6fd7f867165f5317d79d56913e776b520477e0ff937573c0c1"

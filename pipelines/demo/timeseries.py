@@ -32,6 +32,7 @@ class DemoSpec:
     entities: int = 20
     seed: int = 42
     detector: str = "dense_autoencoder"
+    gaps: bool = False  # sample the telemetry with jitter, second readings, lost readings and outages
 
 
 class Progress:
@@ -76,14 +77,15 @@ def run_demo(
     print(f"anomalake demo: synthetic telemetry (seed {spec.seed}, no external data) in {ctx.settings.lake}")
 
     progress.step(f"generate {spec.days} days x {spec.entities} entities -> raw/{table.name}")
-    counts = write_generated(ctx.lake.root, GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed))
+    generated = GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed, gaps=spec.gaps)
+    counts = write_generated(ctx.lake.root, generated)
     print(f"  raw rows: {sum(v for k, v in counts.items() if k != 'labels'):,}; injected anomalies: {counts['labels']}")
 
     progress.step(f"windows {days[0]} .. {days[-1]} -> features/{table.name}")
     windows = run_windows(ctx.with_new_run(), table, days)
     print(
         f"  rows in {windows.rows_in:,} = windows {windows.windows:,} + context {windows.context:,} + quarantined "
-        f"{windows.quarantined_total:,} {windows.quarantined}"
+        f"{windows.quarantined_total:,} {windows.quarantined}; {windows.gap_share:.1%} of rows lost to gaps"
     )
 
     progress.step(f"train {spec.detector} on {train_days[0]} .. {train_days[-1]}")
@@ -146,7 +148,7 @@ BASELINE_NAMES = {"rolling_z": "rolling z-score", "pca": "PCA", "isolation_fores
 def _report_baselines(ctx: JobContext, table: TableConfig, spec: DemoSpec, train_days: list, score_days: list) -> None:
     """Event F1 of the baselines of `anomalake evaluate` on the same windows, through the same events stage, so
     the demo shows what the detector adds over simple methods (and a test compares with them)."""
-    raw, labels = generate_frames(GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed))
+    raw, labels = generate_frames(GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed, gaps=spec.gaps))
     raw["ts"] = raw["ts"].dt.tz_localize(None)  # the evaluation's frames are naive UTC, as the features are
     labels[["start", "end"]] = labels[["start", "end"]].apply(lambda c: c.dt.tz_localize(None))
     case = Case(

@@ -84,7 +84,7 @@ def _timeseries_table(name: str, features: list[str], step: str, window: int, **
         "time": "ts",
         "features": features,
         "step": step,
-        "fill_limit": 3,
+        "gaps": {"fill_limit": 3},
         "window": {"length": window, "stride": 1},
         "max_quarantine_share": 0.5,
         **extra,
@@ -109,7 +109,7 @@ def nab_cases(root: Path, categories: list[str] | None, nightly: bool = False) -
         step = _step(raw["ts"])
         fill = max(3, 3600 // int(pd.Timedelta(step).total_seconds()))
         window = WINDOWS["nab_nightly" if nightly else "nab"]
-        table = _timeseries_table(name, ["value"], step, window, fill_limit=fill)
+        table = _timeseries_table(name, ["value"], step, window, gaps={"fill_limit": fill})
         by_day = _by_day(raw)
         days = tuple(sorted(by_day))
         train_days, score_days, windows = days, days, s.windows

@@ -50,6 +50,18 @@ class DayScores:
     def days(self) -> list[date]:
         return sorted({d.item() for d in np.unique(self.day)})
 
+    def pause_length(self, windows: int) -> np.timedelta64:
+        """How long the windows may pause before the entity counts as quiet: `windows` typical window periods."""
+        if len(self.ts) < 2:
+            return np.timedelta64(1, "D")
+        period = float(np.median(np.diff(self.ts).astype("timedelta64[us]").astype(np.int64)))
+        return np.timedelta64(int(max(windows, 1) * max(period, 1.0)), "us")
+
+    def pauses(self, windows: int) -> np.ndarray:
+        """Per window, whether the windows pause before it for longer than `pause_length` (the entity was down, or
+        its readings were too sparse to window): an event neither spans nor bridges a pause."""
+        return np.r_[False, np.diff(self.ts) > self.pause_length(windows)] if len(self.ts) else np.zeros(0, bool)
+
     def between(self, first: date, last: date) -> "DayScores":
         keep = (self.day >= np.datetime64(first)) & (self.day <= np.datetime64(last))
         return DayScores(self.ts[keep], self.raw[keep], self.score[keep], self.day[keep])
@@ -194,15 +206,26 @@ def prune(errors: np.ndarray, sequences: list[tuple[int, int]], min_percent: flo
     return sorted(sequences[i] for i in order[:keep])
 
 
-def merge(sequences: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Sequences fewer than `gap` windows apart joined into one."""
+def merge(sequences: list[tuple[int, int]], gap: int, pauses: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Sequences fewer than `gap` windows apart joined into one, unless the windows pause between them."""
     merged: list[tuple[int, int]] = []
     for first, last in sorted(sequences):
-        if merged and first - merged[-1][1] <= gap:
+        paused = pauses is not None and pauses[merged[-1][1] + 1 : first + 1].any() if merged else False
+        if merged and first - merged[-1][1] <= gap and not paused:
             merged[-1] = (merged[-1][0], max(merged[-1][1], last))
         else:
             merged.append((first, last))
     return merged
+
+
+def split_at_pauses(sequences: list[tuple[int, int]], pauses: np.ndarray, above: np.ndarray) -> list[tuple[int, int]]:
+    """Sequences cut where the windows pause; a piece without a window `above` (padding reached it across the
+    pause) goes."""
+    pieces = []
+    for first, last in sequences:
+        cuts = [first, *(first + np.flatnonzero(pauses[first + 1 : last + 1]) + 1).tolist(), last + 1]
+        pieces += [(a, b - 1) for a, b in zip(cuts[:-1], cuts[1:]) if above[a:b].any()]
+    return pieces
 
 
 # --- days and events --------------------------------------------------------------------------------------
@@ -225,17 +248,19 @@ def flag_day(scores: DayScores, day: date, settings: EventSettings, calibrated_t
     and the held-out calibration decides instead (calibrated score above `calibrated_threshold`).
     """
     history = scores.between(day - timedelta(days=settings.history_days), day)
+    pauses = history.pauses(settings.merge_gap)
     earlier = [d for d in history.days() if d < day]
     if len(earlier) < settings.min_history_days:
         above = history.score > calibrated_threshold
-        sequences = merge(_runs(above), settings.merge_gap)
+        sequences = merge(split_at_pauses(_runs(above), pauses, above), settings.merge_gap, pauses)
         return DayFlags(day, _mask(len(history.ts), sequences), np.nan, True)
     errors = trailing_mean(history.raw, settings.smoothing)
     epsilon = day_threshold(errors, settings)
-    sequences = prune(errors, sequences_above(errors, epsilon, settings.padding), settings.min_percent)
+    candidates = split_at_pauses(sequences_above(errors, epsilon, settings.padding), pauses, errors > epsilon)
+    sequences = prune(errors, candidates, settings.min_percent)
     if settings.above_calibration:  # unusual for this entity lately, and for what the model learnt as normal
         sequences = [(a, b) for a, b in sequences if history.score[a : b + 1].max() > calibrated_threshold]
-    return DayFlags(day, _mask(len(history.ts), merge(sequences, settings.merge_gap)), epsilon, False)
+    return DayFlags(day, _mask(len(history.ts), merge(sequences, settings.merge_gap, pauses)), epsilon, False)
 
 
 def _mask(n: int, sequences: list[tuple[int, int]]) -> np.ndarray:
@@ -253,14 +278,23 @@ def day_events(
     flags = flag_day(scores, day, settings, calibrated_threshold)
     history = scores.between(day - timedelta(days=settings.history_days), day)
     on_day = history.day == np.datetime64(day)
-    runs = _runs(flags.inside & on_day)
+    pauses = history.pauses(settings.merge_gap)
+    runs = split_at_pauses(_runs(flags.inside & on_day), pauses, flags.inside)
     if not runs:
         return []
     first_of_day, last_of_day = int(np.flatnonzero(on_day)[0]), int(np.flatnonzero(on_day)[-1])
+    # An event goes on past midnight only when the entity's windows do: one that ends before a pause that
+    # reaches midnight closes (the entity went quiet), and after such a pause a first run starts a new event.
+    reach = history.pause_length(settings.merge_gap)
+    midnight = np.datetime64(day_start(day).replace(tzinfo=None) + timedelta(days=1), "us")
+    runs_to_midnight = midnight - history.ts[last_of_day] <= reach
+    from_midnight = history.ts[first_of_day] - (midnight - np.timedelta64(1, "D")) <= reach
     # The first run may go on from yesterday: it does when it starts the day, or when every window before it
     # stays above the threshold that opened yesterday's open event (a shifted level that today's threshold
     # splits at its own boundary is still the incident that began yesterday, not a new alert).
     carried = _open_event(entity, scores, day - timedelta(days=1), settings, calibrated_threshold)
+    if not from_midnight:
+        carried = None
     if carried is not None and runs[0][0] != first_of_day:
         if _stays_above(history, first_of_day, runs[0][0], carried, settings, calibrated_threshold):
             runs[0] = (first_of_day, runs[0][1])
@@ -288,7 +322,7 @@ def day_events(
                 severity,
                 today[2],
                 window_ends,
-                last == last_of_day,
+                last == last_of_day and runs_to_midnight,
                 float(flags.threshold),
             )
         )

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.config import GapFill, TableConfig
 from anomalake.pipelines.lake.schemas import FEATURE_FILE, WINDOWS_TALLY_ARROW
 from anomalake.pipelines.lake.task_files import TaskFiles
 
@@ -27,11 +27,12 @@ REASONS = {
     "null_key": "entity or time is null",
     "non_finite_value": "a feature is NaN, infinite or null",
     "out_of_bounds": "a feature is outside the range the table config's bounds allow",
-    "outside_partition": "the timestamp (snapped to the grid) is not in the row's dt partition",
+    "outside_partition": "neither the timestamp nor its grid step is in the row's dt partition",
     "duplicate_key": "another row of the entity has the same grid timestamp",
     "insufficient_history": "fewer than window-1 earlier grid steps exist in the lake",
-    "gap_exceeds_fill_limit": "the window spans a gap longer than fill_limit steps",
+    "gap_exceeds_fill_limit": "the window spans a gap longer than the gaps block's fill_limit steps",
 }
+GAP_REASON = "gap_exceeds_fill_limit"
 # Expected at the start of every table, so it does not count towards the quarantine limit.
 NOT_A_DATA_PROBLEM = ("insufficient_history",)
 
@@ -47,18 +48,24 @@ def days_to_read(table: TableConfig, days: list[date]) -> list[date]:
     return [first - timedelta(days=n) for n in range(lookback_days(table), 0, -1)] + days
 
 
-def fill_short_gaps(grid: np.ndarray, limit: int) -> np.ndarray:
-    """Linearly interpolate runs of missing grid rows of at most `limit` steps that have both neighbours."""
+def fill_short_gaps(grid: np.ndarray, fills: tuple[GapFill, ...]) -> np.ndarray:
+    """Fill runs of missing grid rows that have both neighbours, per feature: at most `limit` steps, linearly between
+    the neighbours or with the previous reading (`fills[j]` for column j). Longer runs stay missing."""
     missing = np.flatnonzero(np.isnan(grid).any(axis=1))
-    if limit <= 0 or missing.size == 0:
+    if missing.size == 0 or not any(f.limit for f in fills):
         return grid
     breaks = np.flatnonzero(np.diff(missing) > 1)
     starts, ends = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, missing.size - 1]]
-    for start, end in zip(starts, ends):
-        if start == 0 or end == len(grid) - 1 or end - start + 1 > limit:
-            continue
-        weights = (np.arange(1, end - start + 2) / (end - start + 2))[:, None]
-        grid[start : end + 1] = grid[start - 1] + weights * (grid[end + 1] - grid[start - 1])
+    inside = (starts > 0) & (ends < len(grid) - 1)
+    for start, end in zip(starts[inside], ends[inside]):
+        run = end - start + 1
+        weights = (np.arange(1, run + 1) / (run + 1))[:, None]
+        for column, fill in enumerate(fills):
+            if run > fill.limit:
+                continue
+            before, after = grid[start - 1, column], grid[end + 1, column]
+            share = 0.0 if fill.method == "previous" else weights[:, 0]
+            grid[start : end + 1, column] = before + share * (after - before)
     return grid
 
 
@@ -222,21 +229,55 @@ def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
 
     steps = np.zeros(n, dtype=np.int64)
     steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)
-    outside = usable & (steps * table.step_seconds // 86400 != _epoch_days(rows["dt"]))
+    # Either its own time or its grid step puts a reading in its day: one at 23:58 of D belongs to D although it
+    # snaps to 00:00 of D+1 (partitioned by its time), as one at 23:58 of D-1 written to D (partitioned by step).
+    seconds = np.zeros(n, dtype=np.int64)
+    seconds[usable] = rows.loc[usable, "ts"].astype("int64").to_numpy() // 10**9
+    day = _epoch_days(rows["dt"])
+    outside = usable & (seconds // 86400 != day) & (steps * table.step_seconds // 86400 != day)
     reason[outside], usable[outside] = "outside_partition", False
 
     order = np.lexsort((rows["ts"].astype("int64").to_numpy(), steps))
     order = order[usable[order]]
+    same_step = np.diff(steps[order]) == 0
+    if table.gaps.aggregate != "none":  # readings at distinct times within one step are resampled, not duplicates
+        same_step &= np.diff(rows["ts"].astype("int64").to_numpy()[order]) == 0
     duplicate = np.zeros(n, dtype=bool)
-    duplicate[order[1:][np.diff(steps[order]) == 0]] = True
+    duplicate[order[1:][same_step]] = True
     reason[duplicate], usable[duplicate] = "duplicate_key", False
 
     has_window = np.zeros(n, dtype=bool)
     flat = np.zeros((0, table.n_inputs), dtype=np.float32)
     if usable.any():
-        flat = _cut_usable(steps, values, usable, is_target, table, outcome, reason, has_window)
+        owner, values = _resample(steps, values, order[usable[order]], table.gaps.aggregate)
+        outcome[usable & ~owner] = CONTEXT  # folded into the step's reading, whose row owns the window
+        flat = _cut_usable(steps, values, owner, is_target, table, outcome, reason, has_window)
     keep = is_target
     return rows[keep], outcome[keep], reason[keep], has_window[keep], flat
+
+
+def _resample(steps, values, order, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the row that stands for each grid step, values with each such row holding its step's aggregate).
+
+    `order`: the usable rows by (step, time). The latest reading of a step stands for it (its time is the window's);
+    a regular table has one reading per step, so nothing changes for it.
+    """
+    last = np.r_[np.diff(steps[order]) != 0, True]
+    owner = np.zeros(len(steps), dtype=bool)
+    owner[order[last]] = True
+    if last.all() or aggregate in ("last", "none"):
+        return owner, values
+    starts = np.r_[0, np.flatnonzero(last)[:-1] + 1]
+    ordered = values[order]
+    combined = {
+        "mean": lambda: np.add.reduceat(ordered, starts) / np.diff(np.r_[starts, len(order)])[:, None],
+        "sum": lambda: np.add.reduceat(ordered, starts),
+        "min": lambda: np.minimum.reduceat(ordered, starts),
+        "max": lambda: np.maximum.reduceat(ordered, starts),
+    }[aggregate]()
+    values = values.copy()
+    values[order[last]] = combined
+    return owner, values
 
 
 def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, reason, has_window) -> np.ndarray:
@@ -245,7 +286,7 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     first = steps[usable].min()
     grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
     grid[steps[usable] - first] = values[usable]
-    grid = fill_short_gaps(grid, table.fill_limit)
+    grid = fill_short_gaps(grid, table.gaps.fill)
 
     candidates = np.flatnonzero(usable & is_target)
     aligned = steps[candidates] % table.window.stride == 0
@@ -260,7 +301,7 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
     cut = windows[position - length + 1]
     gap = np.isnan(cut).any(axis=(1, 2))
-    reason[ends[gap]] = "gap_exceeds_fill_limit"
+    reason[ends[gap]] = GAP_REASON
     outcome[ends[~gap]] = WINDOW
     has_window[ends[~gap]] = True
     # `ends` ascend, so the windows are in row order, as the rows that own them.

@@ -4,6 +4,10 @@ Every entity has requests with daily and weekly seasonality and a trend; cpu fol
 follows cpu, memory drifts slowly. Anomalies of five kinds are injected at random, non-overlapping places:
 spike, level_shift, variance_burst, broken_seasonality (the daily cycle stops), decoupling (cpu stops
 following requests). Rows are written per day with pyarrow, so the same seed gives the same bytes.
+
+With `gaps`, the same series (same seed: the same values and labels) is sampled the way real collectors report:
+timestamps jitter around the grid, some steps are read twice, single readings go missing, and outages of 20
+minutes to a day leave holes (never over a labelled anomaly, which would then be unfindable).
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ class GenerateSpec:
     entities: int
     seed: int
     anomalies_per_entity_day: float = 0.35
+    gaps: bool = False  # irregular reporting and random outages (see the module docstring)
+
+
+# Gappy sampling (per entity): single readings lost, steps read twice, short outages per day, long ones per week.
+JITTER_SECONDS = 60
+MISSING_SHARE = 0.03
+SECOND_READING_SHARE = 0.05
+SHORT_OUTAGES_PER_DAY, SHORT_OUTAGE_STEPS = 0.6, (4, 36)  # 20 minutes to 3 hours
+LONG_OUTAGES_PER_DAY, LONG_OUTAGE_STEPS = 0.15, (72, DAY_STEPS)  # 6 hours to a day
 
 
 def _baseline(rng: np.random.Generator, times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
@@ -105,20 +118,51 @@ def _anomaly_plan(rng: np.random.Generator, n_steps: int, rate: float, days: int
     return sorted(plan, key=lambda item: item[1])
 
 
+def _outage_mask(rng: np.random.Generator, n_steps: int, days: int, labelled: list[tuple[int, int]]) -> np.ndarray:
+    """Steps lost to outages: Poisson counts of short and long outages, none touching a labelled span."""
+    lost = np.zeros(n_steps, dtype=bool)
+    for rate, (low, high) in ((SHORT_OUTAGES_PER_DAY, SHORT_OUTAGE_STEPS), (LONG_OUTAGES_PER_DAY, LONG_OUTAGE_STEPS)):
+        for _ in range(rng.poisson(rate * days)):
+            length = int(rng.integers(low, high, endpoint=True))
+            start = int(rng.integers(1, max(2, n_steps - length)))
+            if all(start + length <= s or e < start for s, e in labelled):
+                lost[start : start + length] = True
+    return lost
+
+
+def _gappy(rng: np.random.Generator, frame: pd.DataFrame, days: int, labelled: list[tuple[int, int]]) -> pd.DataFrame:
+    """One entity's regular rows as a collector reports them: jittered, some read twice, some lost, outages."""
+    n = len(frame)
+    jitter = pd.to_timedelta(rng.integers(-JITTER_SECONDS, JITTER_SECONDS + 1, n), unit="s")
+    frame = frame.assign(ts=frame["ts"] + jitter)
+    keep = ~_outage_mask(rng, n, days, labelled) & (rng.random(n) >= MISSING_SHARE)
+    again = keep & (rng.random(n) < SECOND_READING_SHARE)
+    second = frame[again].copy()
+    second["ts"] += pd.to_timedelta(rng.integers(20, 80, len(second)), unit="s")  # still within the step
+    for name in FEATURES:
+        second[name] *= 1 + rng.normal(0, 0.01, len(second))
+    return pd.concat([frame[keep], second]).sort_values("ts", ignore_index=True)
+
+
 def generate_frames(spec: GenerateSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All raw rows and all labels, sorted, as pandas frames (deterministic in the seed)."""
     rng = np.random.default_rng(spec.seed)
+    gap_rng = np.random.default_rng([spec.seed, 1])  # its own stream: the values match the regular table's
     times = pd.date_range(pd.Timestamp(spec.start, tz="UTC"), periods=spec.days * DAY_STEPS, freq=STEP)
     frames, labels = [], []
     for e in range(spec.entities):
         entity = f"host-{e:03d}"
         metrics = _baseline(rng, times)
+        labelled = []
         for kind, start, length in _anomaly_plan(rng, len(times), spec.anomalies_per_entity_day, spec.days):
             _inject(rng, metrics, kind, start, length)
             labels.append((entity, times[start], times[start + length - 1], kind))
+            labelled.append((start, start + length - 1))
         frame = pd.DataFrame({"entity_id": entity, "ts": times, **{k: metrics[k] for k in FEATURES}})
-        frames.append(frame)
+        frames.append(_gappy(gap_rng, frame, spec.days, labelled) if spec.gaps else frame)
     raw = pd.concat(frames, ignore_index=True)
+    if spec.gaps:  # jitter may move the first or last reading out of the generated days
+        raw = raw[(raw["ts"] >= times[0]) & (raw["ts"] < times[-1] + STEP)].reset_index(drop=True)
     label_frame = pd.DataFrame(labels, columns=["entity_id", "start", "end", "kind"])
     return raw, label_frame.sort_values(["entity_id", "start"], ignore_index=True)
 

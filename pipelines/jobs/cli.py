@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, required=True)
     gen.add_argument("--entities", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--gaps",
+        action="store_true",
+        help="sample the series the way collectors report: jitter, second readings, lost readings, outages",
+    )
 
     win = _command(sub, "windows", "raw partitions -> features/<table>/dt=D")
     win.add_argument("--table", required=True, type=_name("table"))
@@ -191,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the catalog entry the demo fills (default telemetry, digits or messages)",
     )
     demo.add_argument("--normal-class", default="0", help="image demo: the digit that is normal (default 0)")
+    demo.add_argument(
+        "--gaps", action="store_true", help="time series demo: the telemetry sampled with gaps (generate --gaps)"
+    )
 
     ev = _command(
         sub,
@@ -279,7 +287,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
 
     counts = write_generated(
-        settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed)
+        settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed, gaps=args.gaps)
     )
     rows = sum(v for k, v in counts.items() if k != "labels")
     print(
@@ -294,7 +302,7 @@ def _windows(settings: Settings, args: argparse.Namespace) -> None:
     r = run_windows(_session(settings, args), table, _days(args))
     print(
         f"features/{table.name}: rows in {r.rows_in:,} = windows {r.windows:,} + context {r.context:,} + quarantined "
-        f"{r.quarantined_total:,} {r.quarantined}"
+        f"{r.quarantined_total:,} {r.quarantined}; {r.gap_share:.1%} of rows lost to gaps longer than the fill limit"
     )
 
 
@@ -432,7 +440,9 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
     if args.kind == "timeseries":
         from anomalake.pipelines.demo.timeseries import run_demo
 
-        run_demo(_session(settings, args), table)
+        from anomalake.pipelines.demo.timeseries import DemoSpec
+
+        run_demo(_session(settings, args), table, DemoSpec(gaps=args.gaps))
         return
     from anomalake.pipelines.demo.media import run_media_demo
 
