@@ -438,9 +438,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
     if table.kind != args.kind:
         raise JobError(f"table {table.name} is a {table.kind} table; --kind {args.kind} needs a {args.kind} table")
     if args.kind == "timeseries":
-        from anomalake.pipelines.demo.timeseries import run_demo
-
-        from anomalake.pipelines.demo.timeseries import DemoSpec
+        from anomalake.pipelines.demo.timeseries import DemoSpec, run_demo
 
         run_demo(_session(settings, args), table, DemoSpec(gaps=args.gaps))
         return
