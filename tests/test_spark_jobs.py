@@ -244,6 +244,26 @@ def test_spark_scores_equal_one_process_scores(trained):
     assert ((merged["ts"] - merged["top_steps"].map(min)) <= pd.Timedelta(minutes=5 * (table.window.length - 1))).all()
 
 
+def test_windows_over_a_filled_gap_carry_its_steps_and_scores_never_name_them(trained):
+    ctx, table, _ = trained
+    day = DAYS[2]
+    frame = raw_partition(ctx, table, day)
+    host = frame.index[frame["entity_id"] == "host-000"]
+    lost = frame.loc[host[40:42], "ts"]  # two steps: within the tiny table's fill limit
+    write_raw_partition(ctx, table, day, frame.drop(index=host[40:42]))
+    run_windows(ctx.with_new_run(), table, [day])
+    windows = features(ctx, day)
+    spanning = windows[windows["imputed_step_offsets"].map(lambda v: v is not None and len(v) > 0)]
+    assert len(spanning) == table.window.length - 1  # the 7 window ends after the gap that reach back over it
+    run_score(ctx.with_new_run(), table, "dense_autoencoder", day)
+    scores = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
+    named = scores.merge(spanning[["entity_id", "ts"]], on=["entity_id", "ts"])
+    assert len(named) == len(spanning)
+    lost_steps = set(pd.to_datetime(lost, utc=True))
+    for steps in named["top_steps"]:
+        assert not lost_steps & set(pd.to_datetime(list(steps), utc=True)), "an imputed step was named"
+
+
 def test_score_rerun_replaces_the_partition(trained):
     ctx, table, _ = trained
     run_score(ctx, table, "dense_autoencoder", DAYS[1])

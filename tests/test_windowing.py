@@ -52,6 +52,8 @@ def test_short_gap_is_interpolated_long_gap_quarantines(tiny_table):
     out = outcomes(frame, tiny_table)
     assert set(out["outcome"]) == {windowing.WINDOW}
     np.testing.assert_allclose(np.asarray(out.iloc[0]["x"]).reshape(8, 4)[:, 0], np.arange(29, 37))
+    assert out.iloc[0]["imputed_step_offsets"] == [5, 6]  # rows 30 and 31 of the window ending at row 36
+    assert out.iloc[-1]["imputed_step_offsets"] == []  # row 39's window starts at row 32
 
     frame = rows().drop(index=[30, 31, 32])  # 3 missing > fill_limit
     out = outcomes(frame, tiny_table)
@@ -139,16 +141,17 @@ def test_entities_come_whole_across_batch_boundaries_with_nulls_as_one_group():
 
 def feature_rows(n: int, entity: str = "e1", day: str = "2026-02-03"):
     ts = pd.date_range(day, periods=n, freq="5min", tz="UTC")
-    return pd.DataFrame({"entity_id": entity, "ts": ts, "dt": day}), np.arange(n * 4, dtype=np.float32).reshape(n, 4)
+    rows = pd.DataFrame({"entity_id": entity, "ts": ts, "dt": day})
+    return rows, np.arange(n * 4, dtype=np.float32).reshape(n, 4), np.zeros((n, 2), dtype=bool)
 
 
 def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole_file(tmp_path):
     import pyarrow.parquet as pq
 
-    rows, flat = feature_rows(10)
+    rows, flat, imputed = feature_rows(10)
     try:
         with TaskFiles(tmp_path, FEATURE_FILE, part=3, attempt=0) as files:
-            windowing._add_windows(files, rows, flat)
+            windowing._add_windows(files, rows, flat, imputed)
             files._flush("2026-02-03")  # a row group is on disk when the task dies
             raise RuntimeError("executor lost")
     except RuntimeError:
@@ -156,7 +159,7 @@ def test_a_task_attempt_that_fails_leaves_no_file_and_a_retry_replaces_the_whole
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a failed attempt left files behind"
     for attempt in (1, 2):  # the retry, then a second computation of the same partition
         with TaskFiles(tmp_path, FEATURE_FILE, part=3, attempt=attempt) as files:
-            windowing._add_windows(files, rows, flat)
+            windowing._add_windows(files, rows, flat, imputed)
     written = [p.name for p in (tmp_path / "dt=2026-02-03").iterdir()]
     assert written == ["part-00003.parquet"]
     table = pq.read_table(tmp_path / "dt=2026-02-03" / "part-00003.parquet")
@@ -170,9 +173,9 @@ def test_windows_counted_but_not_written_stop_the_job(tmp_path):
     from anomalake.pipelines.errors import JobError
     from anomalake.pipelines.lake.delta import check_written, run_files
 
-    rows, flat = feature_rows(5)
+    rows, flat, imputed = feature_rows(5)
     with TaskFiles(tmp_path, FEATURE_FILE, part=0, attempt=0, tag="-run1") as files:
-        windowing._add_windows(files, rows, flat)
+        windowing._add_windows(files, rows, flat, imputed)
     written = run_files(tmp_path, {}, ["2026-02-03"], "-run1")
     check_written("telemetry", written, {"2026-02-03": 5}, "windows")
     with pytest.raises(JobError, match="table telemetry, partition dt=2026-02-03: 6 windows counted but 5 written"):
@@ -217,3 +220,14 @@ def test_windows_of_a_regular_table_are_those_before_gap_policies():
             if x is not None:
                 digest.update(np.asarray(x, dtype=np.float32).tobytes())
     assert digest.hexdigest() == "a89a323d3b99bc6fd7f867165f5317d79d56913e776b520477e0ff937573c0c1"
+
+
+def test_rows_after_an_outage_longer_than_a_window_start_again_and_are_no_data_problem(tiny_table):
+    frame = rows(60).drop(index=range(38, 48))  # ten missing steps: longer than the 8-step window, over fill 2
+    out = outcomes(frame, tiny_table)
+    after = out["reason"] == "after_long_gap"
+    assert after.sum() == tiny_table.window.length - 1  # rows 48..54 reach back into the outage
+    assert (out["outcome"] == windowing.WINDOW).sum() == len(out) - after.sum()
+    assert "after_long_gap" in windowing.NOT_A_DATA_PROBLEM  # like the start of a table: not held against the job
+    short = outcomes(rows(60).drop(index=range(40, 43)), tiny_table)  # three steps: over fill 2, under a window
+    assert set(short["reason"].dropna()) == {"gap_exceeds_fill_limit"}

@@ -148,7 +148,9 @@ BASELINE_NAMES = {"rolling_z": "rolling z-score", "pca": "PCA", "isolation_fores
 def _report_baselines(ctx: JobContext, table: TableConfig, spec: DemoSpec, train_days: list, score_days: list) -> None:
     """Event F1 of the baselines of `anomalake evaluate` on the same windows, through the same events stage, so
     the demo shows what the detector adds over simple methods (and a test compares with them)."""
-    raw, labels = generate_frames(GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed, gaps=spec.gaps))
+    raw, labels = generate_frames(
+        GenerateSpec(table.name, spec.start, spec.days, spec.entities, spec.seed, gaps=spec.gaps)
+    )
     raw["ts"] = raw["ts"].dt.tz_localize(None)  # the evaluation's frames are naive UTC, as the features are
     labels[["start", "end"]] = labels[["start", "end"]].apply(lambda c: c.dt.tz_localize(None))
     case = Case(

@@ -32,7 +32,7 @@ from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import partition_condition, read_delta, snapshot_days
 from anomalake.pipelines.lake.reading import days_with_data, read_partitions
 from anomalake.pipelines.lake.runs import latest_run_record
-from anomalake.pipelines.scoring.udf import score_arrow_batches
+from anomalake.pipelines.scoring.udf import model_inputs, score_arrow_batches
 
 SCORE_COLUMNS = ["entity_id", "ts", "raw_score", "score", "dt"]
 
@@ -124,7 +124,7 @@ def _rescored(ctx: JobContext, table: TableConfig, detector: str, version: str, 
     path = str(ctx.lake.models(detector, table.name) / version)
     keys = [*schemas.SCORE_KEYS, T.StructField("dt", T.StringType(), False)]
     features = read_partitions(ctx.spark, ctx.lake.features(table.name), days, "features", table.name)
-    scored = features.select("entity_id", "ts", "x", "dt").mapInArrow(
+    scored = model_inputs(features).mapInArrow(
         partial(score_arrow_batches, path=path, kind=table.kind), schemas.scored_batch_schema(table.kind, keys)
     )
     return scored.where(F.col("error").isNull()).select(*SCORE_COLUMNS)

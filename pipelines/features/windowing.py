@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from anomalake.pipelines.config import GapFill, TableConfig
-from anomalake.pipelines.lake.schemas import FEATURE_FILE, WINDOWS_TALLY_ARROW
+from anomalake.pipelines.lake.schemas import FEATURE_FILE, IMPUTED, WINDOWS_TALLY_ARROW
 from anomalake.pipelines.lake.task_files import TaskFiles
 
 WINDOW, CONTEXT, QUARANTINE = "window", "context", "quarantine"
@@ -31,10 +31,12 @@ REASONS = {
     "duplicate_key": "another row of the entity has the same grid timestamp",
     "insufficient_history": "fewer than window-1 earlier grid steps exist in the lake",
     "gap_exceeds_fill_limit": "the window spans a gap longer than the gaps block's fill_limit steps",
+    "after_long_gap": "the window reaches back into a gap longer than a window: the entity starts again after it",
 }
-GAP_REASON = "gap_exceeds_fill_limit"
-# Expected at the start of every table, so it does not count towards the quarantine limit.
-NOT_A_DATA_PROBLEM = ("insufficient_history",)
+GAP_REASONS = ("gap_exceeds_fill_limit", "after_long_gap")
+# Expected at the start of every table and after every outage longer than a window (the entity starts again as
+# a new table would), so they do not count towards the quarantine limit; they are counted and recorded.
+NOT_A_DATA_PROBLEM = ("insufficient_history", "after_long_gap")
 
 
 def lookback_days(table: TableConfig) -> int:
@@ -108,11 +110,12 @@ def _out_of_bounds(values: np.ndarray, table: TableConfig) -> np.ndarray:
 
 def cut_windows(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]) -> pd.DataFrame:
     """One entity's raw rows (target and lookback days) -> one outcome row per target-day raw row."""
-    kept, outcome, reason, has_window, flat = _cut(rows.reset_index(drop=True), table, target_days)
+    kept, outcome, reason, has_window, flat, imputed = _cut(rows.reset_index(drop=True), table, target_days)
     x: list = [None] * len(kept)
-    for i, row in zip(np.flatnonzero(has_window), flat):
-        x[i] = row
-    return _result(kept, outcome, reason, x)
+    offsets: list = [None] * len(kept)
+    for i, row, steps in zip(np.flatnonzero(has_window), flat, imputed):
+        x[i], offsets[i] = row, imputed_offsets(steps)
+    return _result(kept, outcome, reason, x).assign(**{IMPUTED: offsets})
 
 
 def write_windows_arrow(
@@ -132,8 +135,8 @@ def write_windows_arrow(
         Path(folder), FEATURE_FILE, tag=tag, use_dictionary=["entity_id"], write_statistics=["entity_id", "ts"]
     ) as files:
         for rows in _entities(batches, ["entity_id", "ts", "dt", *table.features]):
-            kept, outcome, reason, has_window, flat = _cut(rows, table, target_days)
-            _add_windows(files, kept[has_window], flat)
+            kept, outcome, reason, has_window, flat, imputed = _cut(rows, table, target_days)
+            _add_windows(files, kept[has_window], flat, imputed)
             for (day, kind), count in pd.Series(outcome).groupby([kept["dt"].to_numpy(), outcome]).size().items():
                 if kind != QUARANTINE:
                     counts[(day, kind)] = counts.get((day, kind), 0) + int(count)
@@ -180,21 +183,33 @@ def _tally(
     return pa.RecordBatch.from_arrays(columns, schema=WINDOWS_TALLY_ARROW)
 
 
-def _add_windows(files: TaskFiles, rows: pd.DataFrame, flat: np.ndarray) -> None:
+def _add_windows(files: TaskFiles, rows: pd.DataFrame, flat: np.ndarray, imputed: np.ndarray) -> None:
     """Hand the windows `flat` of `rows` (entity_id, ts, dt) to this task's file of each one's day."""
     days = rows["dt"].to_numpy(dtype=object)
     for day in pd.unique(days):
         pick = days == day
-        files.add(day, _feature_rows(rows[pick], flat[pick]))
+        files.add(day, _feature_rows(rows[pick], flat[pick], imputed[pick]))
 
 
-def _feature_rows(rows: pd.DataFrame, flat: np.ndarray) -> pa.Table:
-    """FEATURE_FILE rows of windows `flat` (one row each, row order as `rows`)."""
+def imputed_offsets(steps: np.ndarray) -> list[int]:
+    """The offsets back from a window's last step of its imputed steps (a (length,) bool row), nearest first."""
+    return (len(steps) - 1 - np.flatnonzero(steps))[::-1].tolist()
+
+
+def _feature_rows(rows: pd.DataFrame, flat: np.ndarray, imputed: np.ndarray) -> pa.Table:
+    """FEATURE_FILE rows of windows `flat` and their imputed steps (one row each, row order as `rows`)."""
     size = flat.shape[1]
     offsets = pa.array(np.arange(0, (len(rows) + 1) * size, size, dtype=np.int32))
     x = pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), pa.float32()), type=FEATURE_FILE.field("x").type)
+    window, step = np.nonzero(imputed[:, ::-1])  # column k of the reversed rows is offset k
+    counts = np.bincount(window, minlength=len(rows)).astype(np.int32)
+    steps = pa.ListArray.from_arrays(
+        pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)),
+        pa.array(step.astype(np.int32), pa.int32()),
+        type=FEATURE_FILE.field(IMPUTED).type,
+    )
     return pa.Table.from_arrays(
-        [pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x],
+        [pa.array(rows["entity_id"].to_numpy(dtype=object), pa.string()), _timestamps(rows["ts"]), x, steps],
         schema=FEATURE_FILE,
     )
 
@@ -248,12 +263,23 @@ def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
 
     has_window = np.zeros(n, dtype=bool)
     flat = np.zeros((0, table.n_inputs), dtype=np.float32)
+    imputed = np.zeros((0, table.window.length), dtype=bool)
     if usable.any():
         owner, values = _resample(steps, values, order[usable[order]], table.gaps.aggregate)
         outcome[usable & ~owner] = CONTEXT  # folded into the step's reading, whose row owns the window
-        flat = _cut_usable(steps, values, owner, is_target, table, outcome, reason, has_window)
+        flat, imputed = _cut_usable(steps, values, owner, is_target, table, outcome, reason, has_window)
     keep = is_target
-    return rows[keep], outcome[keep], reason[keep], has_window[keep], flat
+    return rows[keep], outcome[keep], reason[keep], has_window[keep], flat, imputed
+
+
+def _long_runs(missing: np.ndarray, length: int) -> np.ndarray:
+    """The missing grid steps that lie in runs of at least `length` steps (outages no window can bridge)."""
+    edges = np.diff(np.r_[0, missing.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    long = np.zeros(len(missing), dtype=bool)
+    for start, end in zip(starts[ends - starts >= length], ends[ends - starts >= length]):
+        long[start:end] = True
+    return long
 
 
 def _resample(steps, values, order, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +312,8 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     first = steps[usable].min()
     grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
     grid[steps[usable] - first] = values[usable]
+    missing = np.isnan(grid).any(axis=1)
+    outage = _long_runs(missing, length)
     grid = fill_short_gaps(grid, table.gaps.fill)
 
     candidates = np.flatnonzero(usable & is_target)
@@ -297,12 +325,14 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     reason[ends[short]] = "insufficient_history"
     ends, position = ends[~short], position[~short]
     if ends.size == 0:
-        return np.zeros((0, length * values.shape[1]), dtype=np.float32)
+        return np.zeros((0, length * values.shape[1]), dtype=np.float32), np.zeros((0, length), dtype=bool)
     windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
     cut = windows[position - length + 1]
     gap = np.isnan(cut).any(axis=(1, 2))
-    reason[ends[gap]] = GAP_REASON
+    reaches_outage = np.lib.stride_tricks.sliding_window_view(outage, length)[position - length + 1].any(axis=1)
+    reason[ends[gap]] = np.where(reaches_outage[gap], "after_long_gap", "gap_exceeds_fill_limit")
     outcome[ends[~gap]] = WINDOW
     has_window[ends[~gap]] = True
+    imputed = np.lib.stride_tricks.sliding_window_view(missing, length)[(position - length + 1)[~gap]]
     # `ends` ascend, so the windows are in row order, as the rows that own them.
-    return cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32)
+    return cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32), imputed

@@ -248,14 +248,25 @@ def create_table(
     from delta.tables import DeltaTable
 
     convert_parquet_folder(spark, root, partition_columns)
-    if is_delta(root):
-        return
     spark.conf.set(_COMMIT_METADATA, json.dumps({"run_id": run_id, "job": job}, sort_keys=True))
     try:
+        if is_delta(root):
+            _add_missing_columns(spark, root, schema)
+            return
         table = DeltaTable.createIfNotExists(spark).location(str(Path(root).resolve())).addColumns(schema)
         table.partitionedBy(*partition_columns).execute()
     finally:
         spark.conf.unset(_COMMIT_METADATA)
+
+
+def _add_missing_columns(spark: SparkSession, root: Path, schema: T.StructType) -> None:
+    """Columns of `schema` that an older table lacks are added (nullable; its rows read them as null), in one
+    commit, so a run's files that hold them are read whole."""
+    present = set(read_delta(spark, root).columns)
+    missing = [f for f in schema.fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{Path(root).resolve()}` ADD COLUMNS ({columns})")
 
 
 @dataclass(frozen=True)

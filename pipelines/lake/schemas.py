@@ -30,11 +30,23 @@ FEATURES = T.StructType(
 FEATURES_TEXT = T.StructType(
     [T.StructField("x", T.StringType(), False) if f.name == "x" else f for f in FEATURES.fields]
 )
+# Windows of metrics also say which of their steps were imputed (gaps filled; offsets back from the window's last
+# step, as top_step_offsets): explanations never name an imputed step. Null or empty: none was.
+IMPUTED = "imputed_step_offsets"
+FEATURES_WINDOWS = T.StructType(
+    [
+        FEATURES["entity_id"],
+        FEATURES["ts"],
+        FEATURES["x"],
+        T.StructField(IMPUTED, T.ArrayType(T.IntegerType(), False), True),
+        FEATURES["dt"],
+    ]
+)
 
 
 def features_schema(kind: str) -> T.StructType:
     """The feature table of a table kind: x is floats (windows, images flattened row-major) or a string (texts)."""
-    return FEATURES_TEXT if kind == "text" else FEATURES
+    return {"text": FEATURES_TEXT, "timeseries": FEATURES_WINDOWS}.get(kind, FEATURES)
 
 
 QUARANTINE = T.StructType(
@@ -139,6 +151,7 @@ FEATURE_FILE = pa.schema(
         pa.field("entity_id", pa.string(), nullable=False),
         pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("x", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
+        pa.field(IMPUTED, pa.list_(pa.field("element", pa.int32(), nullable=False)), nullable=True),
     ]
 )
 

@@ -64,13 +64,24 @@ def media_explanation_columns(
     return {"top_tokens": text_explanations(detector, samples, contributions)}
 
 
-def window_explanations(n: int, rows: np.ndarray, contributions: np.ndarray, features: list[str]) -> list[pa.Array]:
-    """top_feature, feature_contributions (a map) and top_step_offsets as Arrow arrays (empty for unscored rows)."""
+def window_explanations(
+    n: int, rows: np.ndarray, contributions: np.ndarray, features: list[str], imputed: np.ndarray | None = None
+) -> list[pa.Array]:
+    """top_feature, feature_contributions (a map) and top_step_offsets as Arrow arrays (empty for unscored rows).
+
+    `imputed` ((m, steps) bool, per scored row): steps filled over a gap, which are never named: their error is
+    left out of the feature shares, and the top steps are the strongest observed ones.
+    """
+    if imputed is not None and imputed.any():
+        contributions = np.where(imputed[:, :, None], 0.0, contributions)
     per_feature = contributions.sum(axis=1)
     shares = (per_feature / np.maximum(per_feature.sum(axis=1, keepdims=True), 1e-300)).round(6)
     top_feature = masked(n, rows, np.array(features, dtype=object)[shares.argmax(axis=1)], pa.string())
     per_step = contributions.sum(axis=2)
+    if imputed is not None:
+        per_step = np.where(imputed, -np.inf, per_step)
     top = np.argsort(-per_step, axis=1, kind="stable")[:, :TOP_PARTS]
+    observed = np.take_along_axis(np.isfinite(per_step), top, axis=1)  # fewer observed steps than TOP_PARTS
     offsets = (per_step.shape[1] - 1 - top).astype(np.int32)
     width = np.zeros(n, dtype=np.int32)
     width[rows] = len(features)
@@ -80,13 +91,23 @@ def window_explanations(n: int, rows: np.ndarray, contributions: np.ndarray, fea
         WINDOW_RESULTS_ARROW.field("feature_contributions").type
     )
     steps = np.zeros(n, dtype=np.int32)
-    steps[rows] = offsets.shape[1]
+    steps[rows] = observed.sum(axis=1)
     step_offsets = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)),
-        pa.array(offsets.reshape(-1), pa.int32()),
+        pa.array(offsets[observed], pa.int32()),
         type=WINDOW_RESULTS_ARROW.field("top_step_offsets").type,
     )
     return [top_feature, contributions_map, step_offsets]
+
+
+def imputed_steps(offsets: pa.Array, steps: int) -> np.ndarray:
+    """(rows, steps) bool from a list column of imputed step offsets (back from the last step; null: none)."""
+    lengths = np.asarray(offsets.value_lengths().fill_null(0), dtype=np.int64)
+    mask = np.zeros((len(offsets), steps), dtype=bool)
+    if lengths.sum():
+        flat = np.asarray(offsets.flatten(), dtype=np.int64)
+        mask[np.repeat(np.arange(len(offsets)), lengths), steps - 1 - flat] = True
+    return mask
 
 
 def masked(n: int, rows: np.ndarray, values: np.ndarray, kind: pa.DataType) -> pa.Array:

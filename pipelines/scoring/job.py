@@ -23,7 +23,7 @@ from anomalake.pipelines.lake.context import JobContext
 from anomalake.pipelines.lake.delta import check_written, crash_if, create_table, remove_uncommitted, run_files
 from anomalake.pipelines.lake.layout import partition_path
 from anomalake.pipelines.lake.reading import partition_rows, read_partitions
-from anomalake.pipelines.scoring.udf import REASONS, ScoreFiles, write_scores_arrow
+from anomalake.pipelines.scoring.udf import REASONS, ScoreFiles, model_inputs, write_scores_arrow
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _score_into_table(
         table.step_seconds,
     )
     score = partial(write_scores_arrow, path=str(artifact_path), kind=table.kind, unseen=unseen, files=files)
-    outcome = features.select("entity_id", "ts", "x", "dt").mapInArrow(score, schemas.SCORE_TALLY).persist()
+    outcome = model_inputs(features).mapInArrow(score, schemas.SCORE_TALLY).persist()
     day_names, committed = [d.isoformat() for d in days], False
     try:
         tally = outcome.groupBy("dt", "error").agg(F.sum("rows").alias("n"), F.sum("anomalies").alias("a")).collect()

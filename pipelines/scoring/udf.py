@@ -18,13 +18,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from anomalake.models.artifacts import Artifact, load_artifact
 from anomalake.models.scaling import EntityScaling
-from anomalake.pipelines.lake.schemas import SCORE_RESULTS, SCORE_TALLY_ARROW, score_file_schema
+from anomalake.pipelines.lake.schemas import IMPUTED, SCORE_RESULTS, SCORE_TALLY_ARROW, score_file_schema
 from anomalake.pipelines.lake.task_files import TaskFiles
-from anomalake.pipelines.scoring.explanations import masked, media_explanation_columns, window_explanations
+from anomalake.pipelines.scoring.explanations import (
+    imputed_steps,
+    masked,
+    media_explanation_columns,
+    window_explanations,
+)
 
 # Why a row could not be scored (the quarantine reason; SCORE_TALLY's error), and what that means.
 REASONS = {
@@ -108,6 +115,13 @@ def score_frame(artifact: Artifact, entity: pd.Series, x: pd.Series) -> pd.DataF
 # list column from offsets), where a pandas UDF converts a Python object per row each way.
 
 
+def model_inputs(features: DataFrame) -> DataFrame:
+    """The columns of a features table that score_arrow_batches reads, in its order (a features table written before
+    imputed steps were kept has no such column: none were imputed then that it knows of)."""
+    imputed = F.col(IMPUTED) if IMPUTED in features.columns else F.lit(None).cast("array<int>").alias(IMPUTED)
+    return features.select("entity_id", "ts", "x", imputed, "dt")
+
+
 def score_arrow_batches(
     batches: Iterator[pa.RecordBatch], path: str, kind: str, unseen: str = ""
 ) -> Iterator[pa.RecordBatch]:
@@ -157,7 +171,10 @@ def _score_windows(artifact: Artifact, batch: pa.RecordBatch) -> list[pa.Array]:
             (calibrated > artifact.calibration.threshold, pa.bool_()),
         )
     ]
-    explanations = window_explanations(n, rows, contributions, list(artifact.detector.config.feature_names))
+    imputed = None
+    if IMPUTED in batch.schema.names:  # features written before imputed steps were kept have none
+        imputed = imputed_steps(batch.column(IMPUTED), shape[0])[rows]
+    explanations = window_explanations(n, rows, contributions, list(artifact.detector.config.feature_names), imputed)
     return scored + explanations + [pa.array(errors, pa.string())]
 
 
