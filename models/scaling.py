@@ -38,6 +38,14 @@ class EntityScaling:
             centers[entity], scales[entity] = tuple(center.tolist()), tuple(scale.tolist())
         return cls(tuple(features), centers, scales)
 
+    def with_unscaled(self, feature: str) -> "EntityScaling":
+        """The same scaling with one more feature that every entity keeps as it is (center 0, scale 1)."""
+        return EntityScaling(
+            (*self.features, feature),
+            {e: (*c, 0.0) for e, c in self.centers.items()},
+            {e: (*s, 1.0) for e, s in self.scales.items()},
+        )
+
     @classmethod
     def identity(cls) -> "EntityScaling":
         """No per-entity scaling (images and texts: the sample is its own unit)."""

@@ -117,6 +117,7 @@ def replace_events(events: EventSettings, changes: Mapping[str, Any], where: str
 
 
 IMPUTATIONS = ("linear", "previous")
+MASK_FEATURE = "imputed"  # the mask channel's name in a model's inputs (a table with `gaps: {mask: true}`)
 AGGREGATIONS = ("mean", "last", "min", "max", "sum", "none")
 
 
@@ -139,6 +140,7 @@ class GapPolicy:
 
     fill: tuple[GapFill, ...]
     aggregate: str = "mean"
+    mask: bool = False  # each window gains a channel MASK_FEATURE: 1 where the step was imputed, so the model sees it
 
     @property
     def longest_fill(self) -> int:
@@ -189,13 +191,18 @@ class TableConfig:
     def signature(self) -> dict[str, Any]:
         """What one model input of this table is (compared with a model's recorded signature before scoring)."""
         return input_signature(
-            self.kind, self.sample_shape, self.features, self.window.length, self.window.stride, self.step_seconds
+            self.kind, self.sample_shape, self.input_features, self.window.length, self.window.stride, self.step_seconds
         )
 
     @property
+    def input_features(self) -> tuple[str, ...]:
+        """The channels of one window step the model sees: the features, and the imputation mask if configured."""
+        return (*self.features, MASK_FEATURE) if self.gaps.mask else self.features
+
+    @property
     def n_inputs(self) -> int:
-        """Length of one flattened window (time-major: step by step, all features per step)."""
-        return self.window.length * len(self.features)
+        """Length of one flattened window (time-major: step by step, all input features per step)."""
+        return self.window.length * len(self.input_features)
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -279,7 +286,7 @@ TABLE_KEYS = (
 )
 SECTION_KEYS = {
     "window": ("length", "stride"),
-    "gaps": ("fill_limit", "impute", "aggregate", "features"),
+    "gaps": ("fill_limit", "impute", "aggregate", "mask", "features"),
     "image": ("column", "path_column", "height", "width", "channels", "resize", "convert_channels"),
     "text": ("column", "max_chars", "max_record_chars"),
     "events": tuple(f.name for f in dataclasses.fields(EventSettings)),
@@ -329,7 +336,7 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         spec = WindowSpec(int(window["length"]), int(window.get("stride", 1)))
         if spec.length < 2 or spec.stride < 1:
             raise ConfigError(f"{where}: window length must be >= 2 and stride >= 1, got {spec}")
-        shape: tuple[int, ...] = (spec.length, len(features))
+        shape: tuple[int, ...] = (spec.length, len(features) + bool((entry.get("gaps") or {}).get("mask")))
     else:
         features, spec, shape = tuple(entry.get("features", ())), WindowSpec(1), _sample_shape(kind, entry, where)
     media = dict(entry.get(kind, {})) if kind != "timeseries" else {}
@@ -410,7 +417,12 @@ def _gaps(entry: Mapping[str, Any], features: tuple[str, ...], window: WindowSpe
     aggregate = str(block.get("aggregate", "mean"))
     if aggregate not in AGGREGATIONS:
         raise ConfigError(f"{where}: gaps: aggregate '{aggregate}' is not one of {', '.join(AGGREGATIONS)}")
-    return GapPolicy(fill, aggregate)
+    mask = block.get("mask", False)
+    if not isinstance(mask, bool):
+        raise ConfigError(f"{where}: gaps: mask: expected true or false, got {mask!r}")
+    if mask and MASK_FEATURE in features:
+        raise ConfigError(f"{where}: gaps: mask adds a channel named {MASK_FEATURE!r}, which is already a feature")
+    return GapPolicy(fill, aggregate, mask)
 
 
 def _gap_fill(block: Mapping[str, Any], default: GapFill, where: str) -> GapFill:

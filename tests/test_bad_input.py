@@ -459,6 +459,11 @@ CONFIG_CASES = {
     "fill_limit_outside_gaps": ConfigCase(
         WINDOWS, r"tables.yml: table telemetry: fill_limit moved into the gaps block", {"fill_limit": 2}
     ),
+    "mask_named_like_a_feature": ConfigCase(
+        WINDOWS,
+        r"table telemetry: gaps: mask adds a channel named 'imputed', which is already a feature",
+        {"features": ["cpu", "imputed"], "gaps": {"mask": True}},
+    ),
     "bad_imputation": ConfigCase(
         WINDOWS, r"table telemetry: gaps: impute 'spline' is not one of", {"gaps": {"impute": "spline"}}
     ),
@@ -473,8 +478,8 @@ def rows(ctx, root, **keys) -> pd.DataFrame:
 
 
 def test_every_kind_of_bad_input_is_a_case():
-    # 50 kinds: the README's count. A kind added or dropped must change both.
-    assert len(CASES) + len(CONFIG_CASES) == 50
+    # 51 kinds: the README's count. A kind added or dropped must change both.
+    assert len(CASES) + len(CONFIG_CASES) == 51
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIG_CASES))

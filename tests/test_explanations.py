@@ -40,3 +40,11 @@ def test_imputed_offsets_become_a_step_mask():
     mask = imputed_steps(offsets, 4)
     expected = [[False, True, False, True], [False] * 4, [False] * 4, [True, False, False, False]]
     assert mask.tolist() == expected
+
+
+def test_the_imputation_mask_channel_is_an_input_never_an_explanation():
+    contributions = np.ones((1, 4, 3))
+    contributions[0, :, 2] = 100.0  # the mask channel's error dominates
+    rows = np.arange(1)
+    top, shares, _ = window_explanations(1, rows, contributions, [*FEATURES, "imputed"])
+    assert top.to_pylist() == ["cpu"] and set(dict(shares.to_pylist()[0])) == set(FEATURES)

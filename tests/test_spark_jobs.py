@@ -264,6 +264,23 @@ def test_windows_over_a_filled_gap_carry_its_steps_and_scores_never_name_them(tr
         assert not lost_steps & set(pd.to_datetime(list(steps), utc=True)), "an imputed step was named"
 
 
+def test_a_table_with_a_mask_channel_trains_and_scores_and_never_names_the_mask(ctx):
+    table = parse_table("telemetry", {**TINY_TABLE, "gaps": {**TINY_TABLE["gaps"], "mask": True}})
+    generate(ctx, days=3, entities=2)
+    for day in DAYS:  # a two-step gap on every day, so the model sees the channel set in training too
+        write_raw_partition(ctx, table, day, raw_partition(ctx, table, day).drop(index=[60, 61]))
+    run_windows(ctx, table, DAYS)
+    trained = run_train(ctx.with_new_run(), table, "dense_autoencoder", DAYS[0], DAYS[1], verbose=0, spec=TINY_DETECTOR)
+    artifact = load_artifact(ctx.lake.models("dense_autoencoder", "telemetry") / trained.version)
+    assert artifact.meta["signature"]["features"] == [*table.features, "imputed"]
+    assert artifact.scaling.features[-1] == "imputed" and {s[-1] for s in artifact.scaling.scales.values()} == {1.0}
+    run_score(ctx.with_new_run(), table, "dense_autoencoder", DAYS[2])
+    scores = read_rows(ctx.spark, ctx.lake.scores("telemetry"))
+    assert len(scores) == len(features(ctx, DAYS[2])) > 0
+    assert set(scores["top_feature"]) <= set(table.features)
+    assert scores["feature_contributions"].map(lambda m: set(dict(m)) == set(table.features)).all()
+
+
 def test_score_rerun_replaces_the_partition(trained):
     ctx, table, _ = trained
     run_score(ctx, table, "dense_autoencoder", DAYS[1])

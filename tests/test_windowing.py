@@ -231,3 +231,17 @@ def test_rows_after_an_outage_longer_than_a_window_start_again_and_are_no_data_p
     assert "after_long_gap" in windowing.NOT_A_DATA_PROBLEM  # like the start of a table: not held against the job
     short = outcomes(rows(60).drop(index=range(40, 43)), tiny_table)  # three steps: over fill 2, under a window
     assert set(short["reason"].dropna()) == {"gap_exceeds_fill_limit"}
+
+
+def test_a_mask_channel_shows_the_model_which_steps_were_imputed(tiny_table):
+    masked = dataclasses.replace(tiny_table, gaps=dataclasses.replace(tiny_table.gaps, mask=True))
+    assert masked.input_features == (*tiny_table.features, "imputed") and masked.n_inputs == 8 * 5
+    assert masked.signature()["features"][-1] == "imputed"
+    out = outcomes(rows().drop(index=[30, 31]), masked)
+    first = np.asarray(out.iloc[0]["x"]).reshape(8, 5)
+    np.testing.assert_array_equal(first[:, 4], [0, 1, 1, 0, 0, 0, 0, 0])  # rows 30 and 31 of rows 29..36
+    np.testing.assert_array_equal(
+        first[:, :4], np.asarray(outcomes(rows().drop(index=[30, 31]), tiny_table).iloc[0]["x"]).reshape(8, 4)
+    )
+    parsed = parse_table("t", {"features": ["cpu"], "window": {"length": 4}, "gaps": {"mask": True}})
+    assert parsed.sample_shape == (4, 2) and parsed.n_inputs == 8

@@ -8,20 +8,23 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from anomalake.models.scaling import EntityScaling
-from anomalake.pipelines.config import TableConfig
+from anomalake.pipelines.config import MASK_FEATURE, TableConfig
 
 
 def fit_scaling(features: DataFrame, table: TableConfig) -> EntityScaling:
-    """Quartiles of each entity's features, from the last step of its windows (every raw point once)."""
+    """Quartiles of each entity's features, from the last step of its windows (every raw point once); the
+    imputation mask channel, where the table has one, is left as it is (0 or 1)."""
     n_features, width = len(table.features), table.n_inputs
-    last_step = [F.element_at("x", width - n_features + i + 1) for i in range(n_features)]
+    first = width - len(table.input_features)  # the last step's first channel, 0-based
+    last_step = [F.element_at("x", first + i + 1) for i in range(n_features)]
     quartiles = features.groupBy("entity_id").agg(
         *[F.percentile_approx(col, [0.25, 0.5, 0.75], 10000).alias(f"q{i}") for i, col in enumerate(last_step)]
     )
     rows = quartiles.collect()
-    return EntityScaling.from_quartiles(
+    scaling = EntityScaling.from_quartiles(
         table.features, {r["entity_id"]: np.array([r[f"q{i}"] for i in range(n_features)]) for r in rows}
     )
+    return scaling.with_unscaled(MASK_FEATURE) if table.gaps.mask else scaling
 
 
 def apply_scaling(features: DataFrame, scaling: EntityScaling, n_features: int) -> DataFrame:

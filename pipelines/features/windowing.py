@@ -325,7 +325,7 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     reason[ends[short]] = "insufficient_history"
     ends, position = ends[~short], position[~short]
     if ends.size == 0:
-        return np.zeros((0, length * values.shape[1]), dtype=np.float32), np.zeros((0, length), dtype=bool)
+        return np.zeros((0, table.n_inputs), dtype=np.float32), np.zeros((0, length), dtype=bool)
     windows = np.lib.stride_tricks.sliding_window_view(grid, (length, grid.shape[1]))[:, 0]
     cut = windows[position - length + 1]
     gap = np.isnan(cut).any(axis=(1, 2))
@@ -334,5 +334,8 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     outcome[ends[~gap]] = WINDOW
     has_window[ends[~gap]] = True
     imputed = np.lib.stride_tricks.sliding_window_view(missing, length)[(position - length + 1)[~gap]]
+    kept = cut[~gap]
+    if table.gaps.mask:  # the model sees which steps were imputed: one more channel, 1 where a step was
+        kept = np.concatenate([kept, imputed[:, :, None].astype(kept.dtype)], axis=2)
     # `ends` ascend, so the windows are in row order, as the rows that own them.
-    return cut[~gap].reshape(int((~gap).sum()), length * grid.shape[1]).astype(np.float32), imputed
+    return kept.reshape(len(kept), table.n_inputs).astype(np.float32), imputed

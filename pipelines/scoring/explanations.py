@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from anomalake.models.base import REGION_PARTS, Detector, grid_blocks, region_grid
+from anomalake.pipelines.config import MASK_FEATURE
 from anomalake.pipelines.lake.schemas import WINDOW_RESULTS_ARROW
 
 TOP_PARTS = 3  # metrics' steps, regions or tokens named per sample
@@ -70,8 +71,11 @@ def window_explanations(
     """top_feature, feature_contributions (a map) and top_step_offsets as Arrow arrays (empty for unscored rows).
 
     `imputed` ((m, steps) bool, per scored row): steps filled over a gap, which are never named: their error is
-    left out of the feature shares, and the top steps are the strongest observed ones.
+    left out of the feature shares, and the top steps are the strongest observed ones. The imputation mask channel
+    of a table with `gaps: {mask: true}` is an input, not a metric: never named either.
     """
+    if features and features[-1] == MASK_FEATURE:
+        contributions, features = contributions[:, :, :-1], features[:-1]
     if imputed is not None and imputed.any():
         contributions = np.where(imputed[:, :, None], 0.0, contributions)
     per_feature = contributions.sum(axis=1)

@@ -54,7 +54,7 @@ def standardize(
     if table.kind != "timeseries":
         return train_df, holdout_df, EntityScaling.identity()
     scaling = fit_scaling(train_df, table)
-    n_features = len(table.features)
+    n_features = len(table.input_features)
     return apply_scaling(train_df, scaling, n_features), apply_scaling(holdout_df, scaling, n_features), scaling
 
 
@@ -135,7 +135,7 @@ def run_train(
     """
     spec = spec or load_detector(detector_name)
     detector = build_detector(
-        spec, table.kind, table.sample_shape, table.features, verbose, where=f"table {table.name}"
+        spec, table.kind, table.sample_shape, table.input_features, verbose, where=f"table {table.name}"
     )
     features = _training_features(ctx, table, start, end)
     if entities:
@@ -244,7 +244,7 @@ def _meta(
         "detector": detector_name,
         "family": spec.family,
         "table": table.name,
-        "features": list(table.features),
+        "features": list(table.input_features),
         "kind": table.kind,
         "sample_shape": list(table.sample_shape),
         "window": dataclasses.asdict(table.window),
