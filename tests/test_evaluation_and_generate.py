@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from anomalake.pipelines.config import ConfigError, load_detector, load_tables, parse_table
 from anomalake.pipelines.evaluation import event_matching
-from anomalake.pipelines.ingest.generate import ANOMALY_KINDS, GenerateSpec, generate_frames, write_generated
+from anomalake.pipelines.ingest.generate import (
+    ANOMALY_KINDS,
+    SHORT_OUTAGE_STEPS,
+    GenerateSpec,
+    generate_frames,
+    write_generated,
+)
 from anomalake.pipelines.settings import load_settings
 
 
@@ -77,3 +85,35 @@ def test_bad_configuration_names_the_table():
         parse_table("t", {"kind": "video", "features": ["a"], "window": {"length": 4}})
     with pytest.raises(ConfigError, match="table t: missing key 'window'"):
         parse_table("t", {"features": ["a"]})
+
+
+def test_gappy_generation_samples_the_same_series_and_never_hides_a_label(tmp_path):
+    spec = GenerateSpec("t", date(2026, 1, 5), 14, 6, seed=3)
+    regular, labels = generate_frames(spec)
+    gappy, gappy_labels = generate_frames(dataclasses.replace(spec, gaps=True))
+    pd.testing.assert_frame_equal(labels, gappy_labels)  # the same anomalies, where they were
+    assert len(gappy) < 0.97 * len(regular)
+    assert gappy["ts"].between(regular["ts"].min(), regular["ts"].max() + pd.Timedelta("5min")).all()
+    step = gappy["ts"].dt.round("5min")
+    assert (gappy["ts"] - step).abs().max() <= pd.Timedelta("150s")  # jittered, and still on its step
+    assert gappy.assign(step=step).duplicated(["entity_id", "step"]).any()  # some steps read twice
+    gaps = gappy.sort_values(["entity_id", "ts"]).groupby("entity_id")["ts"].diff()
+    assert (gaps > pd.Timedelta("6h")).any()  # outages of hours
+    for label in labels.itertuples():  # no outage inside a labelled span: only single lost readings
+        present = set(step[gappy["entity_id"] == label.entity_id])
+        wanted = pd.date_range(label.start, label.end, freq="5min")
+        missing = np.array([t not in present for t in wanted])
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, missing.astype(int), 0])))[::2]
+        assert runs.max(initial=0) < SHORT_OUTAGE_STEPS[0], (label, runs)
+    write_generated(tmp_path / "a", dataclasses.replace(spec, gaps=True))
+    write_generated(tmp_path / "b", dataclasses.replace(spec, gaps=True))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_generate_and_demo_take_gaps():
+    from anomalake.pipelines.jobs.cli import build_parser
+
+    argv = ["generate", "--table", "t", "--start", "2026-01-05", "--days", "2", "--entities", "1"]
+    assert build_parser().parse_args([*argv, "--gaps"]).gaps and not build_parser().parse_args(argv).gaps
+    assert build_parser().parse_args(["demo", "--gaps"]).gaps
