@@ -336,9 +336,11 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         spec = WindowSpec(int(window["length"]), int(window.get("stride", 1)))
         if spec.length < 2 or spec.stride < 1:
             raise ConfigError(f"{where}: window length must be >= 2 and stride >= 1, got {spec}")
-        shape: tuple[int, ...] = (spec.length, len(features) + bool((entry.get("gaps") or {}).get("mask")))
     else:
-        features, spec, shape = tuple(entry.get("features", ())), WindowSpec(1), _sample_shape(kind, entry, where)
+        features, spec = tuple(entry.get("features", ())), WindowSpec(1)
+    gaps = _gaps(entry, features, spec, where)
+    # A window step holds the features and, with gaps: {mask: true}, the imputation mask.
+    shape = (spec.length, len(features) + gaps.mask) if kind == "timeseries" else _sample_shape(kind, entry, where)
     media = dict(entry.get(kind, {})) if kind != "timeseries" else {}
     if kind == "image" and not (media.get("column") or media.get("path_column")):
         media["column"] = "image"
@@ -353,7 +355,7 @@ def parse_table(name: str, entry: Mapping[str, Any], source: str = "") -> TableC
         time=entry.get("time", "ts" if kind == "timeseries" else ""),
         features=features,
         step_seconds=int(step.total_seconds()),
-        gaps=_gaps(entry, features, spec, where),
+        gaps=gaps,
         window=spec,
         detectors=tuple(entry.get("detectors", (DEFAULT_DETECTORS[kind],))),
         max_quarantine_share=float(entry.get("max_quarantine_share", 0.2)),

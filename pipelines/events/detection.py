@@ -210,8 +210,8 @@ def merge(sequences: list[tuple[int, int]], gap: int, pauses: np.ndarray | None 
     """Sequences fewer than `gap` windows apart joined into one, unless the windows pause between them."""
     merged: list[tuple[int, int]] = []
     for first, last in sorted(sequences):
-        paused = pauses is not None and pauses[merged[-1][1] + 1 : first + 1].any() if merged else False
-        if merged and first - merged[-1][1] <= gap and not paused:
+        close = bool(merged) and first - merged[-1][1] <= gap
+        if close and (pauses is None or not pauses[merged[-1][1] + 1 : first + 1].any()):
             merged[-1] = (merged[-1][0], max(merged[-1][1], last))
         else:
             merged.append((first, last))

@@ -41,8 +41,7 @@ class WindowsResult(RowAccount):
     @property
     def gap_share(self) -> float:
         """The share of raw rows quarantined because their window spans a gap that was not filled."""
-        lost = sum(self.quarantined.get(reason, 0) for reason in windowing.GAP_REASONS)
-        return lost / self.rows_in if self.rows_in else 0.0
+        return windowing.gap_share(self.quarantined, self.rows_in)
 
 
 # Grouped windowing holds a task's rows and their windows in memory: 10M raw rows in the default 8 tasks ran out
@@ -186,7 +185,7 @@ def _day_record(table: TableConfig, day: date, rows_in: int, tally: list) -> dic
         "context": count(windowing.CONTEXT),
         "quarantined": quarantined,
         # The share of the day's rows lost to gaps too long to fill (the table's gaps block decides how long).
-        "gap_share": round(sum(quarantined.get(r, 0) for r in windowing.GAP_REASONS) / rows_in, 6) if rows_in else 0.0,
+        "gap_share": round(windowing.gap_share(quarantined, rows_in), 6),
         "inputs": [{"table": f"raw_{table.name}", "partition": partition, "rows": rows_in}],
         "outputs": [
             {"table": f"features_{table.name}", "partition": partition, "rows": count(windowing.WINDOW)},

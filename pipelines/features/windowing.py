@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,13 @@ REASONS = {
     "after_long_gap": "the window reaches back into a gap longer than a window: the entity starts again after it",
 }
 GAP_REASONS = ("gap_exceeds_fill_limit", "after_long_gap")
+
+
+def gap_share(quarantined: Mapping[str, int], rows_in: int) -> float:
+    """The share of `rows_in` raw rows quarantined because their window spans a gap that was not filled."""
+    return sum(quarantined.get(reason, 0) for reason in GAP_REASONS) / rows_in if rows_in else 0.0
+
+
 # Expected at the start of every table and after every outage longer than a window (the entity starts again as
 # a new table would), so they do not count towards the quarantine limit; they are counted and recorded.
 NOT_A_DATA_PROBLEM = ("insufficient_history", "after_long_gap")
@@ -50,14 +57,21 @@ def days_to_read(table: TableConfig, days: list[date]) -> list[date]:
     return [first - timedelta(days=n) for n in range(lookback_days(table), 0, -1)] + days
 
 
-def fill_short_gaps(grid: np.ndarray, fills: tuple[GapFill, ...]) -> np.ndarray:
+def missing_runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) grid row of each run of `missing` rows."""
+    edges = np.diff(np.r_[0, missing.astype(np.int8), 0])
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+
+
+def fill_short_gaps(
+    grid: np.ndarray, fills: tuple[GapFill, ...], runs: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Fill runs of missing grid rows that have both neighbours, per feature: at most `limit` steps, linearly between
-    the neighbours or with the previous reading (`fills[j]` for column j). Longer runs stay missing."""
-    missing = np.flatnonzero(np.isnan(grid).any(axis=1))
-    if missing.size == 0 or not any(f.limit for f in fills):
+    the neighbours or with the previous reading (`fills[j]` for column j). Longer runs stay missing. `runs`: the
+    grid's missing_runs, where the caller has them."""
+    starts, ends = runs if runs is not None else missing_runs(np.isnan(grid).any(axis=1))
+    if starts.size == 0 or not any(f.limit for f in fills):
         return grid
-    breaks = np.flatnonzero(np.diff(missing) > 1)
-    starts, ends = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, missing.size - 1]]
     inside = (starts > 0) & (ends < len(grid) - 1)
     for start, end in zip(starts[inside], ends[inside]):
         run = end - start + 1
@@ -78,10 +92,9 @@ def _epoch_days(dt: pd.Series) -> np.ndarray:
     return days[codes]
 
 
-def _grid_steps(ts: pd.Series, step_seconds: int) -> np.ndarray:
-    """Each timestamp's index on the epoch-aligned grid (rounded to the nearest step)."""
-    seconds = ts.astype("int64").to_numpy() / 1e9
-    return np.round(seconds / step_seconds).astype(np.int64)
+def _grid_steps(nanoseconds: np.ndarray, step_seconds: int) -> np.ndarray:
+    """Each timestamp's (ns since the epoch) index on the epoch-aligned grid (rounded to the nearest step)."""
+    return np.round(nanoseconds / 1e9 / step_seconds).astype(np.int64)
 
 
 def _result(rows: pd.DataFrame, outcome: np.ndarray, reason: np.ndarray, x: list) -> pd.DataFrame:
@@ -242,21 +255,21 @@ def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
         outside_bounds = usable & _out_of_bounds(values, table)
         reason[outside_bounds], usable[outside_bounds] = "out_of_bounds", False
 
+    nanoseconds = rows["ts"].astype("int64").to_numpy()
     steps = np.zeros(n, dtype=np.int64)
-    steps[usable] = _grid_steps(rows.loc[usable, "ts"], table.step_seconds)
+    steps[usable] = _grid_steps(nanoseconds[usable], table.step_seconds)
     # Either its own time or its grid step puts a reading in its day: one at 23:58 of D belongs to D although it
     # snaps to 00:00 of D+1 (partitioned by its time), as one at 23:58 of D-1 written to D (partitioned by step).
-    seconds = np.zeros(n, dtype=np.int64)
-    seconds[usable] = rows.loc[usable, "ts"].astype("int64").to_numpy() // 10**9
     day = _epoch_days(rows["dt"])
-    outside = usable & (seconds // 86400 != day) & (steps * table.step_seconds // 86400 != day)
+    own_day = np.where(usable, nanoseconds // (86400 * 10**9), day)
+    outside = usable & (own_day != day) & (steps * table.step_seconds // 86400 != day)
     reason[outside], usable[outside] = "outside_partition", False
 
-    order = np.lexsort((rows["ts"].astype("int64").to_numpy(), steps))
+    order = np.lexsort((nanoseconds, steps))
     order = order[usable[order]]
     same_step = np.diff(steps[order]) == 0
     if table.gaps.aggregate != "none":  # readings at distinct times within one step are resampled, not duplicates
-        same_step &= np.diff(rows["ts"].astype("int64").to_numpy()[order]) == 0
+        same_step &= np.diff(nanoseconds[order]) == 0
     duplicate = np.zeros(n, dtype=bool)
     duplicate[order[1:][same_step]] = True
     reason[duplicate], usable[duplicate] = "duplicate_key", False
@@ -272,13 +285,13 @@ def _cut(rows: pd.DataFrame, table: TableConfig, target_days: frozenset[str]):
     return rows[keep], outcome[keep], reason[keep], has_window[keep], flat, imputed
 
 
-def _long_runs(missing: np.ndarray, length: int) -> np.ndarray:
-    """The missing grid steps that lie in runs of at least `length` steps (outages no window can bridge)."""
-    edges = np.diff(np.r_[0, missing.astype(np.int8), 0])
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    long = np.zeros(len(missing), dtype=bool)
-    for start, end in zip(starts[ends - starts >= length], ends[ends - starts >= length]):
-        long[start:end] = True
+def _long_runs(runs: tuple[np.ndarray, np.ndarray], size: int, length: int) -> np.ndarray:
+    """The grid steps (of `size`) in missing `runs` of at least `length` steps (outages no window can bridge)."""
+    starts, ends = runs
+    long = np.zeros(size, dtype=bool)
+    for start, end in zip(starts, ends):
+        if end - start + 1 >= length:
+            long[start : end + 1] = True
     return long
 
 
@@ -313,8 +326,9 @@ def _cut_usable(steps, values, usable, is_target, table: TableConfig, outcome, r
     grid = np.full((steps[usable].max() - first + 1, values.shape[1]), np.nan)
     grid[steps[usable] - first] = values[usable]
     missing = np.isnan(grid).any(axis=1)
-    outage = _long_runs(missing, length)
-    grid = fill_short_gaps(grid, table.gaps.fill)
+    runs = missing_runs(missing)
+    outage = _long_runs(runs, len(grid), length)
+    grid = fill_short_gaps(grid, table.gaps.fill, runs)
 
     candidates = np.flatnonzero(usable & is_target)
     aligned = steps[candidates] % table.window.stride == 0
