@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_TABLES = Path(__file__).parent / "conf" / "tables.yml"  # the catalog shipped with the package (the demo's)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def load_settings() -> Settings:
         # Under spark-submit (it starts the JVM and tells Python its port) the master is spark-submit's --master.
         master=env.get("ANOMALAKE_MASTER") or ("" if "PYSPARK_GATEWAY_PORT" in env else "local[*]"),
         datasets=env.get("ANOMALAKE_DATASETS", str(REPO_ROOT.parent / "shared" / "datasets")),
-        tables_file=env.get("ANOMALAKE_TABLES", str(Path(__file__).parent / "conf" / "tables.yml")),
+        tables_file=env.get("ANOMALAKE_TABLES", str(PACKAGE_TABLES)),
         python=env.get("PYSPARK_PYTHON", sys.executable),
         shuffle_partitions=int(env.get("ANOMALAKE_SHUFFLE_PARTITIONS", "8")),
         driver_memory=env.get("ANOMALAKE_DRIVER_MEMORY", "4g"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from anomalake.models.artifacts import ArtifactError
@@ -241,13 +242,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ev.add_argument("--keep-lake", action="store_true", help="keep the temporary lake (its path is printed)")
 
-    imp = _command(sub, "import", "a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D")
-    imp.add_argument("what", choices=("images", "text"))
+    imp = _command(
+        sub, "import", "metrics (CSV/TSV/Parquet), a folder of images or a CSV/TSV of texts -> raw/<table>/dt=D"
+    )
+    imp.add_argument("what", choices=("metrics", "images", "text"))
     imp.add_argument(
-        "--src", required=True, help="images: a folder (label = sub-folder); text: a .csv or .tsv file with a header"
+        "--src",
+        required=True,
+        help="metrics: a .csv, .tsv or .parquet file or a folder of them; images: a folder (label = sub-folder); "
+        "text: a .csv or .tsv file with a header",
     )
     imp.add_argument("--table", required=True, type=_name("table"))
-    imp.add_argument("--date", type=_date, default=date.today(), help="the raw partition to write (default today)")
+    imp.add_argument(
+        "--date", type=_date, help="images, text: the raw partition to write (default today); metrics: by timestamp"
+    )
+    imp.add_argument("--entity-column", help="metrics: the column naming the host, sensor or series")
+    imp.add_argument("--time-column", help="metrics: the timestamp column")
+    imp.add_argument("--features", help="metrics: the numeric columns to model, comma-separated")
+    imp.add_argument(
+        "--timezone", help="metrics: the zone of timestamps written without one (an IANA name: UTC, Europe/Berlin)"
+    )
+    imp.add_argument(
+        "--write-config",
+        action="store_true",
+        help="metrics: add the table (these columns, the step found in the data) to $ANOMALAKE_TABLES",
+    )
     imp.add_argument("--text-column", help="text: the column holding the text")
     imp.add_argument("--label-column", help="text: an optional label column")
     imp.add_argument("--id-column", help="text: an optional id column (default: the row number)")
@@ -451,14 +470,87 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
     from anomalake.pipelines.ingest.files import import_images, import_text
     from anomalake.pipelines.lake.layout import Lake
 
-    table, lake = load_table(settings.tables_file, args.table), Lake(settings.lake_path)
+    if args.what == "metrics":
+        _import_metrics(settings, args)
+        return
+    table, lake, day = load_table(settings.tables_file, args.table), Lake(settings.lake_path), args.date or date.today()
     if args.what == "images":
-        rows = import_images(lake, table, args.src, args.date)
+        rows = import_images(lake, table, args.src, day)
     else:
         if not args.text_column:
             raise JobError("import text needs --text-column (the column that holds the text)")
-        rows = import_text(lake, table, args.src, args.date, args.text_column, args.label_column, args.id_column)
-    print(f"raw/{table.name}/dt={args.date.isoformat()}: {rows:,} rows from {args.src}")
+        rows = import_text(lake, table, args.src, day, args.text_column, args.label_column, args.id_column)
+    print(f"raw/{table.name}/dt={day.isoformat()}: {rows:,} rows from {args.src}")
+
+
+def _import_metrics(settings: Settings, args: argparse.Namespace) -> None:
+    from anomalake.pipelines.ingest.metrics import count_import, quarantine_counts_line, read_sources, write_import
+    from anomalake.pipelines.lake.layout import Lake
+
+    if args.date:
+        raise JobError("import metrics writes the days its timestamps fall on: drop --date")
+    table, entry = _metrics_table(settings, args)
+    sources = read_sources(table, args.src, args.timezone)
+    count_import(table, sources)  # too many unusable rows: stop before the config entry is written
+    if entry is not None:
+        table = _write_config(settings, args, entry, sources)
+    result = write_import(Lake(settings.lake_path), table, sources)
+    days = sorted(result.rows_out)
+    span = f"dt={days[0]}..{days[-1]}" if days else "no day"
+    plural = {"days": "s" if len(days) != 1 else "", "files": "s" if len(result.files) != 1 else ""}
+    print(
+        f"raw/{table.name}: {result.total_out:,} of {result.total_in:,} rows in {len(days)} day "
+        f"partition{plural['days']} ({span}) from {len(result.files)} file{plural['files']}"
+        + quarantine_counts_line(result)
+    )
+
+
+def _metrics_table(settings: Settings, args: argparse.Namespace):
+    """The table to import into, and the entry to write (None when the catalog has the table already)."""
+    from anomalake.pipelines.config import parse_table
+    from anomalake.pipelines.ingest.table_entry import PROVISIONAL_STEP, metrics_entry
+
+    flags = {"--entity-column": args.entity_column, "--time-column": args.time_column, "--features": args.features}
+    tables = load_tables(settings.tables_file) if Path(settings.tables_file).exists() else {}
+    if args.table in tables and not args.write_config:
+        given = [flag for flag, value in flags.items() if value]
+        if given:
+            raise JobError(
+                f"table {args.table} is in {settings.tables_file}: its columns come from there; drop {', '.join(given)}"
+            )
+        return tables[args.table], None
+    if not args.write_config:
+        raise JobError(
+            f"table {args.table} is not in {settings.tables_file}: name its columns with --entity-column, "
+            "--time-column and --features, and add it with --write-config"
+        )
+    missing = [flag for flag, value in flags.items() if not value]
+    if missing:
+        raise JobError(f"import metrics --write-config needs {', '.join(missing)}")
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    entry = metrics_entry(args.table, args.entity_column, args.time_column, features, 300)
+    entry["step"] = PROVISIONAL_STEP
+    return parse_table(args.table, entry, "the command line"), entry
+
+
+def _write_config(settings: Settings, args: argparse.Namespace, entry: dict, sources: list):
+    """Add the table to the user's tables file with the step its rows show; the table as configured there."""
+    import pandas as pd
+
+    from anomalake.pipelines.ingest.table_entry import add_table, infer_step, step_text
+    from anomalake.pipelines.settings import PACKAGE_TABLES
+
+    rows = pd.concat([s.rows for s in sources], ignore_index=True)
+    step = infer_step(rows, entry["entity"], entry["time"], f"--src {args.src}")
+    table = add_table(
+        Path(settings.tables_file),
+        PACKAGE_TABLES,
+        args.table,
+        {**entry, "step": step_text(step)},
+        Path(args.src).name,
+    )
+    print(f"table {table.name} in {settings.tables_file}: step {step_text(table.step_seconds)}")
+    return table
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> None:
