@@ -10,6 +10,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from datetime import date
 
 import pandas as pd
@@ -146,3 +148,20 @@ def read_rows(spark, root, **keys):
     for key, value in keys.items():
         frame = frame.where(F.col(key) == value)
     return frame.toPandas()
+
+
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory) -> str:
+    """`anomalake demo`'s stdout, run once per session as a user runs it: the demo test reads its figures, and the
+    getting-started walk compares its events with the demo's."""
+    lake = tmp_path_factory.mktemp("demo") / "lake"
+    env = {**os.environ, "ANOMALAKE_LAKE": str(lake), "ANOMALAKE_MASTER": "local[2]"}
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalake.pipelines.jobs.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"anomalake demo failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    return result.stdout

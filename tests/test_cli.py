@@ -133,9 +133,8 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
     assert missing.returncode == 1 and "partition dt=2026-03-09: no raw data" in missing.stderr
 
 
-def test_demo_finds_the_injected_anomalies(tmp_path):
-    result = anomalake(tmp_path / "lake", "demo")
-    out = result.stdout
+def test_demo_finds_the_injected_anomalies(demo_output):
+    out = demo_output
     for stage in ("[1/5] generate", "[2/5] windows", "[3/5] train", "[4/5] score", "[5/5] report", "Try next:"):
         assert stage in out
     f1 = float(re.search(r"^F1: (\d\.\d{3})$", out, re.M).group(1))

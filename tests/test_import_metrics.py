@@ -276,3 +276,28 @@ def test_the_windows_job_reads_an_imported_table(ctx, tmp_path):
     import_metrics(ctx.lake, HOSTS, tmp_path / "hosts.csv")
     result = run_windows(ctx, HOSTS, [pd.Timestamp("2026-03-02").date()])
     assert result.windows == 40 - (HOSTS.window.length - 1)
+
+
+def test_generate_as_csv_imports_to_the_rows_it_generated(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from anomalake.pipelines.ingest.generate import FEATURES, GenerateSpec, generate_frames
+
+    argv = ["--lake", str(tmp_path / "lake"), "generate", "--format", "csv", "--table", "hosts", "--start"]
+    argv += ["2026-03-01", "--days", "2", "--entities", "2", "--seed", "5", "--out", str(tmp_path / "a.csv")]
+    assert main(argv) == 0 and main([*argv[:-1], str(tmp_path / "b.csv")]) == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes(), "same seed, same bytes"
+    assert "a.csv: 1,152 rows; labels/hosts:" in capsys.readouterr().out
+    assert main([*argv[:-2], "--format", "parquet", "--out", "x.csv"]) == 1, "--out is the csv's"
+
+    table = parse_table(
+        "hosts", {"entity": "host", "time": "time", "features": list(FEATURES), "window": {"length": 4}}
+    )
+    import_metrics(Lake(tmp_path / "lake"), table, tmp_path / "a.csv")
+    imported = pd.read_parquet(Lake(tmp_path / "lake").raw(table)).sort_values(["host", "time"], ignore_index=True)
+    generated, labels = generate_frames(GenerateSpec("hosts", pd.Timestamp("2026-03-01").date(), 2, 2, 5))
+    assert list(imported["host"]) == list(generated["entity_id"])
+    assert (imported["time"] == generated["ts"]).all()
+    for name in FEATURES:  # written with 6 significant digits
+        assert np.allclose(imported[name], generated[name], rtol=1e-5, atol=0), name
+    assert len(pd.read_parquet(tmp_path / "lake" / "labels" / "hosts")) == len(labels) > 0

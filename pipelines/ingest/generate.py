@@ -184,8 +184,29 @@ def write_generated(lake: Path, spec: GenerateSpec) -> dict[str, int]:
         folder.mkdir(parents=True, exist_ok=True)
         _write(rows, folder / "part-00000.parquet")
         counts[day.isoformat()] = len(rows)
-    label_root = lake / "labels" / spec.table
+    counts["labels"] = _write_labels(lake, spec.table, labels)
+    return counts
+
+
+def _write_labels(lake: Path, table: str, labels: pd.DataFrame) -> int:
+    """labels/<table>/labels.parquet (what the nightly check and the demo measure events against); the count."""
+    label_root = lake / "labels" / table
     label_root.mkdir(parents=True, exist_ok=True)
     _write(labels, label_root / "labels.parquet")
-    counts["labels"] = len(labels)
-    return counts
+    return len(labels)
+
+
+# The CSV export's column names: those of a metrics export a user brings, not the lake's (import maps them).
+CSV_COLUMNS = {"entity_id": "host", "ts": "time"}
+
+
+def write_generated_csv(lake: Path, spec: GenerateSpec, out: Path) -> dict[str, int]:
+    """The same rows as one CSV file, the way a monitoring system exports metrics (host, time in ISO 8601 UTC with
+    its Z, cpu, memory, latency, requests), for `anomalake import metrics`; the labels go to labels/<table> as
+    `write_generated` writes them. The row and label counts."""
+    raw, labels = generate_frames(spec)
+    frame = raw.rename(columns=CSV_COLUMNS)
+    frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False, float_format="%.6g")
+    return {"rows": len(frame), "labels": _write_labels(lake, spec.table, labels)}

@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sample the series the way collectors report: jitter, second readings, lost readings, outages",
     )
+    gen.add_argument(
+        "--format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="parquet: raw/<table>/dt=D partitions (default); csv: one file to import (`import metrics`)",
+    )
+    gen.add_argument("--out", help="--format csv: the file to write (default <table>.csv)")
 
     win = _command(sub, "windows", "raw partitions -> features/<table>/dt=D")
     win.add_argument("--table", required=True, type=_name("table"))
@@ -303,11 +310,17 @@ def _session(settings: Settings, args: argparse.Namespace, extra: dict[str, str]
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
-    from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated
+    from anomalake.pipelines.ingest.generate import GenerateSpec, write_generated, write_generated_csv
 
-    counts = write_generated(
-        settings.lake_path, GenerateSpec(args.table, args.start, args.days, args.entities, args.seed, gaps=args.gaps)
-    )
+    spec = GenerateSpec(args.table, args.start, args.days, args.entities, args.seed, gaps=args.gaps)
+    if args.format == "csv":
+        out = Path(args.out or f"{args.table}.csv")
+        counts = write_generated_csv(settings.lake_path, spec, out)
+        print(f"{out}: {counts['rows']:,} rows; labels/{args.table}: {counts['labels']} anomalies")
+        return
+    if args.out:
+        raise JobError("--out names the file of --format csv; parquet goes to raw/<table> in the lake")
+    counts = write_generated(settings.lake_path, spec)
     rows = sum(v for k, v in counts.items() if k != "labels")
     print(
         f"raw/{args.table}: {rows:,} rows in {args.days} partitions; labels/{args.table}: {counts['labels']} anomalies"

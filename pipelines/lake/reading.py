@@ -171,7 +171,8 @@ def check_raw_schema(table: TableConfig, day: date, schema: T.StructType) -> Non
     fields = {f.name: f.dataType for f in schema.fields}
     partition = f"dt={day.isoformat()}"
     expected = [(table.entity, None), (table.time, TIME_TYPES)] + [(f, NUMERIC_TYPES) for f in table.features]
-    extra = sorted(set(fields) - {column for column, _ in expected})
+    # dt is the partition column Spark adds from the folder name, not drift of the table's files.
+    extra = sorted(set(fields) - {column for column, _ in expected} - {"dt"})
     if extra:
         LOG.warning(
             "table %s, partition %s: columns not in the config are ignored: %s", table.name, partition, ", ".join(extra)
