@@ -152,6 +152,16 @@ BAD_FILES = {
         r"file .*hosts.xlsx: neither Parquet nor CSV/TSV",
     ),
     "parquet_that_is_not": ("hosts.parquet", "host,time\n", r"file .*hosts.parquet: not a readable PARQUET file"),
+    "unclosed_quote": (
+        "hosts.csv",
+        'host,time,cpu,mem\na,2026-03-02T00:00:00Z,1,2\nb,"2026-03-02,1,2\n',
+        r"file .*hosts.csv: not a readable CSV file \(Error tokenizing data. C error: EOF inside string",
+    ),
+    "more_fields_than_the_header": (
+        "hosts.csv",
+        "host,time,cpu,mem\na,2026-03-02T00:00:00Z,1,2,3,4\n",
+        r"file .*hosts.csv: not a readable CSV file \(its rows have more fields than its header\)",
+    ),
     "empty_file": ("hosts.csv", "", r"file .*hosts.csv: empty$"),
     "header_only": ("hosts.csv", "host,time,cpu,mem\n", r"file .*hosts.csv: no rows \(only a header\)"),
     "time_that_never_parses": (
@@ -170,6 +180,10 @@ BAD_FILES = {
         r"file .*hosts.parquet, column time: timestamps without a time zone; say which one with --timezone",
     ),
 }
+
+
+def test_every_kind_of_bad_file_is_a_case():
+    assert len(BAD_FILES) == 10  # the README's count: a kind added or dropped must change both
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -121,27 +122,31 @@ def read_source(path: Path, columns: list[str]) -> pd.DataFrame:
     kind = file_format(path)
     if path.stat().st_size == 0:
         raise JobError(f"file {path}: empty")
+    sep = "\t" if kind == "tsv" else ","
     try:
-        if kind == "parquet":
-            found = pq.read_schema(path).names
-        else:
-            found = list(pd.read_csv(path, sep="\t" if kind == "tsv" else ",", nrows=0).columns)
-    except (OSError, ValueError, pa.ArrowException) as error:
+        found = pq.read_schema(path).names if kind == "parquet" else list(pd.read_csv(path, sep=sep, nrows=0).columns)
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise JobError(
+                f"file {path}, column {missing[0]}: not found (the file's columns: {', '.join(map(str, found))})"
+            )
+        frame = pq.read_table(path, columns=columns).to_pandas() if kind == "parquet" else _read_text(path, sep)
+    except (OSError, ValueError, pa.ArrowException) as error:  # pandas' parser errors are ValueErrors
         raise JobError(f"file {path}: not a readable {kind.upper()} file ({str(error).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in found]
-    if missing:
-        raise JobError(
-            f"file {path}, column {missing[0]}: not found (the file's columns: {', '.join(map(str, found))})"
-        )
-    if kind == "parquet":
-        frame = pq.read_table(path, columns=columns).to_pandas()
-    else:
-        frame = pd.read_csv(
-            path, sep="\t" if kind == "tsv" else ",", usecols=columns, dtype=str, keep_default_na=False
-        )[columns]
     if frame.empty:
         raise JobError(f"file {path}: no rows (only a header)")
-    return frame
+    return frame[columns]
+
+
+def _read_text(path: Path, sep: str) -> pd.DataFrame:
+    """Every column of a CSV/TSV as strings; a row with more fields than the header is an error (pandas would
+    otherwise cut it, or take its first fields as an index, without a word)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, index_col=False)
+        except pd.errors.ParserWarning:
+            raise ValueError("its rows have more fields than its header") from None
 
 
 def check_timezone(name: str | None) -> str | None:
