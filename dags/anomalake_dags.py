@@ -6,20 +6,23 @@ date, so retries, re-runs and backfills are idempotent. Environment (read when t
 on to the tasks): ANOMALAKE_TABLES (the catalog; default ../pipelines/conf/tables.yml from this file),
 ANOMALAKE_LAKE (default ../lake), ANOMALAKE_MASTER (default local[*]), ANOMALAKE_CLI (how to call the jobs;
 default this interpreter's `-m anomalake.pipelines.jobs.cli`), ANOMALAKE_RAW_WAIT_SECONDS (how long to wait for the
-raw partition; default 6 hours).
+raw partition; default 6 hours). Alerts: when the Airflow connection `anomalake_alerts` exists (an HTTP URL), each
+nightly check posts the night's new events, or its failure, to it (`anomalake alert`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, BaseHook, BaseNotifier, Param, task
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES_FILE = Path(os.environ.get("ANOMALAKE_TABLES", REPO / "pipelines" / "conf" / "tables.yml"))
@@ -77,6 +80,49 @@ def raw_partition_present(raw_path: Path, fmt: str, day: str) -> bool:
     return bool(DeltaTable(str(raw_path)).file_uris([("dt", "=", day)]))
 
 
+ALERT_CONNECTION = "anomalake_alerts"  # the webhook's URL; alerts are off while no such connection exists
+
+
+def webhook_url(connection) -> str:
+    """The URL of an HTTP connection: its extra's `url`, a host that is a whole URL, or scheme://host:port/path."""
+    url = (connection.extra_dejson or {}).get("url") or ""
+    if url or (connection.host or "").startswith(("http://", "https://")):
+        return url or connection.host
+    port = f":{connection.port}" if connection.port else ""
+    scheme = "https" if connection.conn_type == "https" else "http"
+    return f"{scheme}://{connection.host}{port}/{connection.schema or ''}"
+
+
+class WebhookAlert(BaseNotifier):
+    """After the check task (passed or failed): `anomalake alert` posts the night's new events, or the failed
+    check, to the webhook of the connection `anomalake_alerts`. A webhook that is down is logged, never fails the
+    run; a report base URL may be given in the connection's extra (`report_base_url`)."""
+
+    def __init__(self, table: str):
+        super().__init__()
+        self.table = table
+
+    def notify(self, context) -> None:
+        try:
+            connection = BaseHook.get_connection(ALERT_CONNECTION)
+        except Exception:  # noqa: BLE001 (Airflow's not-found error differs between its layers)
+            self.log.info("no connection %s: alerts are off", ALERT_CONNECTION)
+            return
+        env = {**os.environ, **JOB_ENV, "ANOMALAKE_ALERT_URL": webhook_url(connection)}
+        base = (connection.extra_dejson or {}).get("report_base_url")
+        if base:
+            env["ANOMALAKE_REPORT_BASE_URL"] = base
+        command = [*shlex.split(CLI), "alert", "--table", self.table, "--date", context["ds"]]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            self.log.warning("anomalake alert for %s %s took over 300 s: stopped", self.table, context["ds"])
+            return
+        self.log.info("%s", done.stdout.strip())
+        if done.returncode or done.stderr.strip():
+            self.log.warning("anomalake alert (exit %s): %s", done.returncode, done.stderr.strip()[-2000:])
+
+
 def scores_asset(table: str) -> Asset:
     """The Asset a nightly run publishes: the table's scores (the event's extra names the partition)."""
     return Asset(name=f"anomalake_scores_{table}", uri=f"file://{LAKE / 'scores' / table}")
@@ -118,7 +164,15 @@ def nightly_dag(table: str, entry: dict) -> DAG:
         windows = job("windows", f"windows --table {table} --date {{{{ ds }}}}")
         scores = [job(f"score_{d}", f"score --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
         events = [job(f"events_{d}", f"events --detector {d} --table {table} --date {{{{ ds }}}}") for d in detectors]
-        check = job("check", f"check --table {table} --date {{{{ ds }}}}", outlets=[asset], post_execute=publish)
+        alert = WebhookAlert(table)  # new events or a failed check reach the on-call engineer, if configured
+        check = job(
+            "check",
+            f"check --table {table} --date {{{{ ds }}}}",
+            outlets=[asset],
+            post_execute=publish,
+            on_success_callback=[alert],
+            on_failure_callback=[alert],
+        )
         catalog = job("catalog", f"catalog --table {table}")
         # One HTML page per detector next to its scored partition (scores/.../dt=D/_report.html).
         reports = [job(f"report_{d}", f"report --table {table} --detector {d} --date {{{{ ds }}}}") for d in detectors]

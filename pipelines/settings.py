@@ -28,6 +28,8 @@ class Settings:
     train_workers: int = 1  # Spark tasks that train one model together (data parallel); 1: the driver trains alone
     jars: str = str(REPO_ROOT / "infra" / "jars")  # the JARs of infra/jars.txt (Delta Lake) that every job loads
     retention_days: int = 7  # `anomalake maintain` deletes files that commits removed longer ago than this
+    alert_url: str = ""  # `anomalake alert` posts to this webhook (the DAG passes its connection's); empty: prints
+    report_base_url: str = ""  # where alerts say the reports are (the lake's folder under it); empty: file:// lake
 
     @property
     def lake_path(self) -> Path:
@@ -54,6 +56,8 @@ def load_settings() -> Settings:
         train_workers=int(env.get("ANOMALAKE_TRAIN_WORKERS", "1")),
         jars=str(Path(env.get("ANOMALAKE_JARS", str(REPO_ROOT / "infra" / "jars"))).resolve()),
         retention_days=int(env.get("ANOMALAKE_RETENTION_DAYS", "7")),
+        alert_url=env.get("ANOMALAKE_ALERT_URL", ""),
+        report_base_url=env.get("ANOMALAKE_REPORT_BASE_URL", ""),
     )
 
 

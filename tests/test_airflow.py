@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY_TABLE, committed_by, snapshot_rows
+from webhook import Webhook
 
 from anomalake.pipelines.lake.runs import latest_run_record
 
@@ -114,6 +115,17 @@ def scores(env, day: str) -> pd.DataFrame:
     for column in ("feature_contributions", "top_steps"):
         frame[column] = frame[column].map(lambda v: repr(list(v)))
     return frame.sort_values(["entity_id", "ts"], ignore_index=True)
+
+
+def new_events(env, days: list[str]) -> dict[str, list[str]]:
+    """The ids of the events that start on each day (days with none left out), from the events table."""
+    out = {}
+    for day in days:
+        events = snapshot_rows(Path(env["ANOMALAKE_LAKE"]) / "events" / "telemetry", dt=day)
+        ids = sorted(events.loc[events["new"].astype(bool), "event_id"]) if len(events) else []
+        if ids:
+            out[day] = ids
+    return out
 
 
 def written_by(env, day: str) -> str:
@@ -282,24 +294,33 @@ def test_nightly_runs_rerun_identically_and_a_backfill_gives_their_partitions(ai
     """One pipeline run for two promises (each dags test costs a Spark job per task): a nightly run re-run gives
     the same rows, rewritten by the new run; a backfill of the same days gives the nightly runs' partitions."""
     days = ["2026-02-04", "2026-02-05"]  # two days: the backfill runs them at once, as it would a month
-    for day in days:
-        result, log = dags_test(airflow_env, DAG_ID, day)
+    with Webhook() as hook:  # the nightly check's notifier posts each night's new events to the connection's URL
+        alerting = {**airflow_env, "AIRFLOW_CONN_ANOMALAKE_ALERTS": hook.url}
+        for day in days:
+            result, log = dags_test(alerting, DAG_ID, day)
+            assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
+        announced = {
+            m["day"]: sorted(e["event_id"] for d in m["detectors"] for e in d["events"]) for m in hook.messages
+        }
+        assert announced == new_events(airflow_env, days) and announced, (announced, log[-3000:])
+        nightly = {day: scores(airflow_env, day) for day in days}
+        for day in days:  # the events task ran after scoring and saw every scored window
+            record = latest_run_record(
+                Path(airflow_env["ANOMALAKE_LAKE"]), "telemetry", "events_dense_autoencoder", day
+            )
+            assert record is not None and record["rows_in"] == len(nightly[day]), record
+        first = nightly["2026-02-05"]
+        assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
+        assert (
+            "Run health"
+            in (_scores_root(airflow_env) / "detector=dense_autoencoder" / "dt=2026-02-05" / "_report.html").read_text()
+        )
+        first_run = written_by(airflow_env, "2026-02-05")
+        result, log = dags_test(alerting, DAG_ID, "2026-02-05")
         assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
-    nightly = {day: scores(airflow_env, day) for day in days}
-    for day in days:  # the events task ran after scoring and saw every scored window
-        record = latest_run_record(Path(airflow_env["ANOMALAKE_LAKE"]), "telemetry", "events_dense_autoencoder", day)
-        assert record is not None and record["rows_in"] == len(nightly[day]), record
-    first = nightly["2026-02-05"]
-    assert len(first) == 2 * 288 and first["is_anomaly"].dtype == bool
-    assert (
-        "Run health"
-        in (_scores_root(airflow_env) / "detector=dense_autoencoder" / "dt=2026-02-05" / "_report.html").read_text()
-    )
-    first_run = written_by(airflow_env, "2026-02-05")
-    result, log = dags_test(airflow_env, DAG_ID, "2026-02-05")
-    assert result.returncode == 0 and "state=success" in log, log[-3000:]  # a failed task fails the run
-    assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
-    pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
+        assert written_by(airflow_env, "2026-02-05") != first_run, "the re-run replaced the partition"
+        pd.testing.assert_frame_equal(first, scores(airflow_env, "2026-02-05"), check_exact=True)
+        assert len(hook.messages) == len(announced), "the re-run announced nothing twice"
 
     nightly_runs = {day: written_by(airflow_env, day) for day in days}
     # The backfill is created before the scheduler starts: SQLite admits one writer, and a `backfill create` that

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 from conftest import START, TINY_DETECTOR, TINY_TABLE, copy_lake, snapshot_rows, template_context
+from webhook import Webhook
 
 from anomalake.models.artifacts import CALIBRATION_FILE, read_current
 from anomalake.pipelines.config import parse_table
@@ -199,3 +200,61 @@ def test_a_labelled_table_gets_detection_metrics_per_day_that_sql_reads(ctx, tin
     assert [c["metadata"]["days"] for c in commits] == [[SCORED[1].isoformat()]] + [[d.isoformat()] for d in SCORED]
     assert {c["metadata"]["job"] for c in commits} == {"check"}
     assert len({c["metadata"]["run_id"] for c in commits}) == len(commits), "each check run names its own run"
+
+
+def test_alerts_announce_each_new_event_once_and_a_webhook_that_is_down_never_fails_the_night(
+    ctx, nightly, tmp_path, monkeypatch, capsys
+):
+    from anomalake.pipelines.jobs.cli import main
+
+    copy_lake(nightly, ctx)
+    tables = tmp_path / "tables.yml"
+    tables.write_text(json.dumps({"telemetry": TINY_TABLE}))
+    monkeypatch.setenv("ANOMALAKE_TABLES", str(tables))
+    monkeypatch.setenv("ANOMALAKE_REPORT_BASE_URL", "https://reports.example.com/lake/")
+    alert = ["--lake", str(ctx.lake.root), "alert", "--table", "telemetry", "--date"]
+    found = events(nightly)
+    new = found[found["new"]]
+    assert SHIFT_AT.date().isoformat() in set(new["dt"]) and set(new["dt"]) != {d.isoformat() for d in SCORED}
+
+    with Webhook(statuses=(503,)) as hook:  # the first try fails: the second gets through
+        monkeypatch.setenv("ANOMALAKE_ALERT_URL", hook.url)
+        for day in SCORED:
+            assert main([*alert, day.isoformat()]) == 0
+        assert [m["day"] for m in hook.messages] == sorted(set(new["dt"])), "one message per day with new events"
+        for message in hook.messages:  # only the events that start that day: one that goes on was announced
+            ids = [e["event_id"] for d in message["detectors"] for e in d["events"]]
+            assert sorted(ids) == sorted(new.loc[new["dt"] == message["day"], "event_id"]), message["day"]
+        going_on = found[~found["new"]]
+        assert len(going_on), "the data has an event that goes on past midnight"
+        shift_day = next(m for m in hook.messages if m["day"] == SHIFT_AT.date().isoformat())
+        assert shift_day["schema"] == "anomalake.alert/1" and shift_day["table"] == "telemetry"
+        assert shift_day["check"] == {"passed": True, "problems": []}
+        (detector,) = shift_day["detectors"]
+        of_day = new[new["dt"] == shift_day["day"]]
+        assert detector["detector"] == DETECTOR and detector["model_version"] == of_day["model_version"].iloc[0]
+        assert detector["report"] == (
+            f"https://reports.example.com/lake/scores/telemetry/detector={DETECTOR}/dt={shift_day['day']}/_report.html"
+        )
+        assert sorted(e["event_id"] for e in detector["events"]) == sorted(of_day["event_id"])
+        shifted = next(e for e in detector["events"] if e["entity_id"] == SHIFTED)
+        assert abs(pd.Timestamp(shifted["start"]) - pd.Timestamp(SHIFT_AT)) <= pd.Timedelta(hours=1), shifted
+        assert shifted["explanation"]["top_feature"] == "memory", "the memory level shifted"
+        assert set(shifted["explanation"]) == {"top_feature", "feature_contributions", "top_steps"}
+        assert shifted["severity"] > 0 and shifted["start"].endswith("Z")
+        sent = len(hook.messages)
+        capsys.readouterr()
+        assert main([*alert, shift_day["day"]]) == 0 and len(hook.messages) == sent, "a re-run announces nothing"
+        assert "nothing to announce (no new events, the check passed)" in capsys.readouterr().out
+        assert main([*alert, TRAIN[0].isoformat()]) == 0, "a day whose check fails is announced"
+        failed = hook.messages[-1]
+        assert (
+            failed["day"] == TRAIN[0].isoformat() and failed["check"]["passed"] is False and failed["detectors"] == []
+        )
+        assert any("no run recorded" in p for p in failed["check"]["problems"]), failed
+
+    shutil.rmtree(ctx.lake.root / "_alerts")  # forget what was announced: the webhook is now down
+    capsys.readouterr()
+    assert main([*alert, shift_day["day"]]) == 0, "a webhook that is down never fails the night"
+    assert "the webhook did not take the alert after 3 tries" in capsys.readouterr().err
+    assert not (ctx.lake.root / "_alerts").exists(), "nothing is remembered as announced"

@@ -46,6 +46,7 @@ EXAMPLES = {
     "train": "anomalake train --detector dense_autoencoder --table telemetry --start 2026-03-01 --end 2026-03-02",
     "promote": "anomalake promote --detector dense_autoencoder --table telemetry --version v20260303T010000000000Z",
     "check": "anomalake check --table telemetry --date 2026-03-03",
+    "alert": "anomalake alert --table telemetry --date 2026-03-03  # to $ANOMALAKE_ALERT_URL; unset: prints it",
     "score": "anomalake score --detector dense_autoencoder --table telemetry --date 2026-03-03",
     "events": "anomalake events --detector dense_autoencoder --table telemetry --date 2026-03-03",
     "sql": 'anomalake sql "SELECT entity_id, ts, score FROM scores_telemetry WHERE is_anomaly '
@@ -56,7 +57,8 @@ EXAMPLES = {
     "detectors": "anomalake detectors",
     "demo": "anomalake demo --kind image --normal-class 3",
     "evaluate": "anomalake evaluate --benchmark nab --data ../shared/datasets/nab --detector default --out results/nab",
-    "import": "anomalake import images --src ./photos --table digits --date 2026-03-01",
+    "import": "anomalake import metrics --src ./hosts.csv --table my_servers --entity-column host --time-column time "
+    "--features cpu,memory --write-config",
     "report": "anomalake report --table telemetry --date 2026-01-17 --out report.html",
     "doctor": "anomalake doctor",
 }
@@ -192,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument(
         "--table", action="append", type=_name("table"), help="default: every table of the catalog file"
     )
+
+    alert = _command(
+        sub,
+        "alert",
+        "post the day's new anomaly events (and a failed check) as one JSON message to $ANOMALAKE_ALERT_URL, once",
+    )
+    alert.add_argument("--table", required=True, type=_name("table"))
+    alert.add_argument("--date", type=_date, required=True)
 
     _command(sub, "detectors", "list the detector families, their input kinds, and the configured detectors")
 
@@ -462,6 +472,32 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
     print(f"table {table.name}, partition dt={args.date}: healthy; new events per entity: {rates}")
 
 
+def _alert(settings: Settings, args: argparse.Namespace) -> None:
+    import json
+
+    from anomalake.pipelines.lake.layout import Lake
+    from anomalake.pipelines.reporting import alerts
+
+    table, lake = load_table(settings.tables_file, args.table), Lake(settings.lake_path)
+    where = f"table {table.name}, partition dt={args.date.isoformat()}"
+    base_url = settings.report_base_url or settings.lake_path.resolve().as_uri()
+    message, ids = alerts.build_message(lake, table, args.date, base_url)
+    if message is None:
+        print(f"{where}: nothing to announce (no new events, the check passed)")
+        return
+    events = sum(len(d["events"]) for d in message["detectors"])
+    if not settings.alert_url:
+        print(json.dumps(message, indent=1))
+        print(f"{where}: {events} new events; no webhook (ANOMALAKE_ALERT_URL), so the message above was not sent")
+        return
+    problem = alerts.post(settings.alert_url, message)
+    if problem:  # the events are in the lake either way: a webhook that is down never fails the night
+        print(f"{where}: the webhook did not take the alert after {alerts.TRIES} tries: {problem}", file=sys.stderr)
+        return
+    alerts.remember(lake, table.name, args.date, alerts.announced(lake, table.name, args.date) | ids)
+    print(f"{where}: announced {events} new events{'' if message['check']['passed'] else ' and the failed check'}")
+
+
 DEMO_TABLES = {"timeseries": "telemetry", "image": "digits", "text": "messages"}
 
 
@@ -711,6 +747,7 @@ COMMANDS = {
     "maintain": _maintain,
     "catalog": _catalog,
     "check": _check,
+    "alert": _alert,
     "demo": _demo,
     "import": _import,
     "evaluate": _evaluate,
