@@ -57,6 +57,7 @@ class ImportResult:
     """What an import did: rows read, written and quarantined per day (day -> counts), and the files it read."""
 
     files: list[str]
+    today: str  # the day rows without a usable time are quarantined under: the import's own (UTC)
     rows_in: dict[str, int] = field(default_factory=dict)
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> source id -> rows read
     rows_out: dict[str, int] = field(default_factory=dict)
@@ -341,32 +342,29 @@ def read_sources(table: TableConfig, src: Path, zone: str | None = None) -> list
 def count_import(table: TableConfig, sources: list[SourceRows]) -> ImportResult:
     """The rows per day the sources hold, usable and quarantined; JobError when more are unusable than the table's
     max_quarantine_share allows (so nothing, not even a config entry, is written for such input)."""
-    result = ImportResult(files=[s.source_id for s in sources])
-    _tally(result, sources, table, _today())
+    today = datetime.now(timezone.utc).date().isoformat()
+    result = ImportResult(files=[s.source_id for s in sources], today=today)
+    _tally(result, sources, table, today)
     _check_share(table, result)
     return result
 
 
-def _today() -> str:
-    """The day under which rows without a usable time are quarantined: the import's own (UTC)."""
-    return datetime.now(timezone.utc).date().isoformat()
-
-
-def write_import(lake: Lake, table: TableConfig, sources: list[SourceRows]) -> ImportResult:
-    """Write the sources' days, quarantined rows and run records (see the module docstring); the counts per day."""
-    result = count_import(table, sources)
-    today = _today()
+def write_import(lake: Lake, table: TableConfig, sources: list[SourceRows], counted: ImportResult) -> None:
+    """Write the sources' days, quarantined rows and run records (see the module docstring), as `count_import`
+    counted them."""
     run_id = uuid.uuid4().hex[:12]
     for source in sources:
         write_source_days(lake, table, source)
-    write_quarantine(lake, table, sources, run_id, today)
-    _record(lake, table, result, run_id)
-    return result
+    write_quarantine(lake, table, sources, run_id, counted.today)
+    _record(lake, table, counted, run_id)
 
 
 def import_metrics(lake: Lake, table: TableConfig, src: Path, zone: str | None = None) -> ImportResult:
     """Import every file of `src` into raw/<table> (see the module docstring); the counts per day."""
-    return write_import(lake, table, read_sources(table, src, zone))
+    sources = read_sources(table, src, zone)
+    counted = count_import(table, sources)
+    write_import(lake, table, sources, counted)
+    return counted
 
 
 def _check_share(table: TableConfig, result: ImportResult) -> None:

@@ -494,7 +494,7 @@ def _alert(settings: Settings, args: argparse.Namespace) -> None:
     if problem:  # the events are in the lake either way: a webhook that is down never fails the night
         print(f"{where}: the webhook did not take the alert after {alerts.TRIES} tries: {problem}", file=sys.stderr)
         return
-    alerts.remember(lake, table.name, args.date, alerts.announced(lake, table.name, args.date) | ids)
+    alerts.remember(lake, table.name, args.date, ids)
     print(f"{where}: announced {events} new events{'' if message['check']['passed'] else ' and the failed check'}")
 
 
@@ -540,10 +540,10 @@ def _import_metrics(settings: Settings, args: argparse.Namespace) -> None:
         raise JobError("import metrics writes the days its timestamps fall on: drop --date")
     table, entry = _metrics_table(settings, args)
     sources = read_sources(table, args.src, args.timezone)
-    count_import(table, sources)  # too many unusable rows: stop before the config entry is written
+    result = count_import(table, sources)  # too many unusable rows: stop before the config entry is written
     if entry is not None:
         table = _write_config(settings, args, entry, sources)
-    result = write_import(Lake(settings.lake_path), table, sources)
+    write_import(Lake(settings.lake_path), table, sources, result)
     days = sorted(result.rows_out)
     span = f"dt={days[0]}..{days[-1]}" if days else "no day"
     plural = {"days": "s" if len(days) != 1 else "", "files": "s" if len(result.files) != 1 else ""}

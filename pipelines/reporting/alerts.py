@@ -113,7 +113,8 @@ def _event(row: pd.Series, kind: str) -> dict[str, Any]:
 
 
 def build_message(lake: Lake, table: TableConfig, day: date, base_url: str) -> tuple[dict | None, set[str]]:
-    """The day's message and the ids it announces; None when there is nothing new and the check passed."""
+    """The day's message (None when there is nothing new and the check passed) and every id announced for the day
+    once it is sent (the earlier ones and its own: what `remember` keeps)."""
     skip = announced(lake, table.name, day)
     check = run_check(lake, table, list(table.detectors), day)
     detectors, ids = [], set()
@@ -132,7 +133,7 @@ def build_message(lake: Lake, table: TableConfig, day: date, base_url: str) -> t
         )
     failed = bool(check.problems) and f"check:{day.isoformat()}" not in skip
     if not detectors and not failed:
-        return None, set()
+        return None, skip
     message = {
         "schema": SCHEMA,
         "table": table.name,
@@ -140,7 +141,7 @@ def build_message(lake: Lake, table: TableConfig, day: date, base_url: str) -> t
         "check": {"passed": not check.problems, "problems": list(check.problems)},
         "detectors": detectors,
     }
-    return message, ids | ({f"check:{day.isoformat()}"} if failed else set())
+    return message, skip | ids | ({f"check:{day.isoformat()}"} if failed else set())
 
 
 def post(url: str, message: dict, timeout: float = TIMEOUT_SECONDS, tries: int = TRIES) -> str | None:
